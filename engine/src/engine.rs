@@ -1,0 +1,276 @@
+//! [`Engine`]: opens a state directory, recovers its log, and appends.
+//!
+//! Opening takes the directory's lock, runs recovery, and starts the writer
+//! thread. `append` checks limits and encodes the batch on the caller's
+//! thread, then hands it to the writer and waits for its acknowledgement.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, bounded};
+
+use crate::error::{Error, Limit, Result};
+use crate::event::{Event, encode_batch};
+use crate::lock::lock_dir;
+use crate::log::writer::{Msg, Shared, Writer};
+use crate::log::{LOG_DIR_NAME, LogReader, Lsn, RecoveryReport, recovery};
+use crate::options::Options;
+use crate::storage::{FsStorage, LockGuard, Storage};
+
+/// An open state directory: the single writer of its log.
+///
+/// `Engine` is cheap to clone and `Send + Sync`; clones share one writer.
+/// The writer stops (after syncing) when the last clone is dropped or
+/// [`Engine::close`] is called.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    options: Options,
+    tx: Sender<Msg>,
+    writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+    report: RecoveryReport,
+    log_id: u128,
+    _lock: LockGuard,
+}
+
+/// Counters since the engine was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Batches appended (acknowledged or written).
+    pub batches: u64,
+    /// Payload bytes appended.
+    pub payload_bytes: u64,
+    /// Log bytes written (frames, padding included).
+    pub log_bytes: u64,
+    /// Group commits.
+    pub groups: u64,
+    /// `fdatasync` calls on segments.
+    pub fsyncs: u64,
+    /// Segments created.
+    pub segments_created: u64,
+    /// The highest LSN written.
+    pub written_lsn: Lsn,
+    /// The highest LSN made durable.
+    pub durable_lsn: Lsn,
+}
+
+impl Stats {
+    /// Mean batches per group commit.
+    pub fn mean_group_batches(&self) -> f64 {
+        if self.groups == 0 {
+            0.0
+        } else {
+            self.batches as f64 / self.groups as f64
+        }
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("dir", &self.inner.dir).finish_non_exhaustive()
+    }
+}
+
+fn sync_parent(storage: &dyn Storage, path: &Path) -> Result<()> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    storage.sync_dir(parent).map_err(|e| Error::io(parent, e))
+}
+
+impl Engine {
+    /// Opens (or creates) the state directory `dir` on the real file system
+    /// with default [`Options`].
+    ///
+    /// # Errors
+    ///
+    /// A held lock ([`Error::AlreadyOpenInThisProcess`],
+    /// [`Error::LockedByOtherProcess`]), corruption found by recovery
+    /// ([`Error::Corruption`], [`Error::Gap`]), or I/O errors.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Engine> {
+        Engine::open_with(Arc::new(FsStorage), dir, Options::default())
+    }
+
+    /// Opens (or creates) the state directory `dir` on `storage`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::open`], and [`Error::InvalidOptions`].
+    pub fn open_with(storage: Arc<dyn Storage>, dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let log_dir = dir.join(LOG_DIR_NAME);
+        let fresh = !storage.exists(&log_dir).map_err(|e| Error::io(&log_dir, e))?;
+        if fresh {
+            storage.create_dir_all(&log_dir).map_err(|e| Error::io(&log_dir, e))?;
+            // The new directories are durable only once their parents say so.
+            sync_parent(storage.as_ref(), &dir)?;
+            sync_parent(storage.as_ref(), &log_dir)?;
+        }
+        let lock = lock_dir(storage.as_ref(), &dir)?;
+        let prealloc = options.preallocate.then_some(options.segment_bytes_max);
+        let recovered = recovery::recover(storage.as_ref(), &log_dir, options.recovery, prealloc)?;
+        let shared = Arc::new(Shared::default());
+        let writer = Writer::new(
+            Arc::clone(&storage),
+            log_dir,
+            options.clone(),
+            recovered.log_id,
+            recovered.tail,
+            recovered.next_lsn,
+            Arc::clone(&shared),
+        )?;
+        let log_id = writer.log_id();
+        let (tx, rx) = bounded(options.writer_queue_depth as usize);
+        let handle = std::thread::Builder::new()
+            .name("waymark-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::io(&dir, e))?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                dir,
+                storage,
+                options,
+                tx,
+                writer: std::sync::Mutex::new(Some(handle)),
+                shared,
+                report: recovered.report,
+                log_id,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Appends one batch atomically and returns its LSN once it is durable in
+    /// the configured [`crate::Durability`] mode.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyBatch`] and [`Error::LimitExceeded`] before anything is
+    /// written; [`Error::Poisoned`] after an earlier failure; I/O errors
+    /// ([`Error::Io`], [`Error::DiskFull`]) if the batch's group failed, in
+    /// which case the batch may or may not be in the log after a reopen, but
+    /// never partly; [`Error::Closed`] after [`Engine::close`].
+    pub fn append(&self, batch: Vec<Event>) -> Result<Lsn> {
+        let limits = &self.inner.options.limits;
+        if batch.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        if batch.len() as u64 > u64::from(limits.batch_events_max) {
+            return Err(Error::LimitExceeded {
+                what: Limit::BatchEvents,
+                actual_bytes: batch.len() as u64,
+                max_bytes: u64::from(limits.batch_events_max),
+            });
+        }
+        for event in &batch {
+            event.check(limits)?;
+        }
+        if let Some(e) = self.inner.shared.poisoned() {
+            return Err(e);
+        }
+        let payload = encode_batch(&batch);
+        if payload.len() as u64 > u64::from(limits.batch_bytes_max) {
+            return Err(Error::LimitExceeded {
+                what: Limit::BatchBytes,
+                actual_bytes: payload.len() as u64,
+                max_bytes: u64::from(limits.batch_bytes_max),
+            });
+        }
+        let (ack, rx) = bounded(1);
+        self.send(Msg::Append { payload, ack })?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Syncs everything written so far, whatever the durability mode, and
+    /// returns the durable LSN.
+    ///
+    /// # Errors
+    ///
+    /// As the failure of a group in [`Engine::append`].
+    pub fn flush(&self) -> Result<Lsn> {
+        let (ack, rx) = bounded(1);
+        self.send(Msg::Flush { ack })?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Syncs and stops the writer; later appends get [`Error::Closed`].
+    /// Dropping the last clone does the same.
+    ///
+    /// # Errors
+    ///
+    /// The failure of the final sync, or [`Error::Poisoned`].
+    pub fn close(&self) -> Result<()> {
+        let (ack, rx) = bounded(1);
+        self.send(Msg::Close { ack })?;
+        rx.recv().map_err(|_| Error::Closed)?.map(|_| ())
+    }
+
+    fn send(&self, msg: Msg) -> Result<()> {
+        self.inner.tx.send(msg).map_err(|_| Error::Closed)
+    }
+
+    /// A reader of this engine's log (it takes no lock).
+    pub fn reader(&self) -> LogReader {
+        LogReader::open_on(Arc::clone(&self.inner.storage), &self.inner.dir)
+            .expect("an open engine's log directory exists")
+    }
+
+    /// What recovery found and did when this engine opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The log's id (it seeds every frame's checksum).
+    pub fn log_id(&self) -> u128 {
+        self.inner.log_id
+    }
+
+    /// The options the engine was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> Stats {
+        let s = &self.inner.shared;
+        Stats {
+            batches: s.batches.load(Ordering::Relaxed),
+            payload_bytes: s.payload_bytes.load(Ordering::Relaxed),
+            log_bytes: s.log_bytes.load(Ordering::Relaxed),
+            groups: s.groups.load(Ordering::Relaxed),
+            fsyncs: s.fsyncs.load(Ordering::Relaxed),
+            segments_created: s.segments_created.load(Ordering::Relaxed),
+            written_lsn: Lsn(s.written_lsn.load(Ordering::Acquire)),
+            durable_lsn: Lsn(s.durable_lsn.load(Ordering::Acquire)),
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel makes the writer sync and return.
+        let (tx, _) = bounded(0);
+        drop(std::mem::replace(&mut self.tx, tx));
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            // A panicking writer thread is a bug; it has already printed.
+            let _ = handle.join();
+        }
+    }
+}

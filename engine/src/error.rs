@@ -1,0 +1,205 @@
+//! The engine's public error type.
+//!
+//! Every expected fault (I/O, a full disk, corrupt bytes, a caller's bad
+//! input, a held lock) is an [`Error`] that says where it happened: the path,
+//! the segment file, the byte offset, the LSN. Broken invariants are bugs and
+//! panic instead.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::log::Lsn;
+
+/// A `Result` whose error is the engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which configured limit an input exceeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// A tenant, dag, run, task, checkpoint or worker name.
+    NameBytes,
+    /// A key.
+    KeyBytes,
+    /// A value or a metadata blob.
+    ValueBytes,
+    /// One event's variable-size parts, summed.
+    EventBytes,
+    /// The encoded size of one batch.
+    BatchBytes,
+    /// The number of events in one batch.
+    BatchEvents,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Limit::NameBytes => "name",
+            Limit::KeyBytes => "key",
+            Limit::ValueBytes => "value",
+            Limit::EventBytes => "event",
+            Limit::BatchBytes => "encoded batch",
+            Limit::BatchEvents => "batch event count",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Why a frame or segment header failed to validate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Invalid {
+    /// The frame's length field is zero or larger than the format allows.
+    BadLength(u32),
+    /// The frame runs past the end of the file.
+    Truncated,
+    /// The checksum does not match (bit flip, torn write, or another log's frame).
+    Checksum,
+    /// The checksum matches but the LSN is not the next one expected.
+    UnexpectedLsn(Lsn),
+    /// The payload does not validate as a batch of events.
+    Payload(String),
+    /// The segment header's magic bytes are wrong.
+    BadMagic,
+    /// The segment header's checksum does not match.
+    HeaderChecksum,
+    /// The segment header names a base LSN other than its file name's.
+    BaseLsnMismatch(Lsn),
+    /// The segment belongs to another log.
+    LogIdMismatch,
+    /// Non-zero bytes follow the end of the frames.
+    TrailingGarbage,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Invalid::BadLength(n) => write!(f, "bad frame length {n}"),
+            Invalid::Truncated => f.write_str("frame runs past the end of the file"),
+            Invalid::Checksum => f.write_str("checksum mismatch"),
+            Invalid::UnexpectedLsn(lsn) => write!(f, "frame has LSN {lsn}"),
+            Invalid::Payload(why) => write!(f, "payload does not validate: {why}"),
+            Invalid::BadMagic => f.write_str("not a waymark segment (bad magic)"),
+            Invalid::HeaderChecksum => f.write_str("segment header checksum mismatch"),
+            Invalid::BaseLsnMismatch(lsn) => {
+                write!(f, "header says base LSN {lsn}, unlike the file name")
+            }
+            Invalid::LogIdMismatch => f.write_str("segment belongs to another log"),
+            Invalid::TrailingGarbage => f.write_str("non-zero bytes after the last frame"),
+        }
+    }
+}
+
+/// The engine's error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O operation failed on `path`.
+    #[error("I/O error on {path}: {source}", path = .path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The disk is full; nothing in the failed batch was acknowledged.
+    #[error("disk full while writing {path}", path = .path.display())]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+    },
+    /// The state directory is already open in this process.
+    #[error("{path} is already open in this process; share the open engine instead", path = .path.display())]
+    AlreadyOpenInThisProcess {
+        /// The state directory.
+        path: PathBuf,
+    },
+    /// Another process holds the state directory's lock.
+    #[error("{path} is locked by another process ({holder}); only one process may write a state directory", path = .path.display())]
+    LockedByOtherProcess {
+        /// The state directory.
+        path: PathBuf,
+        /// What the lock file says about its holder (its pid), if anything.
+        holder: String,
+    },
+    /// A frame or segment header that is not at the torn tail failed to
+    /// validate: the log is corrupt. Open in salvage mode to truncate it.
+    #[error("corrupt log: segment {segment} offset {offset} (expected LSN {expected_lsn}): {reason}", segment = .segment.display())]
+    Corruption {
+        /// The segment file.
+        segment: PathBuf,
+        /// The byte offset of the bad frame or header in the segment.
+        offset: u64,
+        /// The LSN the frame at that offset should have had.
+        expected_lsn: Lsn,
+        /// What was wrong.
+        reason: Invalid,
+    },
+    /// The log is missing a segment: LSNs jump.
+    #[error("log has a gap: segment {segment} starts at LSN {found}, expected {expected}", segment = .segment.display())]
+    Gap {
+        /// The segment that starts too late.
+        segment: PathBuf,
+        /// The LSN expected next.
+        expected: Lsn,
+        /// The LSN the segment starts at.
+        found: Lsn,
+    },
+    /// A segment's format version is newer than this build reads.
+    #[error("{path} has format version {version}; this build reads versions up to {supported}", path = .path.display())]
+    UnsupportedVersion {
+        /// The segment file.
+        path: PathBuf,
+        /// The version found.
+        version: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// A path that should be a waymark state directory is not one.
+    #[error("{path} is not a waymark state directory: {why}", path = .path.display())]
+    NotAStateDir {
+        /// The path given.
+        path: PathBuf,
+        /// What is missing or wrong.
+        why: String,
+    },
+    /// An input exceeded a configured limit; nothing was written.
+    #[error("{what} is {actual_bytes} bytes, over the limit of {max_bytes}")]
+    LimitExceeded {
+        /// Which limit.
+        what: Limit,
+        /// The input's size (bytes, or events for `BatchEvents`).
+        actual_bytes: u64,
+        /// The limit.
+        max_bytes: u64,
+    },
+    /// A batch had no events.
+    #[error("a batch must hold at least one event")]
+    EmptyBatch,
+    /// The options are inconsistent.
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    /// An earlier write or fsync failed; the engine refuses further writes.
+    /// Reopen the directory to recover.
+    #[error("engine is poisoned by an earlier failure and refuses writes; reopen to recover: {cause}")]
+    Poisoned {
+        /// The failure that poisoned the engine.
+        cause: String,
+    },
+    /// The engine was closed.
+    #[error("engine is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on, telling a full disk
+    /// apart.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Error {
+        let path = path.into();
+        if source.kind() == io::ErrorKind::StorageFull {
+            Error::DiskFull { path }
+        } else {
+            Error::Io { path, source }
+        }
+    }
+}

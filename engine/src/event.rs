@@ -1,0 +1,479 @@
+//! Events: the only things the log stores.
+//!
+//! An event is one change to the state of workflow tasks, with the time it
+//! was made. Events are encoded with rkyv and read back only through
+//! validation: bytes from disk are untrusted. A batch of events (one frame in
+//! the log) is archived as an `rkyv` vector of [`Event`]s; see FORMAT.md for
+//! the byte layout and how the format is versioned.
+//!
+//! The engine stores events and (in later layers) materializes views from
+//! them; it gives them no meaning beyond that. The kernel API builds them.
+//!
+//! Changing any type in this module changes the on-disk format: bump
+//! [`crate::log::FORMAT_VERSION`] and keep a reader for the old version.
+
+// rkyv's derive generates resolver enums whose fields carry no docs; every
+// item written in this file is documented by hand.
+#![allow(missing_docs)]
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::error::{Error, Limit, Result};
+use crate::options::Limits;
+
+/// A run: one execution of a DAG, owned by a tenant.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub struct RunScope {
+    /// The tenant that owns the run.
+    pub tenant: String,
+    /// The DAG's name.
+    pub dag: String,
+    /// The run's id, unique within the tenant and DAG.
+    pub run: String,
+}
+
+/// A task within a run, across all its attempts.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub struct TaskScope {
+    /// The run.
+    pub run: RunScope,
+    /// The task's id within the run.
+    pub task: String,
+}
+
+/// One task attempt: one try of one task (`try_number` counts from 1).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub struct AttemptScope {
+    /// The task.
+    pub task: TaskScope,
+    /// Which try, from 1.
+    pub try_number: u32,
+}
+
+/// The status of a task attempt.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub enum TaskStatus {
+    /// Waiting to run.
+    Scheduled,
+    /// Running now.
+    Running,
+    /// Finished; `result` is the task's output (may be empty).
+    Succeeded {
+        /// The task's result bytes.
+        result: Vec<u8>,
+    },
+    /// Failed with an error message and a kind (for retry policies).
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// The failure's kind, e.g. `timeout` or `user`.
+        kind: String,
+    },
+    /// Was running when its worker died.
+    Interrupted,
+    /// Cancelled before finishing.
+    Cancelled,
+}
+
+/// The status of a run.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub enum RunStatus {
+    /// Created, not started.
+    Created,
+    /// Running.
+    Running,
+    /// Every task finished.
+    Succeeded,
+    /// The run failed.
+    Failed,
+    /// The run was cancelled.
+    Cancelled,
+}
+
+/// The run and task that started a sub-workflow.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub struct ParentRef {
+    /// The parent run.
+    pub run: RunScope,
+    /// The task in the parent run that started this run.
+    pub task: String,
+}
+
+/// What changed.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub enum EventBody {
+    /// Sets a key of a task attempt's attempt state.
+    Put {
+        /// The task attempt.
+        attempt: AttemptScope,
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+        /// Caller-defined metadata (for example JSON); may be empty.
+        meta: Vec<u8>,
+    },
+    /// Deletes a key of a task attempt's attempt state.
+    Delete {
+        /// The task attempt.
+        attempt: AttemptScope,
+        /// The key.
+        key: String,
+    },
+    /// Clears the attempt state of every attempt of a task (before a retry).
+    ClearTask {
+        /// The task.
+        task: TaskScope,
+    },
+    /// Sets a key of a task's task state, which survives retries.
+    TaskPut {
+        /// The task.
+        task: TaskScope,
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Deletes a key of a task's task state.
+    TaskDelete {
+        /// The task.
+        task: TaskScope,
+        /// The key.
+        key: String,
+    },
+    /// A task attempt's status changed.
+    TaskStatus {
+        /// The task attempt.
+        attempt: AttemptScope,
+        /// The new status.
+        status: TaskStatus,
+        /// The id of the worker that made the change.
+        worker: String,
+    },
+    /// A run's status changed (the first one creates the run).
+    RunStatus {
+        /// The run.
+        run: RunScope,
+        /// The new status.
+        status: RunStatus,
+        /// The parent run and task, for a sub-workflow.
+        parent: Option<ParentRef>,
+    },
+    /// A named, checksummed capture of a run's state.
+    Checkpoint {
+        /// The run.
+        run: RunScope,
+        /// The checkpoint's name.
+        name: String,
+        /// The checksum of the captured state.
+        checksum: u64,
+    },
+    /// Brings a run's state back to a checkpoint.
+    RestoreCheckpoint {
+        /// The run.
+        run: RunScope,
+        /// The checkpoint's name.
+        name: String,
+    },
+    /// Sets a run-scoped shared variable.
+    SharedPut {
+        /// The run.
+        run: RunScope,
+        /// The variable's key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+        /// Whether the variable may never be written again.
+        immutable: bool,
+    },
+    /// Removes a run and all its state.
+    PurgeRun {
+        /// The run.
+        run: RunScope,
+    },
+}
+
+/// One change, with the time it was made.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub struct Event {
+    /// When the change was made, in microseconds since the Unix epoch.
+    pub ts_micros: i64,
+    /// What changed.
+    pub body: EventBody,
+}
+
+impl Event {
+    /// An event made now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use waymark_engine::{Event, EventBody, RunScope};
+    ///
+    /// let run = RunScope { tenant: "acme".into(), dag: "etl".into(), run: "r1".into() };
+    /// let e = Event::now(EventBody::PurgeRun { run });
+    /// assert!(e.ts_micros > 0);
+    /// ```
+    pub fn now(body: EventBody) -> Event {
+        Event {
+            ts_micros: now_micros(),
+            body,
+        }
+    }
+
+    /// The event kind's stable name, as the CLI and JSON export print it.
+    pub fn kind(&self) -> &'static str {
+        match &self.body {
+            EventBody::Put { .. } => "put",
+            EventBody::Delete { .. } => "delete",
+            EventBody::ClearTask { .. } => "clear_task",
+            EventBody::TaskPut { .. } => "task_put",
+            EventBody::TaskDelete { .. } => "task_delete",
+            EventBody::TaskStatus { .. } => "task_status",
+            EventBody::RunStatus { .. } => "run_status",
+            EventBody::Checkpoint { .. } => "checkpoint",
+            EventBody::RestoreCheckpoint { .. } => "restore_checkpoint",
+            EventBody::SharedPut { .. } => "shared_put",
+            EventBody::PurgeRun { .. } => "purge_run",
+        }
+    }
+
+    /// Checks the event against `limits`, naming the first limit exceeded.
+    pub(crate) fn check(&self, limits: &Limits) -> Result<()> {
+        let mut names: Vec<&str> = Vec::with_capacity(6);
+        let mut keys: Vec<&str> = Vec::new();
+        let mut values: Vec<&[u8]> = Vec::new();
+        match &self.body {
+            EventBody::Put {
+                attempt,
+                key,
+                value,
+                meta,
+            } => {
+                attempt.task.names(&mut names);
+                keys.push(key);
+                values.push(value);
+                values.push(meta);
+            }
+            EventBody::Delete { attempt, key } => {
+                attempt.task.names(&mut names);
+                keys.push(key);
+            }
+            EventBody::ClearTask { task } => task.names(&mut names),
+            EventBody::TaskPut { task, key, value } => {
+                task.names(&mut names);
+                keys.push(key);
+                values.push(value);
+            }
+            EventBody::TaskDelete { task, key } => {
+                task.names(&mut names);
+                keys.push(key);
+            }
+            EventBody::TaskStatus {
+                attempt,
+                status,
+                worker,
+            } => {
+                attempt.task.names(&mut names);
+                names.push(worker);
+                match status {
+                    TaskStatus::Succeeded { result } => values.push(result),
+                    TaskStatus::Failed { error, kind } => {
+                        values.push(error.as_bytes());
+                        names.push(kind);
+                    }
+                    _ => {}
+                }
+            }
+            EventBody::RunStatus { run, parent, .. } => {
+                run.names(&mut names);
+                if let Some(parent) = parent {
+                    parent.run.names(&mut names);
+                    names.push(&parent.task);
+                }
+            }
+            EventBody::Checkpoint { run, name, .. } | EventBody::RestoreCheckpoint { run, name } => {
+                run.names(&mut names);
+                names.push(name);
+            }
+            EventBody::SharedPut {
+                run, key, value, ..
+            } => {
+                run.names(&mut names);
+                keys.push(key);
+                values.push(value);
+            }
+            EventBody::PurgeRun { run } => run.names(&mut names),
+        }
+        let mut total = 0u64;
+        for (items, limit, max) in [
+            (
+                names.iter().map(|s| s.len()).collect::<Vec<_>>(),
+                Limit::NameBytes,
+                limits.name_bytes_max,
+            ),
+            (
+                keys.iter().map(|s| s.len()).collect(),
+                Limit::KeyBytes,
+                limits.key_bytes_max,
+            ),
+            (
+                values.iter().map(|s| s.len()).collect(),
+                Limit::ValueBytes,
+                limits.value_bytes_max,
+            ),
+        ] {
+            for len in items {
+                let len = len as u64;
+                exceeds(limit, len, u64::from(max))?;
+                total += len;
+            }
+        }
+        exceeds(Limit::EventBytes, total, u64::from(limits.event_bytes_max))
+    }
+}
+
+fn exceeds(what: Limit, actual_bytes: u64, max_bytes: u64) -> Result<()> {
+    if actual_bytes > max_bytes {
+        return Err(Error::LimitExceeded {
+            what,
+            actual_bytes,
+            max_bytes,
+        });
+    }
+    Ok(())
+}
+
+impl RunScope {
+    fn names<'a>(&'a self, out: &mut Vec<&'a str>) {
+        out.extend([self.tenant.as_str(), &self.dag, &self.run]);
+    }
+}
+
+impl TaskScope {
+    fn names<'a>(&'a self, out: &mut Vec<&'a str>) {
+        self.run.names(out);
+        out.push(&self.task);
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// The archived form of a batch, as it sits in a frame's payload.
+pub type ArchivedBatch = rkyv::vec::ArchivedVec<ArchivedEvent>;
+
+/// Encodes a batch of events into a frame payload.
+pub(crate) fn encode_batch(events: &Vec<Event>) -> rkyv::util::AlignedVec {
+    rkyv::to_bytes::<rkyv::rancor::Error>(events)
+        .expect("serializing owned events into a growable buffer cannot fail")
+}
+
+/// Validates a frame payload as a batch and returns its archived view.
+///
+/// # Errors
+///
+/// The reason the bytes are not a valid batch, if they are not.
+pub fn access_batch(payload: &[u8]) -> std::result::Result<&ArchivedBatch, String> {
+    rkyv::access::<ArchivedBatch, rkyv::rancor::BoxedError>(payload).map_err(|e| e.to_string())
+}
+
+/// Validates and decodes a frame payload into owned events.
+///
+/// # Errors
+///
+/// The reason the bytes are not a valid batch, if they are not.
+pub fn decode_batch(payload: &[u8]) -> std::result::Result<Vec<Event>, String> {
+    let archived = access_batch(payload)?;
+    rkyv::deserialize::<Vec<Event>, rkyv::rancor::BoxedError>(archived).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(i: u32) -> Event {
+        let run = RunScope {
+            tenant: "t".into(),
+            dag: "d".into(),
+            run: format!("r{i}"),
+        };
+        Event {
+            ts_micros: 1_700_000_000_000_000 + i64::from(i),
+            body: EventBody::Put {
+                attempt: AttemptScope {
+                    task: TaskScope {
+                        run,
+                        task: "ocr".into(),
+                    },
+                    try_number: 1,
+                },
+                key: format!("k{i}"),
+                value: vec![i as u8; 40],
+                meta: b"{}".to_vec(),
+            },
+        }
+    }
+
+    #[test]
+    fn batch_round_trips() {
+        let events: Vec<Event> = (0..10).map(sample).collect();
+        let bytes = encode_batch(&events);
+        assert_eq!(decode_batch(&bytes).unwrap(), events);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let events: Vec<Event> = (0..3).map(sample).collect();
+        let mut bytes = encode_batch(&events).to_vec();
+        let n = bytes.len();
+        bytes[n - 4..].copy_from_slice(&[0xff; 4]);
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&bytes);
+        assert!(decode_batch(&aligned).is_err());
+        assert!(decode_batch(&[]).is_err());
+    }
+
+    #[test]
+    fn limits_name_the_field() {
+        let limits = Limits {
+            key_bytes_max: 1,
+            ..Limits::default()
+        };
+        let err = sample(1).check(&limits).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::LimitExceeded {
+                what: Limit::KeyBytes,
+                ..
+            }
+        ));
+        let limits = Limits {
+            value_bytes_max: 10,
+            ..Limits::default()
+        };
+        let err = sample(1).check(&limits).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::LimitExceeded {
+                what: Limit::ValueBytes,
+                actual_bytes: 40,
+                max_bytes: 10
+            }
+        ));
+        sample(1).check(&Limits::default()).unwrap();
+    }
+}

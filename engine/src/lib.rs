@@ -1,0 +1,90 @@
+//! waymark-engine: an embedded, event-sourced storage engine for the state of
+//! workflow (DAG) tasks.
+//!
+//! Every change is an [`Event`]; batches of events are appended to a durable,
+//! segmented log ([`log`]) by a writer thread with group commit. An
+//! acknowledged batch survives any crash, and a batch is atomic: after a crash
+//! it is wholly there or wholly absent. All file I/O goes through the
+//! [`storage`] layer, whose simulated disk ([`storage::SimDisk`]) lets tests,
+//! ours and yours, crash the engine at any point.
+//!
+//! # Examples
+//!
+//! ```
+//! use waymark_engine::{AttemptScope, Engine, Event, EventBody, Lsn, RunScope, TaskScope};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let engine = Engine::open(dir.path())?;
+//! let attempt = AttemptScope {
+//!     task: TaskScope {
+//!         run: RunScope { tenant: "acme".into(), dag: "docs".into(), run: "r1".into() },
+//!         task: "ocr".into(),
+//!     },
+//!     try_number: 1,
+//! };
+//! let put = |key: &str, value: &[u8]| {
+//!     Event::now(EventBody::Put {
+//!         attempt: attempt.clone(),
+//!         key: key.into(),
+//!         value: value.to_vec(),
+//!         meta: Vec::new(),
+//!     })
+//! };
+//! // One batch: both events or neither, after any crash.
+//! let lsn = engine.append(vec![put("pages", b"12"), put("lang", b"en")])?;
+//! assert_eq!(lsn, Lsn(1));
+//! drop(engine);
+//!
+//! // Reopen: recovery verifies every frame.
+//! let engine = Engine::open(dir.path())?;
+//! assert_eq!(engine.recovery_report().last_lsn, Some(Lsn(1)));
+//! let mut cursor = engine.reader().cursor(Lsn(1));
+//! let frame = cursor.next_frame()?.expect("the batch is there");
+//! assert_eq!(frame.decode()?.len(), 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod engine;
+mod error;
+pub mod event;
+mod lock;
+pub mod log;
+mod options;
+pub mod storage;
+
+pub use engine::{Engine, Stats};
+pub use error::{Error, Invalid, Limit, Result};
+pub use event::{AttemptScope, Event, EventBody, ParentRef, RunScope, RunStatus, TaskScope, TaskStatus};
+pub use lock::LOCK_FILE_NAME;
+pub use log::{Cursor, FrameView, LogReader, Lsn, RecoveryReport};
+pub use options::{Durability, Limits, Options, RecoveryMode};
+
+#[doc(hidden)]
+pub mod __fuzz {
+    //! Entry points for the fuzz targets: every decoder of bytes from disk.
+    //! Not API.
+
+    /// Decodes a frame at the start of `buf` and validates its payload.
+    pub fn frame(buf: &[u8], seed: u32) {
+        if let crate::log::frame::Decoded::Frame(info) = crate::log::frame::decode_frame(buf, 0, seed, None) {
+            let mut aligned = rkyv::util::AlignedVec::<16>::new();
+            aligned.extend_from_slice(&buf[info.payload]);
+            let _ = crate::event::decode_batch(&aligned);
+        }
+        let _ = crate::log::frame::find_frame_vouching_for(buf, 0, seed, crate::Lsn(1));
+    }
+
+    /// Decodes a segment header.
+    pub fn segment_header(buf: &[u8]) {
+        let _ = crate::log::segment::SegmentHeader::decode(buf);
+    }
+
+    /// Validates and decodes a batch payload.
+    pub fn batch(buf: &[u8]) {
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(buf);
+        let _ = crate::event::decode_batch(&aligned);
+    }
+}

@@ -1,0 +1,417 @@
+//! The log reader: iterate frames from any LSN, offline or beside a live
+//! writer.
+//!
+//! [`LogReader`] takes no lock and writes nothing, so it works on a copied
+//! directory and on one that another process is appending to. At the tail it
+//! stops cleanly at a frame still being written (or torn), and a later call
+//! picks up whatever has been written since: that is how `tail -f` follows.
+//! Judging whether an invalid tail is crash damage or corruption is the job
+//! of recovery (and `verify`), not of the reader; [`Cursor::tail`] says where
+//! and why the reader stopped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rkyv::util::AlignedVec;
+
+use super::Lsn;
+use super::frame::{Decoded, FrameInfo, crc_seed, decode_frame};
+use super::segment::{HeaderError, SEGMENT_HEADER_BYTES, SegmentHeader, list_segments};
+use crate::error::{Error, Invalid, Result};
+use crate::event::{ArchivedBatch, Event, access_batch, decode_batch};
+use crate::log::LOG_DIR_NAME;
+use crate::storage::{OpenMode, Storage, read_up_to};
+
+/// The bytes of one segment from some aligned offset to its end, in a buffer
+/// aligned for in-place validation.
+pub(crate) struct LoadedSegment {
+    pub base: Lsn,
+    pub path: PathBuf,
+    /// File offset of `buf[0]`; a multiple of 8.
+    pub buf_offset: u64,
+    pub buf: AlignedVec<16>,
+}
+
+impl LoadedSegment {
+    /// Reads `path` from `from` (8-aligned) to its end.
+    pub(crate) fn load(storage: &dyn Storage, path: &Path, base: Lsn, from: u64) -> Result<LoadedSegment> {
+        assert!(from.is_multiple_of(8), "segments are loaded from aligned offsets");
+        let file = storage
+            .open(path, OpenMode::Read)
+            .map_err(|e| Error::io(path, e))?;
+        let len = file.len().map_err(|e| Error::io(path, e))?;
+        let want = usize::try_from(len.saturating_sub(from)).map_err(|_| Error::NotAStateDir {
+            path: path.to_path_buf(),
+            why: "segment larger than this machine's address space".into(),
+        })?;
+        let mut buf = AlignedVec::<16>::with_capacity(want);
+        buf.resize(want, 0);
+        let n = read_up_to(file.as_ref(), &mut buf, from).map_err(|e| Error::io(path, e))?;
+        buf.resize(n, 0);
+        Ok(LoadedSegment {
+            base,
+            path: path.to_path_buf(),
+            buf_offset: from,
+            buf,
+        })
+    }
+
+    /// The position in `buf` of file offset `offset`.
+    pub(crate) fn pos(&self, offset: u64) -> usize {
+        usize::try_from(offset - self.buf_offset).expect("offsets inside a loaded buffer fit usize")
+    }
+
+    /// The file offset of position `pos` in `buf`.
+    pub(crate) fn offset(&self, pos: usize) -> u64 {
+        self.buf_offset + pos as u64
+    }
+}
+
+/// Decodes a segment header, mapping failures to errors that name the file.
+pub(crate) fn check_header(path: &Path, base: Lsn, bytes: &[u8]) -> Result<SegmentHeader> {
+    let header = SegmentHeader::decode(bytes).map_err(|e| match e {
+        HeaderError::UnsupportedVersion(version) => Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            version,
+            supported: super::FORMAT_VERSION,
+        },
+        HeaderError::Invalid(reason) => Error::Corruption {
+            segment: path.to_path_buf(),
+            offset: 0,
+            expected_lsn: base,
+            reason,
+        },
+    })?;
+    if header.base_lsn != base {
+        return Err(Error::Corruption {
+            segment: path.to_path_buf(),
+            offset: 0,
+            expected_lsn: base,
+            reason: Invalid::BaseLsnMismatch(header.base_lsn),
+        });
+    }
+    Ok(header)
+}
+
+/// Reads the log of a state directory, without a lock.
+///
+/// # Examples
+///
+/// ```
+/// use waymark_engine::{Engine, Event, EventBody, LogReader, Lsn, RunScope};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let engine = Engine::open(dir.path()).unwrap();
+/// let run = RunScope { tenant: "t".into(), dag: "d".into(), run: "r".into() };
+/// engine.append(vec![Event::now(EventBody::PurgeRun { run })]).unwrap();
+///
+/// let reader = LogReader::open(dir.path()).unwrap();
+/// let mut cursor = reader.cursor(Lsn(1));
+/// let frame = cursor.next_frame().unwrap().expect("one frame");
+/// assert_eq!(frame.lsn(), Lsn(1));
+/// assert_eq!(frame.decode().unwrap()[0].kind(), "purge_run");
+/// assert!(cursor.next_frame().unwrap().is_none());
+/// ```
+#[derive(Clone, Debug)]
+pub struct LogReader {
+    storage: Arc<dyn Storage>,
+    log_dir: PathBuf,
+}
+
+impl LogReader {
+    /// A reader of the state directory `dir` on the real file system.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotAStateDir`] if `dir` has no log.
+    pub fn open(dir: impl AsRef<Path>) -> Result<LogReader> {
+        LogReader::open_on(Arc::new(crate::storage::FsStorage), dir)
+    }
+
+    /// A reader of the state directory `dir` on `storage`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotAStateDir`] if `dir` has no log.
+    pub fn open_on(storage: Arc<dyn Storage>, dir: impl AsRef<Path>) -> Result<LogReader> {
+        let dir = dir.as_ref();
+        let log_dir = dir.join(LOG_DIR_NAME);
+        let exists = storage.exists(&log_dir).map_err(|e| Error::io(&log_dir, e))?;
+        if !exists {
+            let why = if storage.exists(dir).map_err(|e| Error::io(dir, e))? {
+                format!("it has no {LOG_DIR_NAME}/ directory")
+            } else {
+                "it does not exist".to_string()
+            };
+            return Err(Error::NotAStateDir {
+                path: dir.to_path_buf(),
+                why,
+            });
+        }
+        Ok(LogReader { storage, log_dir })
+    }
+
+    /// The segments, as (base LSN, path), in LSN order.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error listing the log directory.
+    pub fn segments(&self) -> Result<Vec<(Lsn, PathBuf)>> {
+        list_segments(self.storage.as_ref(), &self.log_dir).map_err(|e| Error::io(&self.log_dir, e))
+    }
+
+    /// A cursor that yields frames from `from` on (from the log's first LSN
+    /// if `from` is older).
+    pub fn cursor(&self, from: Lsn) -> Cursor {
+        Cursor {
+            reader: self.clone(),
+            next_lsn: from,
+            seg: None,
+            pos: 0,
+            seed: None,
+            tail: None,
+        }
+    }
+}
+
+/// Where and why a [`Cursor`] stopped at the tail of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TailStop {
+    /// The last segment.
+    pub segment: PathBuf,
+    /// The byte offset in it where the next frame would start.
+    pub offset: u64,
+    /// `None` at a clean end (end of file or zero tail); otherwise why the
+    /// bytes there are not a valid frame (yet).
+    pub invalid: Option<Invalid>,
+}
+
+/// A position in the log that yields frames in LSN order; see
+/// [`LogReader::cursor`].
+pub struct Cursor {
+    reader: LogReader,
+    next_lsn: Lsn,
+    seg: Option<LoadedSegment>,
+    pos: usize,
+    seed: Option<u32>,
+    tail: Option<TailStop>,
+}
+
+/// One frame: one atomically written batch of events.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameView<'a> {
+    lsn: Lsn,
+    durable_lsn: Lsn,
+    segment: &'a Path,
+    offset: u64,
+    payload: &'a [u8],
+}
+
+impl<'a> FrameView<'a> {
+    /// The batch's LSN.
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
+    }
+
+    /// The highest LSN known durable when this frame was written.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.durable_lsn
+    }
+
+    /// The segment file holding the frame.
+    pub fn segment(&self) -> &'a Path {
+        self.segment
+    }
+
+    /// The frame's byte offset in its segment.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The payload's length in bytes.
+    pub fn payload_len(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// Validates the payload and returns the archived batch, read in place.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corruption`] if the payload is not a valid batch.
+    pub fn events(&self) -> Result<&'a ArchivedBatch> {
+        access_batch(self.payload).map_err(|why| self.corrupt(why))
+    }
+
+    /// Validates and decodes the payload into owned events.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corruption`] if the payload is not a valid batch.
+    pub fn decode(&self) -> Result<Vec<Event>> {
+        decode_batch(self.payload).map_err(|why| self.corrupt(why))
+    }
+
+    fn corrupt(&self, why: String) -> Error {
+        Error::Corruption {
+            segment: self.segment.to_path_buf(),
+            offset: self.offset,
+            expected_lsn: self.lsn,
+            reason: Invalid::Payload(why),
+        }
+    }
+}
+
+impl Cursor {
+    /// The LSN the next frame will have.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    /// Where the last call to [`Cursor::next_frame`] that returned `None`
+    /// stopped.
+    pub fn tail(&self) -> Option<&TailStop> {
+        self.tail.as_ref()
+    }
+
+    /// The next frame, or `None` at the current end of the log. Calling again
+    /// after `None` returns frames written since.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corruption`] for an invalid frame or header before the last
+    /// segment, [`Error::Gap`] if segments are missing, I/O errors.
+    pub fn next_frame(&mut self) -> Result<Option<FrameView<'_>>> {
+        match self.advance()? {
+            None => Ok(None),
+            Some(info) => {
+                let seg = self.seg.as_ref().expect("advance returned a frame from a loaded segment");
+                Ok(Some(FrameView {
+                    lsn: info.lsn,
+                    durable_lsn: info.durable_lsn,
+                    segment: &seg.path,
+                    offset: seg.offset(info.payload.start - super::frame::FRAME_HEADER_BYTES),
+                    payload: &seg.buf[info.payload],
+                }))
+            }
+        }
+    }
+
+    /// Moves to the next frame and returns where it is in the loaded segment.
+    fn advance(&mut self) -> Result<Option<FrameInfo>> {
+        let mut reloaded = false;
+        loop {
+            if self.seg.is_none() && !self.enter_segment()? {
+                return Ok(None);
+            }
+            let seg = self.seg.as_ref().expect("entered a segment above");
+            let seed = self.seed.expect("the seed is set when a segment is entered");
+            let stop = match decode_frame(&seg.buf, self.pos, seed, Some(self.next_lsn)) {
+                Decoded::Frame(info) => {
+                    self.pos = info.next;
+                    self.next_lsn = self.next_lsn.next();
+                    self.tail = None;
+                    return Ok(Some(info));
+                }
+                Decoded::End => None,
+                Decoded::Invalid(reason) => Some(reason),
+            };
+            // The end of what was loaded: newer bytes may have been written
+            // since, so read this segment again once before moving on.
+            if !reloaded {
+                reloaded = true;
+                self.reload()?;
+                continue;
+            }
+            let seg = self.seg.as_ref().expect("still in a segment");
+            let segments = self.reader.segments()?;
+            let later = segments.iter().find(|(base, _)| *base > seg.base).cloned();
+            match later {
+                Some((base, _)) if base == self.next_lsn => {
+                    // The writer syncs a segment before starting the next, so
+                    // this one is complete; move on.
+                    self.seg = None;
+                    reloaded = false;
+                }
+                Some((base, path)) => {
+                    let offset = seg.offset(self.pos);
+                    return Err(match stop {
+                        Some(reason) => Error::Corruption {
+                            segment: seg.path.clone(),
+                            offset,
+                            expected_lsn: self.next_lsn,
+                            reason,
+                        },
+                        None => Error::Gap {
+                            segment: path,
+                            expected: self.next_lsn,
+                            found: base,
+                        },
+                    });
+                }
+                None => {
+                    self.tail = Some(TailStop {
+                        segment: seg.path.clone(),
+                        offset: seg.offset(self.pos),
+                        invalid: stop,
+                    });
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Re-reads the current segment from the current position.
+    fn reload(&mut self) -> Result<()> {
+        let seg = self.seg.as_ref().expect("reload happens inside a segment");
+        let offset = seg.offset(self.pos);
+        let fresh = LoadedSegment::load(self.reader.storage.as_ref(), &seg.path, seg.base, offset)?;
+        self.seg = Some(fresh);
+        self.pos = 0;
+        Ok(())
+    }
+
+    /// Loads the segment that holds `next_lsn` and skips to it. Returns false
+    /// if the log has no such segment yet.
+    fn enter_segment(&mut self) -> Result<bool> {
+        let segments = self.reader.segments()?;
+        let Some(first) = segments.first() else {
+            return Ok(false);
+        };
+        if self.next_lsn < first.0 {
+            // Older frames are gone (retention); start at the oldest kept.
+            self.next_lsn = first.0;
+        }
+        let Some((base, path)) = segments.iter().rev().find(|(base, _)| *base <= self.next_lsn).cloned() else {
+            return Ok(false);
+        };
+        let seg = LoadedSegment::load(self.reader.storage.as_ref(), &path, base, 0)?;
+        if seg.buf.len() < SEGMENT_HEADER_BYTES && segments.last().map(|s| s.0) == Some(base) {
+            // A segment being created: its header is not written yet.
+            return Ok(false);
+        }
+        let header = check_header(&path, base, &seg.buf)?;
+        match self.seed {
+            None => self.seed = Some(crc_seed(header.log_id)),
+            Some(seed) if seed != crc_seed(header.log_id) => {
+                return Err(Error::Corruption {
+                    segment: path,
+                    offset: 0,
+                    expected_lsn: base,
+                    reason: Invalid::LogIdMismatch,
+                });
+            }
+            Some(_) => {}
+        }
+        self.seg = Some(seg);
+        self.pos = SEGMENT_HEADER_BYTES;
+        // Skip the frames before `next_lsn` in this segment.
+        let target = self.next_lsn;
+        self.next_lsn = base;
+        while self.next_lsn < target {
+            if self.advance()?.is_none() {
+                break;
+            }
+        }
+        Ok(self.seg.is_some())
+    }
+}

@@ -1,0 +1,336 @@
+//! Recovery on open: verify every frame, cut a torn tail, refuse corruption.
+//!
+//! The rules, and why:
+//! - Every segment but the last was synced before the next was created, so
+//!   any invalid frame or header in it is corruption.
+//! - In the last segment, an invalid frame is the normal result of a crash
+//!   (a write that never reached the disk whole) if nothing after it proves
+//!   it had been synced. The proof is a later valid frame whose
+//!   `durable_lsn` covers the bad frame's LSN: that frame was written after
+//!   the bad one was synced, and a crash never damages synced bytes. With no
+//!   such proof, the tail from the bad frame on is cut (set to zeros) and
+//!   synced, and the report says how many bytes went.
+//! - A last segment whose header is invalid and that holds nothing else is a
+//!   segment whose creation was torn: it is removed.
+//! - Recovery only ever cuts what a crash could have left and syncs each cut
+//!   before going on, so a crash during recovery leaves a directory that
+//!   recovers the same way (idempotence).
+//! - The frames recovered from the last segment are synced before the log is
+//!   declared recovered: after a process crash they may sit only in the page
+//!   cache, and must not be treated as durable until they are.
+//!
+//! In [`RecoveryMode::Salvage`], corruption is cut like a torn tail and every
+//! later segment is removed; the report says exactly what was dropped.
+
+use std::path::{Path, PathBuf};
+
+use super::Lsn;
+use super::frame::{Decoded, crc_seed, decode_frame, find_frame_vouching_for};
+use super::reader::{LoadedSegment, check_header};
+use super::segment::{SEGMENT_HEADER_BYTES, list_segments};
+use crate::error::{Error, Invalid, Result};
+use crate::event::access_batch;
+use crate::options::RecoveryMode;
+use crate::storage::{OpenMode, Storage};
+
+/// What recovery found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments read.
+    pub segments: u32,
+    /// Valid frames (batches) found.
+    pub frames: u64,
+    /// The first LSN in the log, if it has any frame.
+    pub first_lsn: Option<Lsn>,
+    /// The last LSN in the log, if it has any frame.
+    pub last_lsn: Option<Lsn>,
+    /// Bytes of log read.
+    pub bytes_read: u64,
+    /// The torn tail that was cut, if there was one.
+    pub torn_tail: Option<Cut>,
+    /// A last segment whose creation was torn, removed.
+    pub removed_torn_segment: Option<PathBuf>,
+    /// In salvage mode, the corruption that was cut and what went with it.
+    pub salvaged: Option<Salvaged>,
+}
+
+/// A cut made at the end of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cut {
+    /// The segment cut.
+    pub segment: PathBuf,
+    /// Where the cut starts.
+    pub offset: u64,
+    /// The LSN the first dropped frame would have had.
+    pub expected_lsn: Lsn,
+    /// Non-zero bytes dropped from that segment (from `offset` to the last
+    /// non-zero byte).
+    pub bytes_dropped: u64,
+    /// Why the bytes at `offset` were not a valid frame.
+    pub reason: Invalid,
+}
+
+/// What salvage mode dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Salvaged {
+    /// The cut in the corrupt segment.
+    pub cut: Cut,
+    /// Later segments removed whole.
+    pub segments_removed: Vec<PathBuf>,
+    /// Their bytes.
+    pub segment_bytes_removed: u64,
+}
+
+/// The recovered log, ready for the writer.
+pub(crate) struct Recovered {
+    pub report: RecoveryReport,
+    /// The log's id, if it has a segment.
+    pub log_id: Option<u128>,
+    /// The last segment and where its data ends.
+    pub tail: Option<(Lsn, PathBuf, u64)>,
+    /// The LSN of the next frame.
+    pub next_lsn: Lsn,
+}
+
+enum SegmentEnd {
+    /// The data ends cleanly at this offset.
+    Clean(u64),
+    /// An invalid frame at `offset`; `proven` says a later frame proves it
+    /// had been synced (so it is corruption even in the last segment).
+    Bad { offset: u64, reason: Invalid, proven: bool },
+}
+
+/// Scans one loaded segment from its first frame. Returns the end and the
+/// number of frames; `expected` advances past each valid frame.
+fn scan(seg: &LoadedSegment, seed: u32, expected: &mut Lsn, last: bool) -> (SegmentEnd, u64) {
+    let mut pos = SEGMENT_HEADER_BYTES;
+    let mut frames = 0u64;
+    loop {
+        let reason = match decode_frame(&seg.buf, pos, seed, Some(*expected)) {
+            Decoded::Frame(info) => match access_batch(&seg.buf[info.payload.clone()]) {
+                Ok(_) => {
+                    frames += 1;
+                    *expected = expected.next();
+                    pos = info.next;
+                    continue;
+                }
+                Err(why) => Invalid::Payload(why),
+            },
+            Decoded::End => {
+                if !last || seg.buf[pos..].iter().all(|b| *b == 0) {
+                    return (SegmentEnd::Clean(seg.offset(pos)), frames);
+                }
+                Invalid::TrailingGarbage
+            }
+            Decoded::Invalid(reason) => reason,
+        };
+        let proven = find_frame_vouching_for(&seg.buf, pos + 1, seed, *expected).is_some();
+        let end = SegmentEnd::Bad {
+            offset: seg.offset(pos),
+            reason,
+            proven,
+        };
+        return (end, frames);
+    }
+}
+
+/// Zeros the segment from `offset` on and syncs it. Returns the non-zero
+/// bytes dropped.
+fn cut(storage: &dyn Storage, seg: &LoadedSegment, offset: u64, preallocate_bytes: Option<u64>) -> Result<u64> {
+    let path = &seg.path;
+    let tail = &seg.buf[seg.pos(offset)..];
+    let dropped = tail.iter().rposition(|b| *b != 0).map_or(0, |i| i as u64 + 1);
+    let file = storage
+        .open(path, OpenMode::ReadWrite)
+        .map_err(|e| Error::io(path, e))?;
+    let len = seg.offset(seg.buf.len());
+    file.set_len(offset).map_err(|e| Error::io(path, e))?;
+    // Keep a preallocated segment's size so appends still do not grow it.
+    let keep = preallocate_bytes.map_or(offset, |p| len.max(p).max(offset));
+    if keep > offset {
+        file.set_len(keep).map_err(|e| Error::io(path, e))?;
+    }
+    file.sync_data().map_err(|e| Error::io(path, e))?;
+    Ok(dropped)
+}
+
+fn remove(storage: &dyn Storage, log_dir: &Path, path: &Path) -> Result<()> {
+    storage.remove_file(path).map_err(|e| Error::io(path, e))?;
+    storage.sync_dir(log_dir).map_err(|e| Error::io(log_dir, e))
+}
+
+/// Recovers the log in `log_dir`.
+pub(crate) fn recover(
+    storage: &dyn Storage,
+    log_dir: &Path,
+    mode: RecoveryMode,
+    preallocate_bytes: Option<u64>,
+) -> Result<Recovered> {
+    let segments = list_segments(storage, log_dir).map_err(|e| Error::io(log_dir, e))?;
+    let mut report = RecoveryReport::default();
+    let mut log_id: Option<u128> = None;
+    let mut expected: Option<Lsn> = None;
+    let mut tail: Option<(Lsn, PathBuf, u64)> = None;
+    let count = segments.len();
+    for (i, (base, path)) in segments.iter().enumerate() {
+        let last = i + 1 == count;
+        let seg = LoadedSegment::load(storage, path, *base, 0)?;
+        report.segments += 1;
+        report.bytes_read += seg.buf.len() as u64;
+        let header = match check_header(path, *base, &seg.buf) {
+            Ok(header) => header,
+            Err(Error::Corruption { .. })
+                if last
+                    && expected.is_none_or(|e| e == *base)
+                    && seg.buf.get(SEGMENT_HEADER_BYTES..).is_none_or(|rest| rest.iter().all(|b| *b == 0)) =>
+            {
+                // Torn creation: nothing was ever acknowledged from it.
+                remove(storage, log_dir, path)?;
+                report.removed_torn_segment = Some(path.clone());
+                break;
+            }
+            Err(e) => return salvage_or(e, mode, storage, log_dir, &segments[i..], &mut report, preallocate_bytes),
+        };
+        if log_id.is_some_and(|id| id != header.log_id) {
+            let e = Error::Corruption {
+                segment: path.clone(),
+                offset: 0,
+                expected_lsn: *base,
+                reason: Invalid::LogIdMismatch,
+            };
+            return salvage_or(e, mode, storage, log_dir, &segments[i..], &mut report, preallocate_bytes);
+        }
+        log_id = Some(header.log_id);
+        let mut next = expected.unwrap_or(*base);
+        if next != *base {
+            let e = Error::Gap {
+                segment: path.clone(),
+                expected: next,
+                found: *base,
+            };
+            return salvage_or(e, mode, storage, log_dir, &segments[i..], &mut report, preallocate_bytes);
+        }
+        let seed = crc_seed(header.log_id);
+        let (end, frames) = scan(&seg, seed, &mut next, last);
+        report.frames += frames;
+        if frames > 0 {
+            report.first_lsn.get_or_insert(*base);
+            report.last_lsn = Some(Lsn(next.0 - 1));
+        }
+        expected = Some(next);
+        match end {
+            SegmentEnd::Clean(offset) => tail = Some((*base, path.clone(), offset)),
+            SegmentEnd::Bad { offset, reason, proven } if last && !proven => {
+                let bytes_dropped = cut(storage, &seg, offset, preallocate_bytes)?;
+                report.torn_tail = Some(Cut {
+                    segment: path.clone(),
+                    offset,
+                    expected_lsn: next,
+                    bytes_dropped,
+                    reason,
+                });
+                tail = Some((*base, path.clone(), offset));
+            }
+            SegmentEnd::Bad { offset, reason, .. } => {
+                let e = Error::Corruption {
+                    segment: path.clone(),
+                    offset,
+                    expected_lsn: next,
+                    reason: reason.clone(),
+                };
+                if mode == RecoveryMode::Strict {
+                    return Err(e);
+                }
+                let bytes_dropped = cut(storage, &seg, offset, preallocate_bytes)?;
+                let cut = Cut {
+                    segment: path.clone(),
+                    offset,
+                    expected_lsn: next,
+                    bytes_dropped,
+                    reason,
+                };
+                tail = Some((*base, path.clone(), offset));
+                remove_later(storage, log_dir, &segments[i + 1..], &mut report, cut)?;
+                break;
+            }
+        }
+    }
+    if let Some((_, path, _)) = &tail {
+        // Frames read back after a process crash may sit only in the page
+        // cache; make them durable before anything depends on them.
+        let file = storage.open(path, OpenMode::ReadWrite).map_err(|e| Error::io(path, e))?;
+        file.sync_data().map_err(|e| Error::io(path, e))?;
+    }
+    Ok(Recovered {
+        report,
+        log_id: tail.as_ref().and(log_id),
+        next_lsn: expected.unwrap_or(Lsn(1)),
+        tail,
+    })
+}
+
+/// In strict mode returns `e`; in salvage mode removes `from` (the bad
+/// segment and all after it) and reports it.
+fn salvage_or(
+    e: Error,
+    mode: RecoveryMode,
+    storage: &dyn Storage,
+    log_dir: &Path,
+    from: &[(Lsn, PathBuf)],
+    report: &mut RecoveryReport,
+    preallocate_bytes: Option<u64>,
+) -> Result<Recovered> {
+    if mode == RecoveryMode::Strict {
+        return Err(e);
+    }
+    let (segment, offset, expected_lsn, reason) = match &e {
+        Error::Corruption {
+            segment,
+            offset,
+            expected_lsn,
+            reason,
+        } => (segment.clone(), *offset, *expected_lsn, reason.clone()),
+        Error::Gap {
+            segment, expected, ..
+        } => (segment.clone(), 0, *expected, Invalid::Truncated),
+        _ => return Err(e),
+    };
+    let cut = Cut {
+        segment,
+        offset,
+        expected_lsn,
+        bytes_dropped: 0,
+        reason,
+    };
+    remove_later(storage, log_dir, from, report, cut)?;
+    // Start over: the log now ends where the bad segment began.
+    let mut again = recover(storage, log_dir, RecoveryMode::Strict, preallocate_bytes)?;
+    again.report.salvaged = report.salvaged.take();
+    Ok(again)
+}
+
+fn remove_later(
+    storage: &dyn Storage,
+    log_dir: &Path,
+    later: &[(Lsn, PathBuf)],
+    report: &mut RecoveryReport,
+    cut: Cut,
+) -> Result<()> {
+    let mut removed = Vec::new();
+    let mut bytes = 0u64;
+    for (_, path) in later {
+        let file = storage.open(path, OpenMode::Read).map_err(|e| Error::io(path, e))?;
+        bytes += file.len().map_err(|e| Error::io(path, e))?;
+        storage.remove_file(path).map_err(|e| Error::io(path, e))?;
+        removed.push(path.clone());
+    }
+    if !removed.is_empty() {
+        storage.sync_dir(log_dir).map_err(|e| Error::io(log_dir, e))?;
+    }
+    report.salvaged = Some(Salvaged {
+        cut,
+        segments_removed: removed,
+        segment_bytes_removed: bytes,
+    });
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! The writer thread: group commit.
+//!
+//! Callers encode their batch on their own thread and send it over a bounded
+//! crossbeam channel (backpressure: a full queue blocks `append`). The writer
+//! takes one batch, drains every other batch already waiting (up to the group
+//! limits), frames them all into one buffer, writes it with one call, issues
+//! **one** `fdatasync` for the whole group (in `Sync` mode), and only then
+//! acknowledges each caller with its LSN. A failed write or sync fails the
+//! whole group (no caller in it gets an acknowledgement) and poisons the
+//! writer: it never retries a sync, and refuses every later batch.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use rkyv::util::AlignedVec;
+
+use super::Lsn;
+use super::frame::{crc_seed, encode_frame, frame_len};
+use super::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, segment_file_name};
+use crate::error::{Error, Result};
+use crate::options::{Durability, Options};
+use crate::storage::{OpenMode, Storage, StorageFile};
+
+/// A message to the writer thread.
+pub(crate) enum Msg {
+    /// Append one encoded batch; the ack carries its LSN.
+    Append {
+        payload: AlignedVec,
+        ack: Sender<Result<Lsn>>,
+    },
+    /// Sync everything written so far; the ack carries the durable LSN.
+    Flush { ack: Sender<Result<Lsn>> },
+    /// Sync and stop accepting batches; the ack carries the durable LSN.
+    Close { ack: Sender<Result<Lsn>> },
+}
+
+/// State the writer shares with the engine's handles.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    poisoned: AtomicBool,
+    cause: Mutex<Option<String>>,
+    /// Highest LSN written (and acknowledged in non-`Sync` modes).
+    pub written_lsn: AtomicU64,
+    /// Highest LSN made durable by an `fdatasync`.
+    pub durable_lsn: AtomicU64,
+    pub batches: AtomicU64,
+    pub payload_bytes: AtomicU64,
+    pub log_bytes: AtomicU64,
+    pub groups: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub segments_created: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn poisoned(&self) -> Option<Error> {
+        if !self.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        let cause = self
+            .cause
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
+        Some(Error::Poisoned { cause })
+    }
+
+    fn poison(&self, cause: &Error) {
+        let mut slot = self.cause.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert_with(|| cause.to_string());
+        self.poisoned.store(true, Ordering::Release);
+    }
+}
+
+/// The segment being appended to.
+struct Active {
+    file: Arc<dyn StorageFile>,
+    path: PathBuf,
+    /// Where the next frame goes.
+    offset: u64,
+    /// Whether bytes were written since the last sync.
+    dirty: bool,
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    storage: Arc<dyn Storage>,
+    log_dir: PathBuf,
+    options: Options,
+    log_id: u128,
+    seed: u32,
+    active: Active,
+    next_lsn: Lsn,
+    durable_lsn: Lsn,
+    /// When the oldest unsynced write was made (`Periodic` mode).
+    unsynced_since: Option<Instant>,
+    shared: Arc<Shared>,
+    buf: Vec<u8>,
+    closed: bool,
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Creates the segment whose first LSN is `base` and makes it and its
+/// directory entry durable before anything is written into it.
+fn create_segment(
+    storage: &dyn Storage,
+    log_dir: &Path,
+    log_id: u128,
+    base: Lsn,
+    options: &Options,
+) -> Result<Active> {
+    let path = log_dir.join(segment_file_name(base));
+    let file = storage
+        .open(&path, OpenMode::CreateNew)
+        .map_err(|e| Error::io(&path, e))?;
+    let header = SegmentHeader {
+        format_version: super::FORMAT_VERSION,
+        log_id,
+        base_lsn: base,
+        created_unix_ms: now_unix_ms(),
+    };
+    file.write_all_at(&header.encode(), 0)
+        .map_err(|e| Error::io(&path, e))?;
+    if options.preallocate {
+        file.set_len(options.segment_bytes_max)
+            .map_err(|e| Error::io(&path, e))?;
+    }
+    file.sync_data().map_err(|e| Error::io(&path, e))?;
+    // A new file is not durable until its directory entry is.
+    storage
+        .sync_dir(log_dir)
+        .map_err(|e| Error::io(log_dir, e))?;
+    Ok(Active {
+        file,
+        path,
+        offset: SEGMENT_HEADER_BYTES as u64,
+        dirty: false,
+    })
+}
+
+/// An error for each member of a failed group, made from the one that failed
+/// it (I/O errors cannot be cloned).
+fn replicate(e: &Error) -> Error {
+    match e {
+        Error::Io { path, source } => Error::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::DiskFull { path } => Error::DiskFull { path: path.clone() },
+        other => Error::Poisoned {
+            cause: other.to_string(),
+        },
+    }
+}
+
+impl Writer {
+    /// A writer that appends after the recovered tail, or starts the log.
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
+        log_dir: PathBuf,
+        options: Options,
+        log_id: Option<u128>,
+        tail: Option<(Lsn, PathBuf, u64)>,
+        next_lsn: Lsn,
+        shared: Arc<Shared>,
+    ) -> Result<Writer> {
+        let (log_id, active) = match (log_id, tail) {
+            (Some(log_id), Some((_, path, offset))) => {
+                let file = storage
+                    .open(&path, OpenMode::ReadWrite)
+                    .map_err(|e| Error::io(&path, e))?;
+                let active = Active {
+                    file,
+                    path,
+                    offset,
+                    dirty: false,
+                };
+                (log_id, active)
+            }
+            _ => {
+                let log_id = storage.new_log_id();
+                let active = create_segment(storage.as_ref(), &log_dir, log_id, next_lsn, &options)?;
+                shared.segments_created.fetch_add(1, Ordering::Relaxed);
+                (log_id, active)
+            }
+        };
+        let durable_lsn = Lsn(next_lsn.0 - 1);
+        shared.written_lsn.store(durable_lsn.0, Ordering::Release);
+        shared.durable_lsn.store(durable_lsn.0, Ordering::Release);
+        Ok(Writer {
+            storage,
+            log_dir,
+            options,
+            log_id,
+            seed: crc_seed(log_id),
+            active,
+            next_lsn,
+            durable_lsn,
+            unsynced_since: None,
+            shared,
+            buf: Vec::with_capacity(1 << 20),
+            closed: false,
+        })
+    }
+
+    /// The log's id.
+    pub(crate) fn log_id(&self) -> u128 {
+        self.log_id
+    }
+
+    /// Runs until every sender is gone, then syncs and returns.
+    pub(crate) fn run(mut self, rx: Receiver<Msg>) {
+        loop {
+            let first = match self.sync_deadline() {
+                Some(deadline) => match rx.recv_deadline(deadline) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Timeout) => {
+                        // A periodic sync has no caller to tell; a failure
+                        // poisons the writer and the next append says so.
+                        let _ = self.sync();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(msg) => msg,
+                    Err(_) => break,
+                },
+            };
+            let mut group = self.drain(first, &rx);
+            if self.closed {
+                for msg in group {
+                    let _ = ack_of(&msg).send(Err(Error::Closed));
+                }
+                continue;
+            }
+            match group.iter().position(|m| matches!(m, Msg::Close { .. })) {
+                None => self.commit(group),
+                Some(at) => {
+                    let rest = group.split_off(at);
+                    if !group.is_empty() {
+                        self.commit(group);
+                    }
+                    self.close(rest);
+                }
+            }
+        }
+        // Every handle is gone: whatever the mode, what was written is made
+        // durable (nobody is left to tell of a failure).
+        if !self.closed && self.shared.poisoned().is_none() {
+            let _ = self.sync();
+        }
+    }
+
+    /// Syncs what was written and refuses everything after: `rest` starts
+    /// with the `Close` message.
+    fn close(&mut self, rest: Vec<Msg>) {
+        let result = match self.shared.poisoned() {
+            Some(e) => Err(e),
+            None => self.sync().map(|()| self.durable_lsn),
+        };
+        self.closed = true;
+        let mut rest = rest.into_iter();
+        if let Some(close) = rest.next() {
+            let _ = ack_of(&close).send(result);
+        }
+        for msg in rest {
+            let _ = ack_of(&msg).send(Err(Error::Closed));
+        }
+    }
+
+    fn sync_deadline(&self) -> Option<Instant> {
+        match self.options.durability {
+            Durability::Periodic(interval) => self.unsynced_since.map(|t| t + interval),
+            _ => None,
+        }
+    }
+
+    /// Takes `first` and every message already waiting, up to the group
+    /// limits.
+    fn drain(&self, first: Msg, rx: &Receiver<Msg>) -> Vec<Msg> {
+        let mut bytes = payload_len(&first);
+        let mut group = vec![first];
+        while group.len() < self.options.group_batches_max as usize
+            && bytes < self.options.group_bytes_max as usize
+        {
+            match rx.try_recv() {
+                Ok(msg) => {
+                    bytes += payload_len(&msg);
+                    group.push(msg);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        group
+    }
+
+    /// Writes, syncs and acknowledges one group.
+    fn commit(&mut self, group: Vec<Msg>) {
+        if let Some(e) = self.shared.poisoned() {
+            for msg in group {
+                let _ = ack_of(&msg).send(Err(replicate(&e)));
+            }
+            return;
+        }
+        let first_lsn = self.next_lsn;
+        match self.write_group(&group) {
+            Ok(()) => {
+                let batches = self.next_lsn.0 - first_lsn.0;
+                self.shared.batches.fetch_add(batches, Ordering::Relaxed);
+                self.shared.groups.fetch_add(1, Ordering::Relaxed);
+                let mut lsn = first_lsn;
+                for msg in group {
+                    match msg {
+                        Msg::Append { ack, .. } => {
+                            let _ = ack.send(Ok(lsn));
+                            lsn = lsn.next();
+                        }
+                        Msg::Flush { ack } | Msg::Close { ack } => {
+                            let _ = ack.send(Ok(self.durable_lsn));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                self.shared.poison(&e);
+                for msg in &group {
+                    let _ = ack_of(msg).send(Err(replicate(&e)));
+                }
+            }
+        }
+    }
+
+    /// Frames the group's batches and writes them, rolling segments as
+    /// needed, then syncs if the mode or a flush asks for it.
+    fn write_group(&mut self, group: &[Msg]) -> Result<()> {
+        self.buf.clear();
+        let mut flush = false;
+        for msg in group {
+            let payload = match msg {
+                Msg::Append { payload, .. } => payload,
+                Msg::Flush { .. } | Msg::Close { .. } => {
+                    flush = true;
+                    continue;
+                }
+            };
+            let len = frame_len(payload.len()) as u64;
+            let used = self.active.offset + self.buf.len() as u64;
+            let has_frames = used > SEGMENT_HEADER_BYTES as u64;
+            if has_frames && used + len > self.options.segment_bytes_max {
+                self.write_buf()?;
+                self.roll()?;
+            }
+            encode_frame(&mut self.buf, self.seed, self.next_lsn, self.durable_lsn, payload);
+            self.next_lsn = self.next_lsn.next();
+            self.shared
+                .payload_bytes
+                .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        }
+        self.write_buf()?;
+        if flush || self.options.durability == Durability::Sync {
+            self.sync()?;
+        } else if self.active.dirty {
+            self.unsynced_since.get_or_insert_with(Instant::now);
+        }
+        Ok(())
+    }
+
+    /// Writes the framed bytes at the end of the active segment.
+    fn write_buf(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let a = &mut self.active;
+        a.file
+            .write_all_at(&self.buf, a.offset)
+            .map_err(|e| Error::io(&a.path, e))?;
+        a.offset += self.buf.len() as u64;
+        a.dirty = true;
+        self.shared
+            .log_bytes
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        self.buf.clear();
+        let written = self.next_lsn.0 - 1;
+        self.shared.written_lsn.store(written, Ordering::Release);
+        Ok(())
+    }
+
+    /// One `fdatasync` of the active segment. Never retried: on error the
+    /// caller poisons the writer.
+    fn sync(&mut self) -> Result<()> {
+        let a = &mut self.active;
+        if !a.dirty {
+            return Ok(());
+        }
+        let result = a.file.sync_data().map_err(|e| Error::io(&a.path, e));
+        self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = &result {
+            self.shared.poison(e);
+            return result;
+        }
+        a.dirty = false;
+        self.unsynced_since = None;
+        // Only whole frames are written, and the buffer is empty here.
+        debug_assert!(self.buf.is_empty(), "sync happens after the buffer is written");
+        self.durable_lsn = Lsn(self.next_lsn.0 - 1);
+        self.shared
+            .durable_lsn
+            .store(self.durable_lsn.0, Ordering::Release);
+        Ok(())
+    }
+
+    /// Seals the active segment (synced) and starts the next one.
+    fn roll(&mut self) -> Result<()> {
+        assert!(self.buf.is_empty(), "the buffer is written before a roll");
+        // Every segment but the last is wholly durable: recovery relies on it.
+        self.sync()?;
+        let active = create_segment(
+            self.storage.as_ref(),
+            &self.log_dir,
+            self.log_id,
+            self.next_lsn,
+            &self.options,
+        )?;
+        self.shared.segments_created.fetch_add(1, Ordering::Relaxed);
+        self.active = active;
+        Ok(())
+    }
+}
+
+fn payload_len(msg: &Msg) -> usize {
+    match msg {
+        Msg::Append { payload, .. } => payload.len(),
+        Msg::Flush { .. } | Msg::Close { .. } => 0,
+    }
+}
+
+fn ack_of(msg: &Msg) -> &Sender<Result<Lsn>> {
+    match msg {
+        Msg::Append { ack, .. } | Msg::Flush { ack } | Msg::Close { ack } => ack,
+    }
+}

@@ -1,0 +1,164 @@
+//! Options and limits: every bound the engine enforces, with its default and
+//! the reason for it, in one place.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::log::frame::FRAME_PAYLOAD_BYTES_MAX;
+
+/// When an append is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledge after the batch's group is written and `fdatasync`ed. An
+    /// acknowledged batch survives any crash. The default.
+    #[default]
+    Sync,
+    /// Acknowledge after the write; the writer `fdatasync`s within the given
+    /// interval of the first unsynced write. A crash may lose batches
+    /// acknowledged in the last interval (the loss window), always whole
+    /// batches and always a suffix of the log.
+    Periodic(Duration),
+    /// Acknowledge after the write; sync only at segment rollover and clean
+    /// close. For tests and scratch state: a crash may lose any suffix.
+    None,
+}
+
+/// What to do on open when the log is corrupt somewhere other than its torn
+/// tail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Refuse to open with [`Error::Corruption`] naming segment and offset.
+    /// The default.
+    #[default]
+    Strict,
+    /// Open anyway: truncate the log at the first bad frame, remove the
+    /// segments after it, and report exactly what was dropped.
+    Salvage,
+}
+
+/// Input size limits. Input over a limit is an [`Error::LimitExceeded`]
+/// before anything is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest tenant, dag, run, task, checkpoint, worker or failure-kind
+    /// name. Default 1 KiB: names are identifiers, and every key of a view
+    /// repeats them.
+    pub name_bytes_max: u32,
+    /// Longest key. Default 4 KiB, as names: keys are identifiers.
+    pub key_bytes_max: u32,
+    /// Largest value, metadata blob, task result or error message. Default
+    /// 8 MiB: larger blobs belong in object storage, referenced by key.
+    pub value_bytes_max: u32,
+    /// Largest sum of one event's names, keys and values. Default 16 MiB.
+    pub event_bytes_max: u32,
+    /// Largest encoded batch (one frame's payload). Default 32 MiB: the
+    /// writer holds a whole group in memory, and a batch must fit a segment.
+    pub batch_bytes_max: u32,
+    /// Most events in one batch. Default 100,000.
+    pub batch_events_max: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            name_bytes_max: 1024,
+            key_bytes_max: 4096,
+            value_bytes_max: 8 << 20,
+            event_bytes_max: 16 << 20,
+            batch_bytes_max: 32 << 20,
+            batch_events_max: 100_000,
+        }
+    }
+}
+
+/// How an engine opens and writes its log.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use waymark_engine::{Durability, Options};
+///
+/// let options = Options {
+///     durability: Durability::Periodic(Duration::from_millis(5)),
+///     segment_bytes_max: 8 << 20,
+///     ..Options::default()
+/// };
+/// assert!(options.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// When appends are acknowledged. Default [`Durability::Sync`].
+    pub durability: Durability,
+    /// Segment size at which the writer starts a new segment. Default
+    /// 64 MiB: big enough that rollover (two fsyncs) is rare, small enough
+    /// that retention frees space in useful steps. A batch larger than this
+    /// gets a segment of its own.
+    pub segment_bytes_max: u64,
+    /// Whether a new segment is extended to `segment_bytes_max` (zeros) when
+    /// created, so that appends do not grow the file and each `fdatasync`
+    /// need not update its size. Default true. Recovery tells the zero tail
+    /// from data: no frame has length zero.
+    pub preallocate: bool,
+    /// Input size limits.
+    pub limits: Limits,
+    /// Batches that may wait for the writer before `append` blocks
+    /// (backpressure). Default 4096.
+    pub writer_queue_depth: u32,
+    /// Most batches in one group commit. Default 4096.
+    pub group_batches_max: u32,
+    /// Most payload bytes in one group commit (a single larger batch still
+    /// goes alone). Default 8 MiB.
+    pub group_bytes_max: u32,
+    /// What to do with corruption found on open. Default
+    /// [`RecoveryMode::Strict`].
+    pub recovery: RecoveryMode,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            durability: Durability::Sync,
+            segment_bytes_max: 64 << 20,
+            preallocate: true,
+            limits: Limits::default(),
+            writer_queue_depth: 4096,
+            group_batches_max: 4096,
+            group_bytes_max: 8 << 20,
+            recovery: RecoveryMode::Strict,
+        }
+    }
+}
+
+impl Options {
+    /// Checks that the options are consistent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] saying which option is wrong.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: &str| Err(Error::InvalidOptions(why.to_string()));
+        let l = &self.limits;
+        if self.segment_bytes_max < 4096 {
+            return bad("segment_bytes_max must be at least 4096");
+        }
+        if l.batch_bytes_max == 0 || u64::from(l.batch_bytes_max) > FRAME_PAYLOAD_BYTES_MAX {
+            return bad("batch_bytes_max must be between 1 and the format's frame limit (1 GiB)");
+        }
+        if l.value_bytes_max > l.event_bytes_max {
+            return bad("value_bytes_max must not exceed event_bytes_max");
+        }
+        if l.batch_events_max == 0 {
+            return bad("batch_events_max must be at least 1");
+        }
+        if self.writer_queue_depth == 0 || self.group_batches_max == 0 {
+            return bad("writer_queue_depth and group_batches_max must be at least 1");
+        }
+        if let Durability::Periodic(interval) = self.durability
+            && interval.is_zero()
+        {
+            return bad("a periodic durability interval must be above zero");
+        }
+        Ok(())
+    }
+}
