@@ -274,3 +274,7 @@ impl Drop for Inner {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,441 @@
+//! Engine behaviour on the real and the simulated disk: append and reopen,
+//! rollover, the lock, limits, poison, and every recovery outcome.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::error::Invalid;
+use crate::event::{EventBody, RunScope};
+use crate::log::segment::SEGMENT_HEADER_BYTES;
+use crate::options::{Durability, RecoveryMode};
+use crate::storage::{Damage, OpKind, OpenMode, SimDisk};
+
+fn event(i: u64, value_len: usize) -> Event {
+    Event {
+        ts_micros: i as i64,
+        body: EventBody::SharedPut {
+            run: RunScope {
+                tenant: "t".into(),
+                dag: "d".into(),
+                run: "r".into(),
+            },
+            key: format!("k{i}"),
+            value: vec![(i % 251) as u8; value_len],
+            immutable: false,
+        },
+    }
+}
+
+fn small_segments() -> Options {
+    Options {
+        segment_bytes_max: 4096,
+        ..Options::default()
+    }
+}
+
+fn sim(seed: u64) -> (SimDisk, Arc<dyn Storage>) {
+    let disk = SimDisk::new(seed);
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    (disk, storage)
+}
+
+const DIR: &str = "/state";
+
+/// Every batch in the log, decoded.
+fn read_all(storage: Arc<dyn Storage>, dir: &str) -> Vec<(Lsn, Vec<Event>)> {
+    let reader = LogReader::open_on(storage, dir).unwrap();
+    let mut cursor = reader.cursor(Lsn(1));
+    let mut out = Vec::new();
+    while let Some(frame) = cursor.next_frame().unwrap() {
+        out.push((frame.lsn(), frame.decode().unwrap()));
+    }
+    out
+}
+
+fn segments(storage: &dyn Storage) -> Vec<PathBuf> {
+    crate::log::segment::list_segments(storage, &Path::new(DIR).join("log"))
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+fn overwrite(storage: &dyn Storage, path: &Path, offset: u64, bytes: &[u8]) {
+    let f = storage.open(path, OpenMode::ReadWrite).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+    f.sync_data().unwrap();
+}
+
+#[test]
+fn append_then_reopen_on_real_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    for i in 1..=20u64 {
+        assert_eq!(engine.append(vec![event(i, 10), event(i + 100, 5)]).unwrap(), Lsn(i));
+    }
+    let stats = engine.stats();
+    assert_eq!(stats.batches, 20);
+    assert_eq!(stats.durable_lsn, Lsn(20));
+    drop(engine);
+    let engine = Engine::open(dir.path()).unwrap();
+    let report = engine.recovery_report();
+    assert_eq!(report.last_lsn, Some(Lsn(20)));
+    assert_eq!(report.frames, 20);
+    assert!(report.torn_tail.is_none());
+    assert_eq!(engine.append(vec![event(21, 1)]).unwrap(), Lsn(21));
+    let all = read_all(Arc::new(crate::storage::FsStorage), dir.path().to_str().unwrap());
+    assert_eq!(all.len(), 21);
+    assert_eq!(all[3].1, vec![event(4, 10), event(104, 5)]);
+}
+
+#[test]
+fn segments_roll_over_and_read_back_in_order() {
+    let (_disk, storage) = sim(1);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
+    for i in 1..=100u64 {
+        engine.append(vec![event(i, 200)]).unwrap();
+    }
+    let names = segments(storage.as_ref());
+    assert!(names.len() > 5, "only {} segments", names.len());
+    // Segments are named by their first LSN.
+    assert!(names[0].ends_with("00000000000000000001.seg"));
+    drop(engine);
+    let all = read_all(Arc::clone(&storage), DIR);
+    let lsns: Vec<u64> = all.iter().map(|(l, _)| l.0).collect();
+    assert_eq!(lsns, (1..=100).collect::<Vec<_>>());
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
+    assert_eq!(engine.recovery_report().segments as usize, names.len());
+    assert_eq!(engine.append(vec![event(101, 1)]).unwrap(), Lsn(101));
+}
+
+#[test]
+fn a_batch_larger_than_a_segment_gets_one_of_its_own() {
+    let (_disk, storage) = sim(2);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
+    engine.append(vec![event(1, 10)]).unwrap();
+    engine.append(vec![event(2, 10_000)]).unwrap();
+    engine.append(vec![event(3, 10)]).unwrap();
+    drop(engine);
+    assert_eq!(read_all(Arc::clone(&storage), DIR).len(), 3);
+    Engine::open_with(storage, DIR, small_segments()).unwrap();
+}
+
+#[test]
+fn second_open_is_refused_and_says_who_holds_it() {
+    let (_disk, storage) = sim(3);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
+    let err = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap_err();
+    assert!(matches!(err, Error::AlreadyOpenInThisProcess { .. }), "{err}");
+    drop(engine);
+    Engine::open_with(storage, DIR, Options::default()).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let _engine = Engine::open(dir.path()).unwrap();
+    let err = Engine::open(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::AlreadyOpenInThisProcess { .. }), "{err}");
+}
+
+#[test]
+fn limits_are_checked_before_anything_is_written() {
+    let (_disk, storage) = sim(4);
+    let options = Options {
+        limits: crate::Limits {
+            value_bytes_max: 100,
+            batch_events_max: 3,
+            batch_bytes_max: 300,
+            ..crate::Limits::default()
+        },
+        ..Options::default()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
+    let err = engine.append(vec![event(1, 101)]).unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded { what: Limit::ValueBytes, .. }));
+    let err = engine.append(vec![event(1, 1); 4]).unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded { what: Limit::BatchEvents, .. }));
+    let err = engine.append(vec![event(1, 100); 3]).unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded { what: Limit::BatchBytes, .. }), "{err}");
+    assert!(matches!(engine.append(vec![]).unwrap_err(), Error::EmptyBatch));
+    assert_eq!(engine.stats().batches, 0);
+    assert_eq!(engine.append(vec![event(1, 100)]).unwrap(), Lsn(1));
+}
+
+#[test]
+fn failed_fsync_poisons_and_loses_nothing_acknowledged() {
+    let (disk, storage) = sim(5);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
+    engine.append(vec![event(1, 10)]).unwrap();
+    disk.fail_nth(OpKind::Sync, 1);
+    let err = engine.append(vec![event(2, 10)]).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    // Fail-stop: no retry, every later append is refused.
+    let err = engine.append(vec![event(3, 10)]).unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    drop(engine);
+    let storage: Arc<dyn Storage> = Arc::new(disk.reboot(Damage::DropAll));
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
+    assert_eq!(engine.recovery_report().last_lsn, Some(Lsn(1)));
+    assert_eq!(engine.append(vec![event(2, 10)]).unwrap(), Lsn(2));
+}
+
+#[test]
+fn full_disk_fails_the_group_and_poisons() {
+    let (disk, storage) = sim(6);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
+    engine.append(vec![event(1, 10)]).unwrap();
+    // Room for a little more than the preallocated segment: rollover fails.
+    disk.set_capacity(Some(4096 + 100));
+    let mut acked = 1;
+    let err = loop {
+        match engine.append(vec![event(acked + 1, 300)]) {
+            Ok(_) => acked += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+    assert!(matches!(engine.append(vec![event(99, 1)]).unwrap_err(), Error::Poisoned { .. }));
+    drop(engine);
+    disk.set_capacity(None);
+    let storage: Arc<dyn Storage> = Arc::new(disk.reboot(Damage::Random));
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
+    assert_eq!(engine.recovery_report().last_lsn, Some(Lsn(acked)));
+}
+
+#[test]
+fn torn_tail_is_cut_and_reported() {
+    let (_disk, storage) = sim(7);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
+    for i in 1..=3 {
+        engine.append(vec![event(i, 50)]).unwrap();
+    }
+    drop(engine);
+    let seg = &segments(storage.as_ref())[0];
+    let all = read_all(Arc::clone(&storage), DIR);
+    assert_eq!(all.len(), 3);
+    // Half of a fourth frame: a write the crash tore.
+    let end = {
+        let reader = LogReader::open_on(Arc::clone(&storage), DIR).unwrap();
+        let mut c = reader.cursor(Lsn(1));
+        while c.next_frame().unwrap().is_some() {}
+        c.tail().unwrap().offset
+    };
+    overwrite(storage.as_ref(), seg, end, &[0x30, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 4]);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
+    let cut = engine.recovery_report().torn_tail.clone().expect("a torn tail");
+    assert_eq!(cut.offset, end);
+    assert_eq!(cut.expected_lsn, Lsn(4));
+    assert_eq!(cut.bytes_dropped, 9);
+    assert_eq!(engine.append(vec![event(4, 1)]).unwrap(), Lsn(4));
+    drop(engine);
+    // Idempotent: the next open finds nothing to cut.
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
+    assert!(engine.recovery_report().torn_tail.is_none());
+    assert_eq!(engine.recovery_report().last_lsn, Some(Lsn(4)));
+}
+
+#[test]
+fn corruption_before_the_tail_refuses_to_open_then_salvage_cuts_it() {
+    let (_disk, storage) = sim(8);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
+    for i in 1..=60 {
+        engine.append(vec![event(i, 200)]).unwrap();
+    }
+    drop(engine);
+    let segs = segments(storage.as_ref());
+    assert!(segs.len() >= 3);
+    // Flip a byte inside the first frame of the second segment.
+    let offset = SEGMENT_HEADER_BYTES as u64 + 40;
+    let f = storage.open(&segs[1], OpenMode::ReadWrite).unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, offset).unwrap();
+    overwrite(storage.as_ref(), &segs[1], offset, &[b[0] ^ 0x10]);
+    let err = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap_err();
+    let Error::Corruption { segment, offset: at, reason, expected_lsn } = &err else {
+        panic!("expected corruption, got {err}");
+    };
+    assert_eq!(segment, &segs[1]);
+    assert_eq!(*at, SEGMENT_HEADER_BYTES as u64);
+    assert_eq!(*reason, Invalid::Checksum);
+    let text = err.to_string();
+    assert!(text.contains(&format!("offset {at}")) && text.contains(&expected_lsn.to_string()), "{text}");
+
+    let salvage = Options {
+        recovery: RecoveryMode::Salvage,
+        ..small_segments()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, salvage).unwrap();
+    let report = engine.recovery_report().clone();
+    let salvaged = report.salvaged.expect("salvage report");
+    assert_eq!(salvaged.cut.segment, segs[1]);
+    assert_eq!(salvaged.segments_removed, segs[2..].to_vec());
+    assert_eq!(report.last_lsn, Some(Lsn(expected_lsn.0 - 1)));
+    assert_eq!(engine.append(vec![event(0, 1)]).unwrap(), *expected_lsn);
+}
+
+#[test]
+fn a_bad_frame_followed_by_a_frame_that_vouches_for_it_is_corruption() {
+    let (_disk, storage) = sim(9);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
+    for i in 1..=5 {
+        engine.append(vec![event(i, 50)]).unwrap();
+    }
+    drop(engine);
+    // Frame 2 was synced before frame 3 was written (Sync mode), so frame 3
+    // vouches for it: a flipped bit in frame 2 is corruption, even in the
+    // last segment.
+    let seg = &segments(storage.as_ref())[0];
+    let frame2 = {
+        let reader = LogReader::open_on(Arc::clone(&storage), DIR).unwrap();
+        let mut c = reader.cursor(Lsn(2));
+        c.next_frame().unwrap().unwrap().offset()
+    };
+    overwrite(storage.as_ref(), seg, frame2 + 30, &[0xff]);
+    let err = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap_err();
+    assert!(
+        matches!(err, Error::Corruption { offset, expected_lsn: Lsn(2), .. } if offset == frame2),
+        "{err}"
+    );
+}
+
+#[test]
+fn torn_segment_creation_is_removed() {
+    let (disk, storage) = sim(10);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
+    for i in 1..=3 {
+        engine.append(vec![event(i, 10)]).unwrap();
+    }
+    drop(engine);
+    // A segment whose header never made it to disk.
+    let path = Path::new(DIR).join("log").join(crate::log::segment::segment_file_name(Lsn(4)));
+    let f = disk.open(&path, OpenMode::CreateNew).unwrap();
+    f.write_all_at(b"WAYMK", 0).unwrap();
+    f.set_len(4096).unwrap();
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
+    assert_eq!(engine.recovery_report().removed_torn_segment.as_deref(), Some(path.as_path()));
+    assert_eq!(engine.append(vec![event(4, 1)]).unwrap(), Lsn(4));
+}
+
+#[test]
+fn a_missing_segment_is_a_gap() {
+    let (_disk, storage) = sim(11);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
+    for i in 1..=60 {
+        engine.append(vec![event(i, 200)]).unwrap();
+    }
+    drop(engine);
+    let segs = segments(storage.as_ref());
+    storage.remove_file(&segs[1]).unwrap();
+    let err = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap_err();
+    assert!(matches!(err, Error::Gap { .. }), "{err}");
+}
+
+#[test]
+fn newer_format_version_is_refused_by_name() {
+    let (_disk, storage) = sim(12);
+    drop(Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap());
+    let seg = &segments(storage.as_ref())[0];
+    let mut header = [0u8; SEGMENT_HEADER_BYTES];
+    storage.open(seg, OpenMode::Read).unwrap().read_exact_at(&mut header, 0).unwrap();
+    header[8] = 2;
+    let crc = crc32fast::hash(&header[0..60]);
+    header[60..64].copy_from_slice(&crc.to_le_bytes());
+    overwrite(storage.as_ref(), seg, 0, &header);
+    let err = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedVersion { version: 2, supported: 1, .. }), "{err}");
+}
+
+#[test]
+fn another_logs_segment_does_not_validate() {
+    let (_disk, a) = sim(13);
+    let (_disk_b, b) = sim(14);
+    for storage in [&a, &b] {
+        let engine = Engine::open_with(Arc::clone(storage), DIR, small_segments()).unwrap();
+        for i in 1..=30 {
+            engine.append(vec![event(i, 200)]).unwrap();
+        }
+    }
+    // Replace a's second segment with b's (same name, same base LSN).
+    let seg = segments(a.as_ref())[1].clone();
+    let from_b = crate::storage::read_to_vec(b.open(&seg, OpenMode::Read).unwrap().as_ref()).unwrap();
+    overwrite(a.as_ref(), &seg, 0, &from_b);
+    let err = Engine::open_with(Arc::clone(&a), DIR, small_segments()).unwrap_err();
+    assert!(matches!(err, Error::Corruption { reason: Invalid::LogIdMismatch, .. }), "{err}");
+}
+
+#[test]
+fn reader_follows_a_live_writer_across_segments() {
+    let (_disk, storage) = sim(15);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
+    let reader = engine.reader();
+    let mut cursor = reader.cursor(Lsn(1));
+    assert!(cursor.next_frame().unwrap().is_none());
+    let mut seen = 0u64;
+    for round in 0..5u64 {
+        for i in 0..20 {
+            engine.append(vec![event(round * 20 + i, 150)]).unwrap();
+        }
+        while let Some(frame) = cursor.next_frame().unwrap() {
+            seen += 1;
+            assert_eq!(frame.lsn(), Lsn(seen));
+        }
+        assert_eq!(seen, (round + 1) * 20);
+    }
+    // A cursor can start anywhere.
+    let mut from = reader.cursor(Lsn(57));
+    assert_eq!(from.next_frame().unwrap().unwrap().lsn(), Lsn(57));
+}
+
+#[test]
+fn periodic_mode_syncs_within_its_interval() {
+    let (_disk, storage) = sim(16);
+    let options = Options {
+        durability: Durability::Periodic(Duration::from_millis(5)),
+        ..Options::default()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
+    engine.append(vec![event(1, 1)]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while engine.stats().durable_lsn < Lsn(1) {
+        assert!(std::time::Instant::now() < deadline, "periodic sync never came");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(engine.flush().unwrap(), Lsn(1));
+}
+
+#[test]
+fn close_syncs_and_refuses_later_appends() {
+    let (disk, storage) = sim(17);
+    let options = Options {
+        durability: Durability::None,
+        ..Options::default()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
+    engine.append(vec![event(1, 1)]).unwrap();
+    engine.close().unwrap();
+    assert!(matches!(engine.append(vec![event(2, 1)]).unwrap_err(), Error::Closed));
+    drop(engine);
+    let storage: Arc<dyn Storage> = Arc::new(disk.reboot(Damage::DropAll));
+    let engine = Engine::open_with(storage, DIR, options).unwrap();
+    assert_eq!(engine.recovery_report().last_lsn, Some(Lsn(1)));
+}
+
+#[test]
+fn concurrent_appends_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let engine = engine.clone();
+            s.spawn(move || {
+                for i in 0..50 {
+                    engine.append(vec![event(t * 1000 + i, 20)]).unwrap();
+                }
+            });
+        }
+    });
+    let stats = engine.stats();
+    assert_eq!(stats.batches, 400);
+    assert_eq!(stats.written_lsn, Lsn(400));
+    assert!(stats.fsyncs <= stats.groups + 1);
+}
