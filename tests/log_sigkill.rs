@@ -1,0 +1,81 @@
+//! Guards the one promise a real process crash tests best: a batch whose LSN
+//! a worker was told (under `Sync`) is in the log after the worker is killed
+//! with SIGKILL at any moment, with its exact content.
+//!
+//! How: a child process (`waymark-crash-child`) appends from four threads and
+//! prints each acknowledged LSN; the test kills it after a random delay,
+//! several rounds in a row on the same directory, then reopens the directory
+//! and finds every printed LSN with its batch.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use waymark_engine::{Engine, LogReader, Lsn};
+use waymark_tests::{batch, batch_origin};
+
+const SEED: u64 = 0x5157_4b11;
+const ROUNDS: u32 = 5;
+
+#[test]
+fn acknowledged_batches_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::env::var("WAYMARK_SIGKILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    println!("WAYMARK_SIGKILL_SEED={seed} replays this test's kill delays");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut acked: Vec<(u64, u32, u32)> = Vec::new();
+    for round in 0..ROUNDS {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_waymark-crash-child"))
+            .arg(dir.path())
+            .arg((round * 10).to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the crash child");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut ready = String::new();
+        stdout.read_line(&mut ready).unwrap();
+        assert_eq!(ready.trim(), "ready", "child failed to open the directory (round {round})");
+        std::thread::sleep(Duration::from_millis(rng.u64(20..250)));
+        child.kill().expect("SIGKILL the child");
+        child.wait().unwrap();
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        let complete = match rest.rfind('\n') {
+            Some(end) => &rest[..end],
+            None => "",
+        };
+        let before = acked.len();
+        for line in complete.lines() {
+            let v: Vec<u64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+            acked.push((v[0], v[1] as u32, v[2] as u32));
+        }
+        assert!(acked.len() > before, "round {round} acknowledged nothing; the test proves nothing");
+    }
+
+    // Recovery must accept whatever the kills left.
+    let engine = Engine::open(dir.path()).unwrap();
+    let last = engine.recovery_report().last_lsn.unwrap();
+    drop(engine);
+    let reader = LogReader::open(dir.path()).unwrap();
+    let mut cursor = reader.cursor(Lsn(1));
+    let mut by_lsn = std::collections::HashMap::new();
+    while let Some(frame) = cursor.next_frame().unwrap() {
+        let events = frame.decode().unwrap();
+        let (writer, index) = batch_origin(&events).unwrap();
+        assert_eq!(events, batch(SEED, writer, index), "batch at {} is not what was written", frame.lsn());
+        by_lsn.insert(frame.lsn().0, (writer, index));
+    }
+    assert_eq!(by_lsn.len() as u64, last.0, "LSNs run 1..={last} with no gap");
+    for (lsn, writer, index) in &acked {
+        assert_eq!(
+            by_lsn.get(lsn),
+            Some(&(*writer, *index)),
+            "acknowledged LSN {lsn} (writer {writer}, batch {index}) is missing"
+        );
+    }
+    println!("{} acknowledged batches over {ROUNDS} kills, all present", acked.len());
+}
