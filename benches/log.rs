@@ -1,0 +1,152 @@
+//! Log benchmarks: the machine's fsync floor, `Sync` appends from 1 to 64
+//! threads (group commit), `None` appends, and sequential replay.
+//!
+//! Run: `cargo bench -p waymark-benches --bench log`. BENCHMARKS.md holds the
+//! figures and the targets they are held to.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use waymark_benches::{Floor, FloorFile, put_event};
+use waymark_engine::storage::FsStorage;
+use waymark_engine::{Durability, Engine, LogReader, Lsn, Options};
+
+/// Value size that makes one `Put` batch's payload about 128 bytes, like the
+/// floor's record.
+const VALUE_128: usize = 8;
+/// Value size that makes one event about 224 bytes encoded (replay).
+const VALUE_224: usize = 104;
+
+fn fsync_floor(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fsync_floor");
+    g.throughput(Throughput::Elements(1));
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    for kind in [FloorFile::Growing, FloorFile::Sparse, FloorFile::Zeroed] {
+        let path = dir.path().join(format!("{kind:?}"));
+        let bytes = 64 << 20;
+        let mut floor = Floor::new(&path, kind, bytes).unwrap();
+        let record = [7u8; 128];
+        g.bench_function(format!("{kind:?}").to_lowercase(), |b| {
+            b.iter(|| {
+                if !floor.write_sync(&record).unwrap() {
+                    floor = Floor::new(&path, kind, bytes).unwrap();
+                    floor.write_sync(&record).unwrap();
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+fn open(durability: Durability) -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let options = Options {
+        durability,
+        ..Options::default()
+    };
+    let engine = Engine::open_with(Arc::new(FsStorage), dir.path(), options).unwrap();
+    (dir, engine)
+}
+
+fn append_sync(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append_sync");
+    g.throughput(Throughput::Elements(1));
+    let payload = waymark_engine::event::__payload_len(&[put_event(0, VALUE_128)]);
+    eprintln!("append batch payload: {payload} bytes");
+    for threads in [1usize, 4, 16, 64] {
+        let (_dir, engine) = open(Durability::Sync);
+        g.bench_with_input(BenchmarkId::from_parameter(threads), &threads, |b, &threads| {
+            b.iter_custom(|iters| {
+                let per_thread = (iters as usize).div_ceil(threads);
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for t in 0..threads {
+                        let engine = engine.clone();
+                        s.spawn(move || {
+                            for i in 0..per_thread {
+                                let e = put_event((t * per_thread + i) as u64, VALUE_128);
+                                engine.append(vec![e]).unwrap();
+                            }
+                        });
+                    }
+                });
+                let ops = (per_thread * threads) as u32;
+                start.elapsed() / ops * iters as u32
+            })
+        });
+        let stats = engine.stats();
+        eprintln!(
+            "append_sync/{threads}: mean group {:.1} batches, {} fsyncs for {} batches",
+            stats.mean_group_batches(),
+            stats.fsyncs,
+            stats.batches
+        );
+    }
+    g.finish();
+}
+
+fn append_none(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append_none");
+    g.throughput(Throughput::Elements(1));
+    let (_dir, engine) = open(Durability::None);
+    let mut i = 0u64;
+    g.bench_function("1", |b| {
+        b.iter(|| {
+            i += 1;
+            engine.append(vec![put_event(i, VALUE_128)]).unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn replay(c: &mut Criterion) {
+    const FRAMES: u64 = 200_000;
+    let (dir, engine) = open(Durability::None);
+    let payload = waymark_engine::event::__payload_len(&[put_event(0, VALUE_224)]);
+    eprintln!("replay event payload: {payload} bytes");
+    for i in 0..FRAMES {
+        engine.append(vec![put_event(i, VALUE_224)]).unwrap();
+    }
+    let log_bytes = engine.stats().log_bytes;
+    drop(engine);
+    let reader = LogReader::open(dir.path()).unwrap();
+    let mut g = c.benchmark_group("replay");
+    g.throughput(Throughput::Bytes(log_bytes));
+    g.bench_function("validate_access", |b| {
+        b.iter(|| {
+            let mut cursor = reader.cursor(Lsn(1));
+            let mut n = 0u64;
+            let mut ts = 0i64;
+            while let Some(frame) = cursor.next_frame().unwrap() {
+                let events = frame.events().unwrap();
+                n += events.len() as u64;
+                ts ^= events[0].ts_micros.to_native();
+            }
+            assert_eq!(n, FRAMES);
+            ts
+        })
+    });
+    g.throughput(Throughput::Elements(FRAMES));
+    g.bench_function("decode_owned", |b| {
+        b.iter(|| {
+            let mut cursor = reader.cursor(Lsn(1));
+            let mut n = 0usize;
+            while let Some(frame) = cursor.next_frame().unwrap() {
+                n += frame.decode().unwrap().len();
+            }
+            n
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    targets = fsync_floor, append_sync, append_none, replay
+}
+criterion_main!(benches);

@@ -382,6 +382,12 @@ pub(crate) fn encode_batch(events: &Vec<Event>) -> rkyv::util::AlignedVec {
         .expect("serializing owned events into a growable buffer cannot fail")
 }
 
+/// The encoded payload size of a batch (for benchmarks and size planning).
+#[doc(hidden)]
+pub fn __payload_len(events: &[Event]) -> usize {
+    encode_batch(&events.to_vec()).len()
+}
+
 /// Validates a frame payload as a batch and returns its archived view.
 ///
 /// # Errors

@@ -81,6 +81,54 @@ pub mod __fuzz {
         let _ = crate::log::segment::SegmentHeader::decode(buf);
     }
 
+    /// Writes `data` as the log of a state directory on a simulated disk
+    /// (a valid first segment header, then `data` split into frames of one
+    /// or two segments), opens it strictly and in salvage mode, and reads
+    /// what opened. Errors are fine; panics are bugs.
+    pub fn recovery(data: &[u8]) {
+        use std::path::Path;
+        use std::sync::Arc;
+
+        use crate::log::segment::{SegmentHeader, segment_file_name};
+        use crate::storage::{OpenMode, SimDisk, Storage};
+
+        let disk = SimDisk::new(data.len() as u64);
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let log = Path::new("/s/log");
+        if storage.create_dir_all(log).is_err() {
+            return;
+        }
+        let split = data.first().map_or(0, |b| usize::from(*b) * data.len() / 256);
+        let (first, second) = data.split_at(split.min(data.len()));
+        let header = |base: u64| SegmentHeader {
+            format_version: crate::log::FORMAT_VERSION,
+            log_id: 7,
+            base_lsn: crate::Lsn(base),
+            created_unix_ms: 0,
+        };
+        for (base, body) in [(1u64, first), (2, second)] {
+            if base == 2 && body.is_empty() {
+                continue;
+            }
+            let path = log.join(segment_file_name(crate::Lsn(base)));
+            let Ok(f) = storage.open(&path, OpenMode::CreateNew) else { return };
+            let _ = f.write_all_at(&header(base).encode(), 0);
+            let _ = f.write_all_at(body, crate::log::segment::SEGMENT_HEADER_BYTES as u64);
+        }
+        for recovery in [crate::RecoveryMode::Strict, crate::RecoveryMode::Salvage] {
+            let options = crate::Options { recovery, ..crate::Options::default() };
+            if let Ok(engine) = crate::Engine::open_with(Arc::clone(&storage), "/s", options) {
+                drop(engine);
+            }
+        }
+        if let Ok(reader) = crate::LogReader::open_on(storage, "/s") {
+            let mut cursor = reader.cursor(crate::Lsn(1));
+            while let Ok(Some(frame)) = cursor.next_frame() {
+                let _ = frame.decode();
+            }
+        }
+    }
+
     /// Validates and decodes a batch payload.
     pub fn batch(buf: &[u8]) {
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
