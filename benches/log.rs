@@ -127,6 +127,18 @@ fn replay(c: &mut Criterion) {
             ts
         })
     });
+    // The same CPU work on a segment already in memory: CRC, validation and
+    // access, without the read from the page cache.
+    let segment = {
+        let (_, path) = reader.segments().unwrap().remove(0);
+        let bytes = std::fs::read(path).unwrap();
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&bytes);
+        aligned
+    };
+    g.bench_function("cpu_only", |b| {
+        b.iter(|| assert!(waymark_engine::__bench::scan_segment(&segment) >= FRAMES))
+    });
     g.throughput(Throughput::Elements(FRAMES));
     g.bench_function("decode_owned", |b| {
         b.iter(|| {

@@ -439,3 +439,20 @@ fn concurrent_appends_share_fsyncs() {
     assert_eq!(stats.written_lsn, Lsn(400));
     assert!(stats.fsyncs <= stats.groups + 1);
 }
+
+#[test]
+fn reader_handles_frames_across_and_beyond_its_read_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    // 300 KB frames straddle the 1 MiB read window; a 3 MiB one exceeds it.
+    let sizes = [300_000usize, 300_000, 300_000, 300_000, 3_000_000, 10, 300_000];
+    for (i, len) in sizes.iter().enumerate() {
+        engine.append(vec![event(i as u64, *len)]).unwrap();
+    }
+    let all = read_all(Arc::new(crate::storage::FsStorage), dir.path().to_str().unwrap());
+    assert_eq!(all.len(), sizes.len());
+    for (i, (lsn, events)) in all.iter().enumerate() {
+        assert_eq!(*lsn, Lsn(i as u64 + 1));
+        assert_eq!(events, &vec![event(i as u64, sizes[i])]);
+    }
+}

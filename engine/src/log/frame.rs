@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     4  payload_len   u32 LE, bytes of rkyv payload (> 0)
-//!      4     4  crc           u32 LE, CRC32 seeded with the log's seed, over
-//!                             bytes 0..4, 8..24, the payload and the padding
+//!      0     4  crc           u32 LE, CRC32 seeded with the log's seed, over
+//!                             bytes 4..24, the payload and the padding
+//!      4     4  payload_len   u32 LE, bytes of rkyv payload (> 0)
 //!      8     8  lsn           u64 LE, this batch's LSN
 //!     16     8  durable_lsn   u64 LE, highest LSN known durable when written
 //!     24     n  payload       the batch, archived by rkyv
@@ -12,8 +12,10 @@
 //! ```
 //!
 //! Frames start at 8-aligned offsets, so a payload read into an aligned buffer
-//! can be validated and accessed in place with no copy. A length of zero never
-//! starts a frame: it marks the end of the data (a preallocated zero tail).
+//! can be validated and accessed in place with no copy. The checksum comes
+//! first so that it covers one contiguous range (one CRC call per frame). A
+//! length of zero never starts a frame: it marks the end of the data (a
+//! preallocated zero tail).
 //! `durable_lsn` lets recovery tell a torn tail (crash damage to writes that
 //! were never synced) from corruption of synced data: see
 //! `log::recovery`. Pure functions only: no I/O here.
@@ -52,8 +54,7 @@ pub(crate) fn crc_seed(log_id: u128) -> u32 {
 
 fn frame_crc(seed: u32, frame: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new_with_initial(seed);
-    hasher.update(&frame[0..4]);
-    hasher.update(&frame[8..]);
+    hasher.update(&frame[4..]);
     hasher.finalize()
 }
 
@@ -66,14 +67,14 @@ pub(crate) fn encode_frame(out: &mut Vec<u8>, seed: u32, lsn: Lsn, durable_lsn: 
     assert!(durable_lsn < lsn, "a frame cannot be durable before it is written");
     let start = out.len();
     let payload_len = u32::try_from(payload.len()).expect("checked against FRAME_PAYLOAD_BYTES_MAX above");
-    out.extend_from_slice(&payload_len.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&payload_len.to_le_bytes());
     out.extend_from_slice(&lsn.0.to_le_bytes());
     out.extend_from_slice(&durable_lsn.0.to_le_bytes());
     out.extend_from_slice(payload);
     out.resize(start + frame_len(payload.len()), 0);
     let crc = frame_crc(seed, &out[start..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// A frame that validated.
@@ -114,10 +115,14 @@ pub(crate) fn decode_frame(buf: &[u8], pos: usize, seed: u32, expected: Option<L
     if rest == 0 {
         return Decoded::End;
     }
-    if rest < 4 {
-        return Decoded::Invalid(Invalid::Truncated);
+    if rest < 8 {
+        return if buf[pos..].iter().all(|b| *b == 0) {
+            Decoded::End
+        } else {
+            Decoded::Invalid(Invalid::Truncated)
+        };
     }
-    let payload_len = read_u32(buf, pos);
+    let payload_len = read_u32(buf, pos + 4);
     if payload_len == 0 {
         return Decoded::End;
     }
@@ -129,7 +134,7 @@ pub(crate) fn decode_frame(buf: &[u8], pos: usize, seed: u32, expected: Option<L
         return Decoded::Invalid(Invalid::Truncated);
     }
     let frame = &buf[pos..pos + len];
-    if read_u32(frame, 4) != frame_crc(seed, frame) {
+    if read_u32(frame, 0) != frame_crc(seed, frame) {
         return Decoded::Invalid(Invalid::Checksum);
     }
     let lsn = Lsn(read_u64(frame, 8));
@@ -152,7 +157,7 @@ pub(crate) fn decode_frame(buf: &[u8], pos: usize, seed: u32, expected: Option<L
 pub(crate) fn find_frame_vouching_for(buf: &[u8], from: usize, seed: u32, lsn: Lsn) -> Option<usize> {
     let mut pos = align_up(from);
     while pos + FRAME_HEADER_BYTES <= buf.len() {
-        let payload_len = read_u32(buf, pos);
+        let payload_len = read_u32(buf, pos + 4);
         // Cheap plausibility checks before the CRC: most positions fail here.
         if payload_len != 0
             && pos + frame_len(payload_len as usize) <= buf.len()
@@ -237,7 +242,7 @@ mod tests {
         assert_eq!(decode_frame(&[0; 64], 0, SEED, None), Decoded::End);
         assert_eq!(decode_frame(&[], 0, SEED, None), Decoded::End);
         let mut huge = buf.clone();
-        huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(
             decode_frame(&huge, 0, SEED, None),
             Decoded::Invalid(Invalid::BadLength(u32::MAX))

@@ -15,17 +15,17 @@ use std::sync::Arc;
 use rkyv::util::AlignedVec;
 
 use super::Lsn;
-use super::frame::{Decoded, FrameInfo, crc_seed, decode_frame};
+use super::frame::{Decoded, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, FrameInfo, crc_seed, decode_frame, frame_len};
 use super::segment::{HeaderError, SEGMENT_HEADER_BYTES, SegmentHeader, list_segments};
 use crate::error::{Error, Invalid, Result};
 use crate::event::{ArchivedBatch, Event, access_batch, decode_batch};
 use crate::log::LOG_DIR_NAME;
 use crate::storage::{OpenMode, Storage, read_up_to};
 
-/// The bytes of one segment from some aligned offset to its end, in a buffer
-/// aligned for in-place validation.
+/// The bytes of one whole segment from some aligned offset to its end, in a
+/// buffer aligned for in-place validation (recovery reads segments this way;
+/// cursors read through a bounded window instead).
 pub(crate) struct LoadedSegment {
-    pub base: Lsn,
     pub path: PathBuf,
     /// File offset of `buf[0]`; a multiple of 8.
     pub buf_offset: u64,
@@ -34,7 +34,7 @@ pub(crate) struct LoadedSegment {
 
 impl LoadedSegment {
     /// Reads `path` from `from` (8-aligned) to its end.
-    pub(crate) fn load(storage: &dyn Storage, path: &Path, base: Lsn, from: u64) -> Result<LoadedSegment> {
+    pub(crate) fn load(storage: &dyn Storage, path: &Path, from: u64) -> Result<LoadedSegment> {
         assert!(from.is_multiple_of(8), "segments are loaded from aligned offsets");
         let file = storage
             .open(path, OpenMode::Read)
@@ -49,7 +49,6 @@ impl LoadedSegment {
         let n = read_up_to(file.as_ref(), &mut buf, from).map_err(|e| Error::io(path, e))?;
         buf.resize(n, 0);
         Ok(LoadedSegment {
-            base,
             path: path.to_path_buf(),
             buf_offset: from,
             buf,
@@ -167,7 +166,7 @@ impl LogReader {
             reader: self.clone(),
             next_lsn: from,
             seg: None,
-            pos: 0,
+            offset: 0,
             seed: None,
             tail: None,
         }
@@ -191,10 +190,88 @@ pub struct TailStop {
 pub struct Cursor {
     reader: LogReader,
     next_lsn: Lsn,
-    seg: Option<LoadedSegment>,
-    pos: usize,
+    seg: Option<OpenSegment>,
+    /// File offset of the next frame in `seg`.
+    offset: u64,
     seed: Option<u32>,
     tail: Option<TailStop>,
+}
+
+/// Bytes a cursor reads at a time: big enough that a read costs little per
+/// frame, small enough that a cursor's memory stays bounded whatever the
+/// segment size (a frame larger than this gets a buffer of its size).
+const READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// A segment being read through a window of at most one chunk (or one
+/// frame, if larger).
+struct OpenSegment {
+    base: Lsn,
+    path: PathBuf,
+    file: Arc<dyn crate::storage::StorageFile>,
+    /// Allocated once; only `buf[..filled]` holds file bytes.
+    buf: AlignedVec<16>,
+    /// File offset of `buf[0]`; a multiple of 8.
+    buf_offset: u64,
+    filled: usize,
+}
+
+impl OpenSegment {
+    fn open(storage: &dyn Storage, path: &Path, base: Lsn) -> Result<OpenSegment> {
+        let file = storage
+            .open(path, OpenMode::Read)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(OpenSegment {
+            base,
+            path: path.to_path_buf(),
+            file,
+            buf: AlignedVec::new(),
+            buf_offset: 0,
+            filled: 0,
+        })
+    }
+
+    /// The bytes from file offset `offset` (8-aligned) on, at least `want`
+    /// of them unless the file ends first. Reads when the window does not
+    /// hold them.
+    fn window(&mut self, offset: u64, want: usize) -> Result<(usize, usize)> {
+        debug_assert!(offset.is_multiple_of(8));
+        let end = self.buf_offset + self.filled as u64;
+        if offset < self.buf_offset || offset + want as u64 > end {
+            let size = want.max(READ_CHUNK_BYTES);
+            if self.buf.len() < size {
+                self.buf.resize(size, 0);
+            }
+            let n = read_up_to(self.file.as_ref(), &mut self.buf[..size], offset)
+                .map_err(|e| Error::io(&self.path, e))?;
+            self.buf_offset = offset;
+            self.filled = n;
+        }
+        let start = usize::try_from(offset - self.buf_offset).expect("inside the window");
+        Ok((start, self.filled))
+    }
+
+    /// Forgets the window, so that the next read sees bytes written since.
+    fn invalidate(&mut self) {
+        self.filled = 0;
+    }
+
+    /// Decodes the frame at `offset`, reading as much as it needs: one
+    /// window lookup in the common case, a second read only for a frame that
+    /// runs past the window.
+    fn decode_at(&mut self, offset: u64, seed: u32, expected: Lsn) -> Result<(usize, Decoded)> {
+        let (start, end) = self.window(offset, FRAME_HEADER_BYTES)?;
+        let decoded = decode_frame(&self.buf[..end], start, seed, Some(expected));
+        if decoded != Decoded::Invalid(Invalid::Truncated) || end - start < 8 {
+            return Ok((start, decoded));
+        }
+        let head = &self.buf[start..start + 8];
+        let payload_len = u32::from_le_bytes(head[4..8].try_into().expect("four bytes"));
+        if u64::from(payload_len) > FRAME_PAYLOAD_BYTES_MAX {
+            return Ok((start, decoded));
+        }
+        let (start, end) = self.window(offset, frame_len(payload_len as usize))?;
+        Ok((start, decode_frame(&self.buf[..end], start, seed, Some(expected))))
+    }
 }
 
 /// One frame: one atomically written batch of events.
@@ -283,60 +360,62 @@ impl Cursor {
     pub fn next_frame(&mut self) -> Result<Option<FrameView<'_>>> {
         match self.advance()? {
             None => Ok(None),
-            Some(info) => {
-                let seg = self.seg.as_ref().expect("advance returned a frame from a loaded segment");
+            Some((frame_offset, info)) => {
+                let seg = self.seg.as_ref().expect("advance returned a frame from an open segment");
                 Ok(Some(FrameView {
                     lsn: info.lsn,
                     durable_lsn: info.durable_lsn,
                     segment: &seg.path,
-                    offset: seg.offset(info.payload.start - super::frame::FRAME_HEADER_BYTES),
+                    offset: frame_offset,
                     payload: &seg.buf[info.payload],
                 }))
             }
         }
     }
 
-    /// Moves to the next frame and returns where it is in the loaded segment.
-    fn advance(&mut self) -> Result<Option<FrameInfo>> {
-        let mut reloaded = false;
+    /// Moves to the next frame; returns its file offset and where its
+    /// payload is in the open segment's buffer.
+    fn advance(&mut self) -> Result<Option<(u64, FrameInfo)>> {
+        let mut reread = false;
         loop {
             if self.seg.is_none() && !self.enter_segment()? {
                 return Ok(None);
             }
-            let seg = self.seg.as_ref().expect("entered a segment above");
             let seed = self.seed.expect("the seed is set when a segment is entered");
-            let stop = match decode_frame(&seg.buf, self.pos, seed, Some(self.next_lsn)) {
+            let offset = self.offset;
+            let seg = self.seg.as_mut().expect("entered a segment above");
+            let (start, decoded) = seg.decode_at(offset, seed, self.next_lsn)?;
+            let stop = match decoded {
                 Decoded::Frame(info) => {
-                    self.pos = info.next;
+                    self.offset = offset + (info.next - start) as u64;
                     self.next_lsn = self.next_lsn.next();
                     self.tail = None;
-                    return Ok(Some(info));
+                    return Ok(Some((offset, info)));
                 }
                 Decoded::End => None,
                 Decoded::Invalid(reason) => Some(reason),
             };
-            // The end of what was loaded: newer bytes may have been written
+            // The end of what was read: newer bytes may have been written
             // since, so read this segment again once before moving on.
-            if !reloaded {
-                reloaded = true;
-                self.reload()?;
+            if !reread {
+                reread = true;
+                seg.invalidate();
                 continue;
             }
-            let seg = self.seg.as_ref().expect("still in a segment");
+            let (seg_base, seg_path) = (seg.base, seg.path.clone());
             let segments = self.reader.segments()?;
-            let later = segments.iter().find(|(base, _)| *base > seg.base).cloned();
+            let later = segments.iter().find(|(base, _)| *base > seg_base).cloned();
             match later {
                 Some((base, _)) if base == self.next_lsn => {
                     // The writer syncs a segment before starting the next, so
                     // this one is complete; move on.
                     self.seg = None;
-                    reloaded = false;
+                    reread = false;
                 }
                 Some((base, path)) => {
-                    let offset = seg.offset(self.pos);
                     return Err(match stop {
                         Some(reason) => Error::Corruption {
-                            segment: seg.path.clone(),
+                            segment: seg_path,
                             offset,
                             expected_lsn: self.next_lsn,
                             reason,
@@ -350,8 +429,8 @@ impl Cursor {
                 }
                 None => {
                     self.tail = Some(TailStop {
-                        segment: seg.path.clone(),
-                        offset: seg.offset(self.pos),
+                        segment: seg_path,
+                        offset,
                         invalid: stop,
                     });
                     return Ok(None);
@@ -360,17 +439,7 @@ impl Cursor {
         }
     }
 
-    /// Re-reads the current segment from the current position.
-    fn reload(&mut self) -> Result<()> {
-        let seg = self.seg.as_ref().expect("reload happens inside a segment");
-        let offset = seg.offset(self.pos);
-        let fresh = LoadedSegment::load(self.reader.storage.as_ref(), &seg.path, seg.base, offset)?;
-        self.seg = Some(fresh);
-        self.pos = 0;
-        Ok(())
-    }
-
-    /// Loads the segment that holds `next_lsn` and skips to it. Returns false
+    /// Opens the segment that holds `next_lsn` and skips to it. Returns false
     /// if the log has no such segment yet.
     fn enter_segment(&mut self) -> Result<bool> {
         let segments = self.reader.segments()?;
@@ -384,12 +453,13 @@ impl Cursor {
         let Some((base, path)) = segments.iter().rev().find(|(base, _)| *base <= self.next_lsn).cloned() else {
             return Ok(false);
         };
-        let seg = LoadedSegment::load(self.reader.storage.as_ref(), &path, base, 0)?;
-        if seg.buf.len() < SEGMENT_HEADER_BYTES && segments.last().map(|s| s.0) == Some(base) {
+        let mut seg = OpenSegment::open(self.reader.storage.as_ref(), &path, base)?;
+        let (start, end) = seg.window(0, SEGMENT_HEADER_BYTES)?;
+        if end - start < SEGMENT_HEADER_BYTES && segments.last().map(|s| s.0) == Some(base) {
             // A segment being created: its header is not written yet.
             return Ok(false);
         }
-        let header = check_header(&path, base, &seg.buf)?;
+        let header = check_header(&path, base, &seg.buf[start..end])?;
         match self.seed {
             None => self.seed = Some(crc_seed(header.log_id)),
             Some(seed) if seed != crc_seed(header.log_id) => {
@@ -403,7 +473,7 @@ impl Cursor {
             Some(_) => {}
         }
         self.seg = Some(seg);
-        self.pos = SEGMENT_HEADER_BYTES;
+        self.offset = SEGMENT_HEADER_BYTES as u64;
         // Skip the frames before `next_lsn` in this segment.
         let target = self.next_lsn;
         self.next_lsn = base;

@@ -174,7 +174,7 @@ pub(crate) fn recover(
     let count = segments.len();
     for (i, (base, path)) in segments.iter().enumerate() {
         let last = i + 1 == count;
-        let seg = LoadedSegment::load(storage, path, *base, 0)?;
+        let seg = LoadedSegment::load(storage, path, 0)?;
         report.segments += 1;
         report.bytes_read += seg.buf.len() as u64;
         let header = match check_header(path, *base, &seg.buf) {
