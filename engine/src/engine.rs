@@ -188,8 +188,13 @@ impl Engine {
             });
         }
         let (ack, rx) = bounded(1);
-        self.send(Msg::Append { payload, ack })?;
-        rx.recv().map_err(|_| Error::Closed)?
+        let shared = &self.inner.shared;
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        let result = self
+            .send(Msg::Append { payload, ack })
+            .and_then(|()| wait_for_ack(shared, &rx));
+        shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        result
     }
 
     /// Syncs everything written so far, whatever the durability mode, and
@@ -260,6 +265,43 @@ impl Engine {
             durable_lsn: Lsn(s.durable_lsn.load(Ordering::Acquire)),
         }
     }
+}
+
+/// Longest a caller polls for its acknowledgement before it parks.
+const ACK_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Waits for an acknowledgement. A caller that is the only append in flight
+/// polls instead of parking: on a virtual machine, waking a thread whose CPU
+/// went idle during the fsync costs tens of microseconds, a third of a fast
+/// fsync (see BENCHMARKS.md, append_sync/1). As soon as another append is in
+/// flight it parks, so concurrent writers never burn CPU that group commit
+/// needs.
+fn wait_for_ack(shared: &Shared, rx: &crossbeam_channel::Receiver<Result<Lsn>>) -> Result<Lsn> {
+    use crossbeam_channel::TryRecvError;
+    if shared
+        .ack_spinners
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+    {
+        let start = std::time::Instant::now();
+        let got = loop {
+            match rx.try_recv() {
+                Ok(result) => break Some(result),
+                Err(TryRecvError::Disconnected) => break Some(Err(Error::Closed)),
+                Err(TryRecvError::Empty)
+                    if start.elapsed() < ACK_SPIN && shared.in_flight.load(Ordering::Acquire) == 1 =>
+                {
+                    std::hint::spin_loop()
+                }
+                Err(TryRecvError::Empty) => break None,
+            }
+        };
+        shared.ack_spinners.store(0, Ordering::Release);
+        if let Some(result) = got {
+            return result;
+        }
+    }
+    rx.recv().map_err(|_| Error::Closed)?
 }
 
 impl Drop for Inner {

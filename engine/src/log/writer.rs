@@ -52,6 +52,10 @@ pub(crate) struct Shared {
     pub groups: AtomicU64,
     pub fsyncs: AtomicU64,
     pub segments_created: AtomicU64,
+    /// Callers polling for their acknowledgement (at most one).
+    pub ack_spinners: AtomicU64,
+    /// Appends sent to the writer and not yet acknowledged.
+    pub in_flight: AtomicU64,
 }
 
 impl Shared {
@@ -100,6 +104,9 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     buf: Vec<u8>,
     closed: bool,
+    /// Messages in the last group: one means a lone caller, worth polling
+    /// for; more means concurrent callers, who need the CPU instead.
+    last_group_batches: usize,
 }
 
 fn now_unix_ms() -> u64 {
@@ -208,6 +215,7 @@ impl Writer {
             shared,
             buf: Vec::with_capacity(1 << 20),
             closed: false,
+            last_group_batches: 0,
         })
     }
 
@@ -230,12 +238,13 @@ impl Writer {
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
                 },
-                None => match rx.recv() {
+                None => match spin_recv(&rx, self.last_group_batches <= 1) {
                     Ok(msg) => msg,
                     Err(_) => break,
                 },
             };
             let mut group = self.drain(first, &rx);
+            self.last_group_batches = group.len();
             if self.closed {
                 for msg in group {
                     let _ = ack_of(&msg).send(Err(Error::Closed));
@@ -433,6 +442,28 @@ impl Writer {
         self.shared.segments_created.fetch_add(1, Ordering::Relaxed);
         self.active = active;
         Ok(())
+    }
+}
+
+/// How long the idle writer polls for the next batch before it parks. A
+/// caller acknowledged a moment ago usually sends its next batch within a few
+/// microseconds; catching it here saves a futex wake (measured: see
+/// BENCHMARKS.md, append_sync/1).
+const IDLE_SPIN: std::time::Duration = std::time::Duration::from_micros(30);
+
+/// Receives the next message, polling for [`IDLE_SPIN`] first if `poll`.
+fn spin_recv(rx: &Receiver<Msg>, poll: bool) -> std::result::Result<Msg, crossbeam_channel::RecvError> {
+    if !poll {
+        return rx.recv();
+    }
+    let start = Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(msg) => return Ok(msg),
+            Err(TryRecvError::Disconnected) => return Err(crossbeam_channel::RecvError),
+            Err(TryRecvError::Empty) if start.elapsed() < IDLE_SPIN => std::hint::spin_loop(),
+            Err(TryRecvError::Empty) => return rx.recv(),
+        }
     }
 }
 
