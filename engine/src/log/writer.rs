@@ -37,6 +37,9 @@ pub(crate) enum Msg {
     Close { ack: Sender<Result<Lsn>> },
 }
 
+/// A caller's acknowledgement channel and what to tell it.
+type Ack = (Sender<Result<Lsn>>, Result<Lsn>);
+
 /// State the writer shares with the engine's handles.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
@@ -104,6 +107,8 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     buf: Vec<u8>,
     closed: bool,
+    /// Hands committed groups' acknowledgements to the acker thread.
+    acker: Option<Sender<Vec<Ack>>>,
     /// Messages in the last group: one means a lone caller, worth polling
     /// for; more means concurrent callers, who need the CPU instead.
     last_group_batches: usize,
@@ -216,6 +221,7 @@ impl Writer {
             buf: Vec::with_capacity(1 << 20),
             closed: false,
             last_group_batches: 0,
+            acker: None,
         })
     }
 
@@ -224,8 +230,30 @@ impl Writer {
         self.log_id
     }
 
-    /// Runs until every sender is gone, then syncs and returns.
+    /// Runs until every sender is gone, then syncs and returns. Starts the
+    /// acker thread and stops it on return.
     pub(crate) fn run(mut self, rx: Receiver<Msg>) {
+        // Unbounded, yet bounded in fact: a caller has one batch in flight,
+        // so the acks waiting here never outnumber the callers.
+        let (acker, acks) = crossbeam_channel::unbounded::<Vec<Ack>>();
+        std::thread::scope(|scope| {
+            let spawned = std::thread::Builder::new()
+                .name("waymark-acker".into())
+                .spawn_scoped(scope, move || {
+                    for group in acks {
+                        for (tx, result) in group {
+                            let _ = tx.send(result);
+                        }
+                    }
+                });
+            // Without an acker thread the writer acknowledges inline.
+            self.acker = spawned.ok().map(|_| acker);
+            self.run_loop(rx);
+            self.acker = None;
+        });
+    }
+
+    fn run_loop(&mut self, rx: Receiver<Msg>) {
         loop {
             let first = match self.sync_deadline() {
                 Some(deadline) => match rx.recv_deadline(deadline) {
@@ -327,17 +355,17 @@ impl Writer {
                 self.shared.batches.fetch_add(batches, Ordering::Relaxed);
                 self.shared.groups.fetch_add(1, Ordering::Relaxed);
                 let mut lsn = first_lsn;
+                let mut acks = Vec::with_capacity(group.len());
                 for msg in group {
                     match msg {
                         Msg::Append { ack, .. } => {
-                            let _ = ack.send(Ok(lsn));
+                            acks.push((ack, Ok(lsn)));
                             lsn = lsn.next();
                         }
-                        Msg::Flush { ack } | Msg::Close { ack } => {
-                            let _ = ack.send(Ok(self.durable_lsn));
-                        }
+                        Msg::Flush { ack } | Msg::Close { ack } => acks.push((ack, Ok(self.durable_lsn))),
                     }
                 }
+                self.acknowledge(acks);
             }
             Err(e) => {
                 self.shared.poison(&e);
@@ -345,6 +373,24 @@ impl Writer {
                     let _ = ack_of(msg).send(Err(replicate(&e)));
                 }
             }
+        }
+    }
+
+    /// Wakes the callers of a committed group. A lone caller is woken here
+    /// (another hop would cost it a thread wake); a larger group is handed to
+    /// the acker thread, which wakes its callers while this thread writes and
+    /// syncs the next group: each wake is a syscall, and on the writer's
+    /// path they would add up to a good part of an fsync.
+    fn acknowledge(&self, acks: Vec<Ack>) {
+        let acks = match (&self.acker, acks.len()) {
+            (Some(acker), 2..) => match acker.send(acks) {
+                Ok(()) => return,
+                Err(crossbeam_channel::SendError(acks)) => acks,
+            },
+            _ => acks,
+        };
+        for (tx, result) in acks {
+            let _ = tx.send(result);
         }
     }
 
