@@ -56,25 +56,29 @@ fn append_sync(c: &mut Criterion) {
     eprintln!("append batch payload: {payload} bytes");
     for threads in [1usize, 4, 16, 64] {
         let (_dir, engine) = open(Durability::Sync);
-        g.bench_with_input(BenchmarkId::from_parameter(threads), &threads, |b, &threads| {
-            b.iter_custom(|iters| {
-                let per_thread = (iters as usize).div_ceil(threads);
-                let start = Instant::now();
-                std::thread::scope(|s| {
-                    for t in 0..threads {
-                        let engine = engine.clone();
-                        s.spawn(move || {
-                            for i in 0..per_thread {
-                                let e = put_event((t * per_thread + i) as u64, VALUE_128);
-                                engine.append(vec![e]).unwrap();
-                            }
-                        });
-                    }
-                });
-                let ops = (per_thread * threads) as u32;
-                start.elapsed() / ops * iters as u32
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(threads),
+            &threads,
+            |b, &threads| {
+                b.iter_custom(|iters| {
+                    let per_thread = (iters as usize).div_ceil(threads);
+                    let start = Instant::now();
+                    std::thread::scope(|s| {
+                        for t in 0..threads {
+                            let engine = engine.clone();
+                            s.spawn(move || {
+                                for i in 0..per_thread {
+                                    let e = put_event((t * per_thread + i) as u64, VALUE_128);
+                                    engine.append(vec![e]).unwrap();
+                                }
+                            });
+                        }
+                    });
+                    let ops = (per_thread * threads) as u32;
+                    start.elapsed() / ops * iters as u32
+                })
+            },
+        );
         let stats = engine.stats();
         eprintln!(
             "append_sync/{threads}: mean group {:.1} batches, {} fsyncs for {} batches",

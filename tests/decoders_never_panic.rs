@@ -53,7 +53,10 @@ fn valid_frames(seed: u64) -> Vec<u8> {
     use waymark_engine::storage::{OpenMode, SimDisk, Storage};
     let disk = SimDisk::new(seed);
     let storage: Arc<dyn Storage> = Arc::new(disk.clone());
-    let options = waymark_engine::Options { preallocate: false, ..Default::default() };
+    let options = waymark_engine::Options {
+        preallocate: false,
+        ..Default::default()
+    };
     let engine = waymark_engine::Engine::open_with(Arc::clone(&storage), "/s", options).unwrap();
     for i in 0..5 {
         engine.append(waymark_tests::batch(seed, 0, i)).unwrap();

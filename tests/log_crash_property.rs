@@ -55,7 +55,17 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         proptest::option::of((0..80u64, proptest::sample::select(Damage::ALL.to_vec()))),
     )
         .prop_map(
-            |(seed, writers, batches_per_writer, durability, segment_bytes_max, preallocate, crash_after_ops, damage, crash_in_recovery)| {
+            |(
+                seed,
+                writers,
+                batches_per_writer,
+                durability,
+                segment_bytes_max,
+                preallocate,
+                crash_after_ops,
+                damage,
+                crash_in_recovery,
+            )| {
                 Scenario {
                     seed,
                     writers,
@@ -143,11 +153,17 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     let report = engine.recovery_report().clone();
     drop(engine);
 
-    let log = read_log(Arc::clone(&storage)).map_err(|e| TestCaseError::fail(format!("read: {e}")))?;
+    let log =
+        read_log(Arc::clone(&storage)).map_err(|e| TestCaseError::fail(format!("read: {e}")))?;
     let mut found: HashMap<(u32, u32), Lsn> = HashMap::new();
     for (i, (lsn, events)) in log.iter().enumerate() {
-        prop_assert_eq!(lsn.0, i as u64 + 1, "LSNs must run 1, 2, 3, ... with no gap");
-        let origin = batch_origin(events).ok_or_else(|| TestCaseError::fail(format!("unknown batch at {lsn}")))?;
+        prop_assert_eq!(
+            lsn.0,
+            i as u64 + 1,
+            "LSNs must run 1, 2, 3, ... with no gap"
+        );
+        let origin = batch_origin(events)
+            .ok_or_else(|| TestCaseError::fail(format!("unknown batch at {lsn}")))?;
         prop_assert_eq!(
             events,
             &batch(s.seed, origin.0, origin.1),
@@ -156,7 +172,11 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
             origin.0,
             origin.1
         );
-        prop_assert!(found.insert(origin, *lsn).is_none(), "batch {:?} appears twice", origin);
+        prop_assert!(
+            found.insert(origin, *lsn).is_none(),
+            "batch {:?} appears twice",
+            origin
+        );
     }
     prop_assert_eq!(report.last_lsn.map_or(0, |l| l.0), log.len() as u64);
     // Each writer's batches are a prefix of what it wrote, in order.
@@ -167,9 +187,19 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     for (w, mut batches) in per_writer {
         batches.sort();
         for (k, (i, lsn)) in batches.iter().enumerate() {
-            prop_assert_eq!(*i, k as u32, "writer {} has batch {} without the ones before", w, i);
+            prop_assert_eq!(
+                *i,
+                k as u32,
+                "writer {} has batch {} without the ones before",
+                w,
+                i
+            );
             if k > 0 {
-                prop_assert!(*lsn > batches[k - 1].1, "writer {}'s batches out of order", w);
+                prop_assert!(
+                    *lsn > batches[k - 1].1,
+                    "writer {}'s batches out of order",
+                    w
+                );
             }
         }
     }
@@ -192,7 +222,10 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     // The recovered log takes the next LSN, and stays recovered.
     let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone())
         .map_err(|e| TestCaseError::fail(format!("second reopen failed: {e}")))?;
-    prop_assert!(engine.recovery_report().torn_tail.is_none(), "recovery is not idempotent");
+    prop_assert!(
+        engine.recovery_report().torn_tail.is_none(),
+        "recovery is not idempotent"
+    );
     let next = engine
         .append(batch(s.seed, 99, 0))
         .map_err(|e| TestCaseError::fail(format!("append after recovery: {e}")))?;

@@ -38,7 +38,11 @@ fn acknowledged_batches_survive_sigkill() {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut ready = String::new();
         stdout.read_line(&mut ready).unwrap();
-        assert_eq!(ready.trim(), "ready", "child failed to open the directory (round {round})");
+        assert_eq!(
+            ready.trim(),
+            "ready",
+            "child failed to open the directory (round {round})"
+        );
         std::thread::sleep(Duration::from_millis(rng.u64(20..250)));
         child.kill().expect("SIGKILL the child");
         child.wait().unwrap();
@@ -53,7 +57,10 @@ fn acknowledged_batches_survive_sigkill() {
             let v: Vec<u64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
             acked.push((v[0], v[1] as u32, v[2] as u32));
         }
-        assert!(acked.len() > before, "round {round} acknowledged nothing; the test proves nothing");
+        assert!(
+            acked.len() > before,
+            "round {round} acknowledged nothing; the test proves nothing"
+        );
     }
 
     // Recovery must accept whatever the kills left.
@@ -66,10 +73,19 @@ fn acknowledged_batches_survive_sigkill() {
     while let Some(frame) = cursor.next_frame().unwrap() {
         let events = frame.decode().unwrap();
         let (writer, index) = batch_origin(&events).unwrap();
-        assert_eq!(events, batch(SEED, writer, index), "batch at {} is not what was written", frame.lsn());
+        assert_eq!(
+            events,
+            batch(SEED, writer, index),
+            "batch at {} is not what was written",
+            frame.lsn()
+        );
         by_lsn.insert(frame.lsn().0, (writer, index));
     }
-    assert_eq!(by_lsn.len() as u64, last.0, "LSNs run 1..={last} with no gap");
+    assert_eq!(
+        by_lsn.len() as u64,
+        last.0,
+        "LSNs run 1..={last} with no gap"
+    );
     for (lsn, writer, index) in &acked {
         assert_eq!(
             by_lsn.get(lsn),
@@ -77,5 +93,8 @@ fn acknowledged_batches_survive_sigkill() {
             "acknowledged LSN {lsn} (writer {writer}, batch {index}) is missing"
         );
     }
-    println!("{} acknowledged batches over {ROUNDS} kills, all present", acked.len());
+    println!(
+        "{} acknowledged batches over {ROUNDS} kills, all present",
+        acked.len()
+    );
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use waymark_engine::storage::{Damage, SimDisk, Storage};
 use waymark_engine::{
-    AttemptScope, Engine, Event, EventBody, LogReader, Lsn, Options, RunScope, RunStatus, TaskScope,
-    TaskStatus,
+    AttemptScope, Engine, Event, EventBody, LogReader, Lsn, Options, RunScope, RunStatus,
+    TaskScope, TaskStatus,
 };
 
 fn attempt(task: &str) -> AttemptScope {
@@ -55,13 +55,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::open_with(storage, "/state", Options::default())?;
 
     let running = |t: &str| status(t, TaskStatus::Running);
-    let done = |t: &str| status(t, TaskStatus::Succeeded { result: b"ok".to_vec() });
-    let run_status = |s| Event::now(EventBody::RunStatus { run: run(), status: s, parent: None });
+    let done = |t: &str| {
+        status(
+            t,
+            TaskStatus::Succeeded {
+                result: b"ok".to_vec(),
+            },
+        )
+    };
+    let run_status = |s| {
+        Event::now(EventBody::RunStatus {
+            run: run(),
+            status: s,
+            parent: None,
+        })
+    };
     let steps: Vec<Vec<Event>> = vec![
         vec![run_status(RunStatus::Running), running("ingest")],
-        vec![put("ingest", "pages", "12"), put("ingest", "source", "s3://inbox/invoice.pdf"), done("ingest")],
+        vec![
+            put("ingest", "pages", "12"),
+            put("ingest", "source", "s3://inbox/invoice.pdf"),
+            done("ingest"),
+        ],
         vec![running("ocr")],
-        vec![put("ocr", "text_chars", "48211"), put("ocr", "language", "en")],
+        vec![
+            put("ocr", "text_chars", "48211"),
+            put("ocr", "language", "en"),
+        ],
     ];
     for batch in steps {
         let lsn = engine.append(batch)?;
@@ -72,7 +92,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // reaches the disk only in part.
     disk.crash_after_ops(1);
     let lost = engine.append(vec![done("ocr")]);
-    println!("append during the crash: {}", lost.map_or_else(|e| e.to_string(), |l| l.to_string()));
+    println!(
+        "append during the crash: {}",
+        lost.map_or_else(|e| e.to_string(), |l| l.to_string())
+    );
     drop(engine);
 
     let disk = disk.reboot(Damage::TornLastWrite);
@@ -86,7 +109,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report
             .torn_tail
             .as_ref()
-            .map_or("none".to_string(), |c| format!("{} bytes cut at offset {}", c.bytes_dropped, c.offset))
+            .map_or("none".to_string(), |c| format!(
+                "{} bytes cut at offset {}",
+                c.bytes_dropped, c.offset
+            ))
     );
     let lsn = engine.append(vec![done("ocr")])?;
     println!("ocr retried its last write: LSN {lsn}");
@@ -98,11 +124,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(frame) = cursor.next_frame()? {
         for event in frame.decode()? {
             let what = match &event.body {
-                EventBody::Put { attempt, key, value, .. } => {
-                    format!("{} set {key} = {}", attempt.task.task, String::from_utf8_lossy(value))
+                EventBody::Put {
+                    attempt,
+                    key,
+                    value,
+                    ..
+                } => {
+                    format!(
+                        "{} set {key} = {}",
+                        attempt.task.task,
+                        String::from_utf8_lossy(value)
+                    )
                 }
-                EventBody::TaskStatus { attempt, status, .. } => format!("{} is {status:?}", attempt.task.task),
-                EventBody::RunStatus { run, status, .. } => format!("run {} is {status:?}", run.run),
+                EventBody::TaskStatus {
+                    attempt, status, ..
+                } => format!("{} is {status:?}", attempt.task.task),
+                EventBody::RunStatus { run, status, .. } => {
+                    format!("run {} is {status:?}", run.run)
+                }
                 other => format!("{other:?}"),
             };
             println!("  LSN {:>2}  {:<12} {what}", frame.lsn(), event.kind());

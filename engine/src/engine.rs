@@ -76,7 +76,9 @@ impl Stats {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("dir", &self.inner.dir).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -106,13 +108,21 @@ impl Engine {
     /// # Errors
     ///
     /// As [`Engine::open`], and [`Error::InvalidOptions`].
-    pub fn open_with(storage: Arc<dyn Storage>, dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
+    pub fn open_with(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: Options,
+    ) -> Result<Engine> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let log_dir = dir.join(LOG_DIR_NAME);
-        let fresh = !storage.exists(&log_dir).map_err(|e| Error::io(&log_dir, e))?;
+        let fresh = !storage
+            .exists(&log_dir)
+            .map_err(|e| Error::io(&log_dir, e))?;
         if fresh {
-            storage.create_dir_all(&log_dir).map_err(|e| Error::io(&log_dir, e))?;
+            storage
+                .create_dir_all(&log_dir)
+                .map_err(|e| Error::io(&log_dir, e))?;
             // The new directories are durable only once their parents say so.
             sync_parent(storage.as_ref(), &dir)?;
             sync_parent(storage.as_ref(), &log_dir)?;
@@ -289,7 +299,8 @@ fn wait_for_ack(shared: &Shared, rx: &crossbeam_channel::Receiver<Result<Lsn>>) 
                 Ok(result) => break Some(result),
                 Err(TryRecvError::Disconnected) => break Some(Err(Error::Closed)),
                 Err(TryRecvError::Empty)
-                    if start.elapsed() < ACK_SPIN && shared.in_flight.load(Ordering::Acquire) == 1 =>
+                    if start.elapsed() < ACK_SPIN
+                        && shared.in_flight.load(Ordering::Acquire) == 1 =>
                 {
                     std::hint::spin_loop()
                 }

@@ -73,7 +73,12 @@ fn append_then_reopen_on_real_files() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).unwrap();
     for i in 1..=20u64 {
-        assert_eq!(engine.append(vec![event(i, 10), event(i + 100, 5)]).unwrap(), Lsn(i));
+        assert_eq!(
+            engine
+                .append(vec![event(i, 10), event(i + 100, 5)])
+                .unwrap(),
+            Lsn(i)
+        );
     }
     let stats = engine.stats();
     assert_eq!(stats.batches, 20);
@@ -85,7 +90,10 @@ fn append_then_reopen_on_real_files() {
     assert_eq!(report.frames, 20);
     assert!(report.torn_tail.is_none());
     assert_eq!(engine.append(vec![event(21, 1)]).unwrap(), Lsn(21));
-    let all = read_all(Arc::new(crate::storage::FsStorage), dir.path().to_str().unwrap());
+    let all = read_all(
+        Arc::new(crate::storage::FsStorage),
+        dir.path().to_str().unwrap(),
+    );
     assert_eq!(all.len(), 21);
     assert_eq!(all[3].1, vec![event(4, 10), event(104, 5)]);
 }
@@ -127,14 +135,20 @@ fn second_open_is_refused_and_says_who_holds_it() {
     let (_disk, storage) = sim(3);
     let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
     let err = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap_err();
-    assert!(matches!(err, Error::AlreadyOpenInThisProcess { .. }), "{err}");
+    assert!(
+        matches!(err, Error::AlreadyOpenInThisProcess { .. }),
+        "{err}"
+    );
     drop(engine);
     Engine::open_with(storage, DIR, Options::default()).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let _engine = Engine::open(dir.path()).unwrap();
     let err = Engine::open(dir.path()).unwrap_err();
-    assert!(matches!(err, Error::AlreadyOpenInThisProcess { .. }), "{err}");
+    assert!(
+        matches!(err, Error::AlreadyOpenInThisProcess { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -151,12 +165,36 @@ fn limits_are_checked_before_anything_is_written() {
     };
     let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
     let err = engine.append(vec![event(1, 101)]).unwrap_err();
-    assert!(matches!(err, Error::LimitExceeded { what: Limit::ValueBytes, .. }));
+    assert!(matches!(
+        err,
+        Error::LimitExceeded {
+            what: Limit::ValueBytes,
+            ..
+        }
+    ));
     let err = engine.append(vec![event(1, 1); 4]).unwrap_err();
-    assert!(matches!(err, Error::LimitExceeded { what: Limit::BatchEvents, .. }));
+    assert!(matches!(
+        err,
+        Error::LimitExceeded {
+            what: Limit::BatchEvents,
+            ..
+        }
+    ));
     let err = engine.append(vec![event(1, 100); 3]).unwrap_err();
-    assert!(matches!(err, Error::LimitExceeded { what: Limit::BatchBytes, .. }), "{err}");
-    assert!(matches!(engine.append(vec![]).unwrap_err(), Error::EmptyBatch));
+    assert!(
+        matches!(
+            err,
+            Error::LimitExceeded {
+                what: Limit::BatchBytes,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        engine.append(vec![]).unwrap_err(),
+        Error::EmptyBatch
+    ));
     assert_eq!(engine.stats().batches, 0);
     assert_eq!(engine.append(vec![event(1, 100)]).unwrap(), Lsn(1));
 }
@@ -194,7 +232,10 @@ fn full_disk_fails_the_group_and_poisons() {
         }
     };
     assert!(matches!(err, Error::DiskFull { .. }), "{err}");
-    assert!(matches!(engine.append(vec![event(99, 1)]).unwrap_err(), Error::Poisoned { .. }));
+    assert!(matches!(
+        engine.append(vec![event(99, 1)]).unwrap_err(),
+        Error::Poisoned { .. }
+    ));
     drop(engine);
     disk.set_capacity(None);
     let storage: Arc<dyn Storage> = Arc::new(disk.reboot(Damage::Random));
@@ -220,9 +261,18 @@ fn torn_tail_is_cut_and_reported() {
         while c.next_frame().unwrap().is_some() {}
         c.tail().unwrap().offset
     };
-    overwrite(storage.as_ref(), seg, end, &[0x30, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 4]);
+    overwrite(
+        storage.as_ref(),
+        seg,
+        end,
+        &[0x30, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 4],
+    );
     let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
-    let cut = engine.recovery_report().torn_tail.clone().expect("a torn tail");
+    let cut = engine
+        .recovery_report()
+        .torn_tail
+        .clone()
+        .expect("a torn tail");
     assert_eq!(cut.offset, end);
     assert_eq!(cut.expected_lsn, Lsn(4));
     assert_eq!(cut.bytes_dropped, 9);
@@ -251,14 +301,23 @@ fn corruption_before_the_tail_refuses_to_open_then_salvage_cuts_it() {
     f.read_exact_at(&mut b, offset).unwrap();
     overwrite(storage.as_ref(), &segs[1], offset, &[b[0] ^ 0x10]);
     let err = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap_err();
-    let Error::Corruption { segment, offset: at, reason, expected_lsn } = &err else {
+    let Error::Corruption {
+        segment,
+        offset: at,
+        reason,
+        expected_lsn,
+    } = &err
+    else {
         panic!("expected corruption, got {err}");
     };
     assert_eq!(segment, &segs[1]);
     assert_eq!(*at, SEGMENT_HEADER_BYTES as u64);
     assert_eq!(*reason, Invalid::Checksum);
     let text = err.to_string();
-    assert!(text.contains(&format!("offset {at}")) && text.contains(&expected_lsn.to_string()), "{text}");
+    assert!(
+        text.contains(&format!("offset {at}")) && text.contains(&expected_lsn.to_string()),
+        "{text}"
+    );
 
     let salvage = Options {
         recovery: RecoveryMode::Salvage,
@@ -307,12 +366,17 @@ fn torn_segment_creation_is_removed() {
     }
     drop(engine);
     // A segment whose header never made it to disk.
-    let path = Path::new(DIR).join("log").join(crate::log::segment::segment_file_name(Lsn(4)));
+    let path = Path::new(DIR)
+        .join("log")
+        .join(crate::log::segment::segment_file_name(Lsn(4)));
     let f = disk.open(&path, OpenMode::CreateNew).unwrap();
     f.write_all_at(b"WAYMK", 0).unwrap();
     f.set_len(4096).unwrap();
     let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
-    assert_eq!(engine.recovery_report().removed_torn_segment.as_deref(), Some(path.as_path()));
+    assert_eq!(
+        engine.recovery_report().removed_torn_segment.as_deref(),
+        Some(path.as_path())
+    );
     assert_eq!(engine.append(vec![event(4, 1)]).unwrap(), Lsn(4));
 }
 
@@ -336,13 +400,27 @@ fn newer_format_version_is_refused_by_name() {
     drop(Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap());
     let seg = &segments(storage.as_ref())[0];
     let mut header = [0u8; SEGMENT_HEADER_BYTES];
-    storage.open(seg, OpenMode::Read).unwrap().read_exact_at(&mut header, 0).unwrap();
+    storage
+        .open(seg, OpenMode::Read)
+        .unwrap()
+        .read_exact_at(&mut header, 0)
+        .unwrap();
     header[8] = 2;
     let crc = crc32fast::hash(&header[0..60]);
     header[60..64].copy_from_slice(&crc.to_le_bytes());
     overwrite(storage.as_ref(), seg, 0, &header);
     let err = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap_err();
-    assert!(matches!(err, Error::UnsupportedVersion { version: 2, supported: 1, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::UnsupportedVersion {
+                version: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -357,10 +435,20 @@ fn another_logs_segment_does_not_validate() {
     }
     // Replace a's second segment with b's (same name, same base LSN).
     let seg = segments(a.as_ref())[1].clone();
-    let from_b = crate::storage::read_to_vec(b.open(&seg, OpenMode::Read).unwrap().as_ref()).unwrap();
+    let from_b =
+        crate::storage::read_to_vec(b.open(&seg, OpenMode::Read).unwrap().as_ref()).unwrap();
     overwrite(a.as_ref(), &seg, 0, &from_b);
     let err = Engine::open_with(Arc::clone(&a), DIR, small_segments()).unwrap_err();
-    assert!(matches!(err, Error::Corruption { reason: Invalid::LogIdMismatch, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Corruption {
+                reason: Invalid::LogIdMismatch,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -397,7 +485,10 @@ fn periodic_mode_syncs_within_its_interval() {
     engine.append(vec![event(1, 1)]).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while engine.stats().durable_lsn < Lsn(1) {
-        assert!(std::time::Instant::now() < deadline, "periodic sync never came");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "periodic sync never came"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(engine.flush().unwrap(), Lsn(1));
@@ -413,7 +504,10 @@ fn close_syncs_and_refuses_later_appends() {
     let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
     engine.append(vec![event(1, 1)]).unwrap();
     engine.close().unwrap();
-    assert!(matches!(engine.append(vec![event(2, 1)]).unwrap_err(), Error::Closed));
+    assert!(matches!(
+        engine.append(vec![event(2, 1)]).unwrap_err(),
+        Error::Closed
+    ));
     drop(engine);
     let storage: Arc<dyn Storage> = Arc::new(disk.reboot(Damage::DropAll));
     let engine = Engine::open_with(storage, DIR, options).unwrap();
@@ -445,11 +539,22 @@ fn reader_handles_frames_across_and_beyond_its_read_window() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).unwrap();
     // 300 KB frames straddle the 1 MiB read window; a 3 MiB one exceeds it.
-    let sizes = [300_000usize, 300_000, 300_000, 300_000, 3_000_000, 10, 300_000];
+    let sizes = [
+        300_000usize,
+        300_000,
+        300_000,
+        300_000,
+        3_000_000,
+        10,
+        300_000,
+    ];
     for (i, len) in sizes.iter().enumerate() {
         engine.append(vec![event(i as u64, *len)]).unwrap();
     }
-    let all = read_all(Arc::new(crate::storage::FsStorage), dir.path().to_str().unwrap());
+    let all = read_all(
+        Arc::new(crate::storage::FsStorage),
+        dir.path().to_str().unwrap(),
+    );
     assert_eq!(all.len(), sizes.len());
     for (i, (lsn, events)) in all.iter().enumerate() {
         assert_eq!(*lsn, Lsn(i as u64 + 1));

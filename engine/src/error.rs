@@ -181,7 +181,9 @@ pub enum Error {
     InvalidOptions(String),
     /// An earlier write or fsync failed; the engine refuses further writes.
     /// Reopen the directory to recover.
-    #[error("engine is poisoned by an earlier failure and refuses writes; reopen to recover: {cause}")]
+    #[error(
+        "engine is poisoned by an earlier failure and refuses writes; reopen to recover: {cause}"
+    )]
     Poisoned {
         /// The failure that poisoned the engine.
         cause: String,

@@ -300,7 +300,8 @@ impl Event {
                     names.push(&parent.task);
                 }
             }
-            EventBody::Checkpoint { run, name, .. } | EventBody::RestoreCheckpoint { run, name } => {
+            EventBody::Checkpoint { run, name, .. }
+            | EventBody::RestoreCheckpoint { run, name } => {
                 run.names(&mut names);
                 names.push(name);
             }

@@ -45,6 +45,8 @@
 //! ```
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+// On-disk integers are u32/u64; no cast may silently cut one.
+#![cfg_attr(not(test), warn(clippy::cast_possible_truncation))]
 
 mod engine;
 mod error;
@@ -56,7 +58,9 @@ pub mod storage;
 
 pub use engine::{Engine, Stats};
 pub use error::{Error, Invalid, Limit, Result};
-pub use event::{AttemptScope, Event, EventBody, ParentRef, RunScope, RunStatus, TaskScope, TaskStatus};
+pub use event::{
+    AttemptScope, Event, EventBody, ParentRef, RunScope, RunStatus, TaskScope, TaskStatus,
+};
 pub use lock::LOCK_FILE_NAME;
 pub use log::{Cursor, FrameView, LogReader, Lsn, RecoveryReport};
 pub use options::{Durability, Limits, Options, RecoveryMode};
@@ -93,7 +97,9 @@ pub mod __fuzz {
 
     /// Decodes a frame at the start of `buf` and validates its payload.
     pub fn frame(buf: &[u8], seed: u32) {
-        if let crate::log::frame::Decoded::Frame(info) = crate::log::frame::decode_frame(buf, 0, seed, None) {
+        if let crate::log::frame::Decoded::Frame(info) =
+            crate::log::frame::decode_frame(buf, 0, seed, None)
+        {
             let mut aligned = rkyv::util::AlignedVec::<16>::new();
             aligned.extend_from_slice(&buf[info.payload]);
             let _ = crate::event::decode_batch(&aligned);
@@ -123,7 +129,9 @@ pub mod __fuzz {
         if storage.create_dir_all(log).is_err() {
             return;
         }
-        let split = data.first().map_or(0, |b| usize::from(*b) * data.len() / 256);
+        let split = data
+            .first()
+            .map_or(0, |b| usize::from(*b) * data.len() / 256);
         let (first, second) = data.split_at(split.min(data.len()));
         let header = |base: u64| SegmentHeader {
             format_version: crate::log::FORMAT_VERSION,
@@ -136,7 +144,9 @@ pub mod __fuzz {
                 continue;
             }
             let path = log.join(segment_file_name(crate::Lsn(base)));
-            let Ok(f) = storage.open(&path, OpenMode::CreateNew) else { return };
+            let Ok(f) = storage.open(&path, OpenMode::CreateNew) else {
+                return;
+            };
             let _ = f.write_all_at(&header(base).encode(), 0);
             let _ = f.write_all_at(body, crate::log::segment::SEGMENT_HEADER_BYTES as u64);
         }
@@ -146,7 +156,7 @@ pub mod __fuzz {
             let options = crate::Options {
                 recovery,
                 segment_bytes_max: 4096,
-                preallocate: data.len() % 2 == 0,
+                preallocate: data.len().is_multiple_of(2),
                 ..crate::Options::default()
             };
             if let Ok(engine) = crate::Engine::open_with(Arc::clone(&storage), "/s", options) {

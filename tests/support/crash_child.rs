@@ -13,7 +13,9 @@ const SEED: u64 = 0x5157_4b11;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().expect("usage: waymark-crash-child DIR FIRST_WRITER");
+    let dir = args
+        .next()
+        .expect("usage: waymark-crash-child DIR FIRST_WRITER");
     let first_writer: u32 = args
         .next()
         .and_then(|s| s.parse().ok())
@@ -23,7 +25,9 @@ fn main() {
         std::process::exit(2);
     });
     println!("ready");
-    std::io::stdout().flush().expect("stdout is a pipe the test reads");
+    std::io::stdout()
+        .flush()
+        .expect("stdout is a pipe the test reads");
     std::thread::scope(|s| {
         for writer in first_writer..first_writer + 4 {
             let engine = engine.clone();

@@ -19,7 +19,11 @@ pub fn batch(seed: u64, writer: u32, index: u32) -> Vec<Event> {
     let events = rng.usize(1..=4);
     (0..events)
         .map(|j| {
-            let len = if rng.u8(..) < 20 { rng.usize(500..3000) } else { rng.usize(0..200) };
+            let len = if rng.u8(..) < 20 {
+                rng.usize(500..3000)
+            } else {
+                rng.usize(0..200)
+            };
             Event {
                 ts_micros: i64::from(index),
                 body: EventBody::SharedPut {

@@ -60,13 +60,32 @@ fn frame_crc(seed: u32, frame: &[u8]) -> u32 {
 
 /// Appends one frame to `out`, which must hold whole frames only (so the new
 /// frame starts aligned).
-pub(crate) fn encode_frame(out: &mut Vec<u8>, seed: u32, lsn: Lsn, durable_lsn: Lsn, payload: &[u8]) {
-    assert!(out.len().is_multiple_of(FRAME_ALIGN_BYTES), "frames start aligned");
-    assert!(!payload.is_empty(), "an empty payload would read as the end of data");
-    assert!(payload.len() as u64 <= FRAME_PAYLOAD_BYTES_MAX, "payload within the format's ceiling");
-    assert!(durable_lsn < lsn, "a frame cannot be durable before it is written");
+pub(crate) fn encode_frame(
+    out: &mut Vec<u8>,
+    seed: u32,
+    lsn: Lsn,
+    durable_lsn: Lsn,
+    payload: &[u8],
+) {
+    assert!(
+        out.len().is_multiple_of(FRAME_ALIGN_BYTES),
+        "frames start aligned"
+    );
+    assert!(
+        !payload.is_empty(),
+        "an empty payload would read as the end of data"
+    );
+    assert!(
+        payload.len() as u64 <= FRAME_PAYLOAD_BYTES_MAX,
+        "payload within the format's ceiling"
+    );
+    assert!(
+        durable_lsn < lsn,
+        "a frame cannot be durable before it is written"
+    );
     let start = out.len();
-    let payload_len = u32::try_from(payload.len()).expect("checked against FRAME_PAYLOAD_BYTES_MAX above");
+    let payload_len =
+        u32::try_from(payload.len()).expect("checked against FRAME_PAYLOAD_BYTES_MAX above");
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&payload_len.to_le_bytes());
     out.extend_from_slice(&lsn.0.to_le_bytes());
@@ -154,7 +173,12 @@ pub(crate) fn decode_frame(buf: &[u8], pos: usize, seed: u32, expected: Option<L
 /// Looks for a valid frame anywhere after `from` whose `durable_lsn` is at
 /// least `lsn`: proof that the frame expected at `lsn` had been synced, so its
 /// invalidity is corruption, not crash damage. Scans aligned offsets only.
-pub(crate) fn find_frame_vouching_for(buf: &[u8], from: usize, seed: u32, lsn: Lsn) -> Option<usize> {
+pub(crate) fn find_frame_vouching_for(
+    buf: &[u8],
+    from: usize,
+    seed: u32,
+    lsn: Lsn,
+) -> Option<usize> {
     let mut pos = align_up(from);
     while pos + FRAME_HEADER_BYTES <= buf.len() {
         let payload_len = read_u32(buf, pos + 4);
@@ -220,7 +244,10 @@ mod tests {
     #[test]
     fn another_logs_frame_fails_the_checksum() {
         let buf = one(b"x");
-        assert_eq!(decode_frame(&buf, 0, SEED ^ 1, None), Decoded::Invalid(Invalid::Checksum));
+        assert_eq!(
+            decode_frame(&buf, 0, SEED ^ 1, None),
+            Decoded::Invalid(Invalid::Checksum)
+        );
     }
 
     #[test]
@@ -257,7 +284,10 @@ mod tests {
         encode_frame(&mut buf, SEED, Lsn(3), Lsn(1), b"cccc");
         let second = frame_len(4);
         // Frame 2 is bad; frame 3 says only LSN 1 was durable: a torn tail.
-        assert_eq!(find_frame_vouching_for(&buf, second + 1, SEED, Lsn(2)), None);
+        assert_eq!(
+            find_frame_vouching_for(&buf, second + 1, SEED, Lsn(2)),
+            None
+        );
         // Frame 1 is bad; frames 2 and 3 say LSN 1 was durable: corruption.
         assert_eq!(find_frame_vouching_for(&buf, 1, SEED, Lsn(1)), Some(second));
     }

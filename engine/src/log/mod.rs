@@ -34,7 +34,10 @@ pub struct Lsn(pub u64);
 impl Lsn {
     /// The LSN after this one.
     pub fn next(self) -> Lsn {
-        Lsn(self.0.checked_add(1).expect("an LSN space of 2^64 batches is never exhausted"))
+        Lsn(self
+            .0
+            .checked_add(1)
+            .expect("an LSN space of 2^64 batches is never exhausted"))
     }
 }
 

@@ -15,7 +15,10 @@ use std::sync::Arc;
 use rkyv::util::AlignedVec;
 
 use super::Lsn;
-use super::frame::{Decoded, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, FrameInfo, crc_seed, decode_frame, frame_len};
+use super::frame::{
+    Decoded, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, FrameInfo, crc_seed, decode_frame,
+    frame_len,
+};
 use super::segment::{HeaderError, SEGMENT_HEADER_BYTES, SegmentHeader, list_segments};
 use crate::error::{Error, Invalid, Result};
 use crate::event::{ArchivedBatch, Event, access_batch, decode_batch};
@@ -35,7 +38,10 @@ pub(crate) struct LoadedSegment {
 impl LoadedSegment {
     /// Reads `path` from `from` (8-aligned) to its end.
     pub(crate) fn load(storage: &dyn Storage, path: &Path, from: u64) -> Result<LoadedSegment> {
-        assert!(from.is_multiple_of(8), "segments are loaded from aligned offsets");
+        assert!(
+            from.is_multiple_of(8),
+            "segments are loaded from aligned offsets"
+        );
         let file = storage
             .open(path, OpenMode::Read)
             .map_err(|e| Error::io(path, e))?;
@@ -135,7 +141,9 @@ impl LogReader {
     pub fn open_on(storage: Arc<dyn Storage>, dir: impl AsRef<Path>) -> Result<LogReader> {
         let dir = dir.as_ref();
         let log_dir = dir.join(LOG_DIR_NAME);
-        let exists = storage.exists(&log_dir).map_err(|e| Error::io(&log_dir, e))?;
+        let exists = storage
+            .exists(&log_dir)
+            .map_err(|e| Error::io(&log_dir, e))?;
         if !exists {
             let why = if storage.exists(dir).map_err(|e| Error::io(dir, e))? {
                 format!("it has no {LOG_DIR_NAME}/ directory")
@@ -270,7 +278,10 @@ impl OpenSegment {
             return Ok((start, decoded));
         }
         let (start, end) = self.window(offset, frame_len(payload_len as usize))?;
-        Ok((start, decode_frame(&self.buf[..end], start, seed, Some(expected))))
+        Ok((
+            start,
+            decode_frame(&self.buf[..end], start, seed, Some(expected)),
+        ))
     }
 }
 
@@ -361,7 +372,10 @@ impl Cursor {
         match self.advance()? {
             None => Ok(None),
             Some((frame_offset, info)) => {
-                let seg = self.seg.as_ref().expect("advance returned a frame from an open segment");
+                let seg = self
+                    .seg
+                    .as_ref()
+                    .expect("advance returned a frame from an open segment");
                 Ok(Some(FrameView {
                     lsn: info.lsn,
                     durable_lsn: info.durable_lsn,
@@ -381,7 +395,9 @@ impl Cursor {
             if self.seg.is_none() && !self.enter_segment()? {
                 return Ok(None);
             }
-            let seed = self.seed.expect("the seed is set when a segment is entered");
+            let seed = self
+                .seed
+                .expect("the seed is set when a segment is entered");
             let offset = self.offset;
             let seg = self.seg.as_mut().expect("entered a segment above");
             let (start, decoded) = seg.decode_at(offset, seed, self.next_lsn)?;
@@ -450,7 +466,12 @@ impl Cursor {
             // Older frames are gone (retention); start at the oldest kept.
             self.next_lsn = first.0;
         }
-        let Some((base, path)) = segments.iter().rev().find(|(base, _)| *base <= self.next_lsn).cloned() else {
+        let Some((base, path)) = segments
+            .iter()
+            .rev()
+            .find(|(base, _)| *base <= self.next_lsn)
+            .cloned()
+        else {
             return Ok(false);
         };
         let mut seg = OpenSegment::open(self.reader.storage.as_ref(), &path, base)?;

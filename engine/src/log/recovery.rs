@@ -97,7 +97,11 @@ enum SegmentEnd {
     Clean(u64),
     /// An invalid frame at `offset`; `proven` says a later frame proves it
     /// had been synced (so it is corruption even in the last segment).
-    Bad { offset: u64, reason: Invalid, proven: bool },
+    Bad {
+        offset: u64,
+        reason: Invalid,
+        proven: bool,
+    },
 }
 
 /// Scans one loaded segment from its first frame. Returns the end and the
@@ -136,10 +140,18 @@ fn scan(seg: &LoadedSegment, seed: u32, expected: &mut Lsn, last: bool) -> (Segm
 
 /// Zeros the segment from `offset` on and syncs it. Returns the non-zero
 /// bytes dropped.
-fn cut(storage: &dyn Storage, seg: &LoadedSegment, offset: u64, preallocate_bytes: Option<u64>) -> Result<u64> {
+fn cut(
+    storage: &dyn Storage,
+    seg: &LoadedSegment,
+    offset: u64,
+    preallocate_bytes: Option<u64>,
+) -> Result<u64> {
     let path = &seg.path;
     let tail = &seg.buf[seg.pos(offset)..];
-    let dropped = tail.iter().rposition(|b| *b != 0).map_or(0, |i| i as u64 + 1);
+    let dropped = tail
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |i| i as u64 + 1);
     let file = storage
         .open(path, OpenMode::ReadWrite)
         .map_err(|e| Error::io(path, e))?;
@@ -182,14 +194,27 @@ pub(crate) fn recover(
             Err(Error::Corruption { .. })
                 if last
                     && expected.is_none_or(|e| e == *base)
-                    && seg.buf.get(SEGMENT_HEADER_BYTES..).is_none_or(|rest| rest.iter().all(|b| *b == 0)) =>
+                    && seg
+                        .buf
+                        .get(SEGMENT_HEADER_BYTES..)
+                        .is_none_or(|rest| rest.iter().all(|b| *b == 0)) =>
             {
                 // Torn creation: nothing was ever acknowledged from it.
                 remove(storage, log_dir, path)?;
                 report.removed_torn_segment = Some(path.clone());
                 break;
             }
-            Err(e) => return salvage_or(e, mode, storage, log_dir, &segments[i..], &mut report, preallocate_bytes),
+            Err(e) => {
+                return salvage_or(
+                    e,
+                    mode,
+                    storage,
+                    log_dir,
+                    &segments[i..],
+                    &mut report,
+                    preallocate_bytes,
+                );
+            }
         };
         if log_id.is_some_and(|id| id != header.log_id) {
             let e = Error::Corruption {
@@ -198,7 +223,15 @@ pub(crate) fn recover(
                 expected_lsn: *base,
                 reason: Invalid::LogIdMismatch,
             };
-            return salvage_or(e, mode, storage, log_dir, &segments[i..], &mut report, preallocate_bytes);
+            return salvage_or(
+                e,
+                mode,
+                storage,
+                log_dir,
+                &segments[i..],
+                &mut report,
+                preallocate_bytes,
+            );
         }
         log_id = Some(header.log_id);
         let mut next = expected.unwrap_or(*base);
@@ -208,7 +241,15 @@ pub(crate) fn recover(
                 expected: next,
                 found: *base,
             };
-            return salvage_or(e, mode, storage, log_dir, &segments[i..], &mut report, preallocate_bytes);
+            return salvage_or(
+                e,
+                mode,
+                storage,
+                log_dir,
+                &segments[i..],
+                &mut report,
+                preallocate_bytes,
+            );
         }
         let seed = crc_seed(header.log_id);
         let (end, frames) = scan(&seg, seed, &mut next, last);
@@ -220,7 +261,11 @@ pub(crate) fn recover(
         expected = Some(next);
         match end {
             SegmentEnd::Clean(offset) => tail = Some((*base, path.clone(), offset)),
-            SegmentEnd::Bad { offset, reason, proven } if last && !proven => {
+            SegmentEnd::Bad {
+                offset,
+                reason,
+                proven,
+            } if last && !proven => {
                 let bytes_dropped = cut(storage, &seg, offset, preallocate_bytes)?;
                 report.torn_tail = Some(Cut {
                     segment: path.clone(),
@@ -258,7 +303,9 @@ pub(crate) fn recover(
     if let Some((_, path, _)) = &tail {
         // Frames read back after a process crash may sit only in the page
         // cache; make them durable before anything depends on them.
-        let file = storage.open(path, OpenMode::ReadWrite).map_err(|e| Error::io(path, e))?;
+        let file = storage
+            .open(path, OpenMode::ReadWrite)
+            .map_err(|e| Error::io(path, e))?;
         file.sync_data().map_err(|e| Error::io(path, e))?;
     }
     Ok(Recovered {
@@ -319,13 +366,17 @@ fn remove_later(
     let mut removed = Vec::new();
     let mut bytes = 0u64;
     for (_, path) in later {
-        let file = storage.open(path, OpenMode::Read).map_err(|e| Error::io(path, e))?;
+        let file = storage
+            .open(path, OpenMode::Read)
+            .map_err(|e| Error::io(path, e))?;
         bytes += file.len().map_err(|e| Error::io(path, e))?;
         storage.remove_file(path).map_err(|e| Error::io(path, e))?;
         removed.push(path.clone());
     }
     if !removed.is_empty() {
-        storage.sync_dir(log_dir).map_err(|e| Error::io(log_dir, e))?;
+        storage
+            .sync_dir(log_dir)
+            .map_err(|e| Error::io(log_dir, e))?;
     }
     report.salvaged = Some(Salvaged {
         cut,

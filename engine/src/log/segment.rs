@@ -31,6 +31,10 @@ pub const SEGMENT_SUFFIX: &str = ".seg";
 
 const _: () = assert!(SEGMENT_HEADER_BYTES.is_multiple_of(super::frame::FRAME_ALIGN_BYTES));
 
+/// The header length as the header records it.
+const HEADER_LEN_FIELD: u32 = 64;
+const _: () = assert!(HEADER_LEN_FIELD as usize == SEGMENT_HEADER_BYTES);
+
 /// A segment header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
@@ -57,7 +61,7 @@ impl SegmentHeader {
         let mut out = [0u8; SEGMENT_HEADER_BYTES];
         out[0..8].copy_from_slice(&SEGMENT_MAGIC);
         out[8..12].copy_from_slice(&self.format_version.to_le_bytes());
-        out[12..16].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
+        out[12..16].copy_from_slice(&HEADER_LEN_FIELD.to_le_bytes());
         out[16..32].copy_from_slice(&self.log_id.to_le_bytes());
         out[32..40].copy_from_slice(&self.base_lsn.0.to_le_bytes());
         out[40..48].copy_from_slice(&self.created_unix_ms.to_le_bytes());
@@ -71,8 +75,10 @@ impl SegmentHeader {
         if buf.len() < SEGMENT_HEADER_BYTES {
             return Err(HeaderError::Invalid(Invalid::Truncated));
         }
-        let u32_at = |at: usize| u32::from_le_bytes(buf[at..at + 4].try_into().expect("four bytes"));
-        let u64_at = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("eight bytes"));
+        let u32_at =
+            |at: usize| u32::from_le_bytes(buf[at..at + 4].try_into().expect("four bytes"));
+        let u64_at =
+            |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("eight bytes"));
         if buf[0..8] != SEGMENT_MAGIC {
             return Err(HeaderError::Invalid(Invalid::BadMagic));
         }
@@ -85,7 +91,7 @@ impl SegmentHeader {
             // arm per version it still reads.
             return Err(HeaderError::UnsupportedVersion(format_version));
         }
-        if u32_at(12) as usize != SEGMENT_HEADER_BYTES {
+        if u32_at(12) != HEADER_LEN_FIELD {
             return Err(HeaderError::Invalid(Invalid::BadLength(u32_at(12))));
         }
         Ok(SegmentHeader {
@@ -112,7 +118,10 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<Lsn> {
 }
 
 /// The segments in `log_dir`, in LSN order.
-pub(crate) fn list_segments(storage: &dyn Storage, log_dir: &Path) -> std::io::Result<Vec<(Lsn, PathBuf)>> {
+pub(crate) fn list_segments(
+    storage: &dyn Storage,
+    log_dir: &Path,
+) -> std::io::Result<Vec<(Lsn, PathBuf)>> {
     let mut segments: Vec<(Lsn, PathBuf)> = storage
         .list_dir(log_dir)?
         .into_iter()
@@ -145,10 +154,16 @@ mod tests {
         let good = header().encode();
         let mut bad = good;
         bad[0] = b'X';
-        assert_eq!(SegmentHeader::decode(&bad), Err(HeaderError::Invalid(Invalid::BadMagic)));
+        assert_eq!(
+            SegmentHeader::decode(&bad),
+            Err(HeaderError::Invalid(Invalid::BadMagic))
+        );
         let mut bad = good;
         bad[20] ^= 1;
-        assert_eq!(SegmentHeader::decode(&bad), Err(HeaderError::Invalid(Invalid::HeaderChecksum)));
+        assert_eq!(
+            SegmentHeader::decode(&bad),
+            Err(HeaderError::Invalid(Invalid::HeaderChecksum))
+        );
         assert_eq!(
             SegmentHeader::decode(&good[..63]),
             Err(HeaderError::Invalid(Invalid::Truncated))
@@ -158,15 +173,26 @@ mod tests {
             ..header()
         }
         .encode();
-        assert_eq!(SegmentHeader::decode(&newer), Err(HeaderError::UnsupportedVersion(2)));
+        assert_eq!(
+            SegmentHeader::decode(&newer),
+            Err(HeaderError::UnsupportedVersion(2))
+        );
     }
 
     #[test]
     fn names_sort_in_lsn_order_and_parse_back() {
         assert_eq!(segment_file_name(Lsn(1)), "00000000000000000001.seg");
-        assert_eq!(parse_segment_file_name(&segment_file_name(Lsn(u64::MAX))), Some(Lsn(u64::MAX)));
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(Lsn(u64::MAX))),
+            Some(Lsn(u64::MAX))
+        );
         assert!(segment_file_name(Lsn(9)) < segment_file_name(Lsn(10)));
-        for bad in ["1.seg", "0000000000000000000a.seg", "00000000000000000001.log", "LOCK"] {
+        for bad in [
+            "1.seg",
+            "0000000000000000000a.seg",
+            "00000000000000000001.log",
+            "LOCK",
+        ] {
             assert_eq!(parse_segment_file_name(bad), None, "{bad}");
         }
     }

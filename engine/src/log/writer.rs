@@ -199,7 +199,8 @@ impl Writer {
             }
             _ => {
                 let log_id = storage.new_log_id();
-                let active = create_segment(storage.as_ref(), &log_dir, log_id, next_lsn, &options)?;
+                let active =
+                    create_segment(storage.as_ref(), &log_dir, log_id, next_lsn, &options)?;
                 shared.segments_created.fetch_add(1, Ordering::Relaxed);
                 (log_id, active)
             }
@@ -362,7 +363,9 @@ impl Writer {
                             acks.push((ack, Ok(lsn)));
                             lsn = lsn.next();
                         }
-                        Msg::Flush { ack } | Msg::Close { ack } => acks.push((ack, Ok(self.durable_lsn))),
+                        Msg::Flush { ack } | Msg::Close { ack } => {
+                            acks.push((ack, Ok(self.durable_lsn)))
+                        }
                     }
                 }
                 self.acknowledge(acks);
@@ -414,7 +417,13 @@ impl Writer {
                 self.write_buf()?;
                 self.roll()?;
             }
-            encode_frame(&mut self.buf, self.seed, self.next_lsn, self.durable_lsn, payload);
+            encode_frame(
+                &mut self.buf,
+                self.seed,
+                self.next_lsn,
+                self.durable_lsn,
+                payload,
+            );
             self.next_lsn = self.next_lsn.next();
             self.shared
                 .payload_bytes
@@ -465,7 +474,10 @@ impl Writer {
         a.dirty = false;
         self.unsynced_since = None;
         // Only whole frames are written, and the buffer is empty here.
-        debug_assert!(self.buf.is_empty(), "sync happens after the buffer is written");
+        debug_assert!(
+            self.buf.is_empty(),
+            "sync happens after the buffer is written"
+        );
         self.durable_lsn = Lsn(self.next_lsn.0 - 1);
         self.shared
             .durable_lsn
@@ -498,7 +510,10 @@ impl Writer {
 const IDLE_SPIN: std::time::Duration = std::time::Duration::from_micros(30);
 
 /// Receives the next message, polling for [`IDLE_SPIN`] first if `poll`.
-fn spin_recv(rx: &Receiver<Msg>, poll: bool) -> std::result::Result<Msg, crossbeam_channel::RecvError> {
+fn spin_recv(
+    rx: &Receiver<Msg>,
+    poll: bool,
+) -> std::result::Result<Msg, crossbeam_channel::RecvError> {
     if !poll {
         return rx.recv();
     }

@@ -44,6 +44,8 @@ pub type LockGuard = Box<dyn Any + Send + Sync>;
 ///
 /// Handles are shared between threads (`&self` everywhere); the engine never
 /// writes one region from two threads at once.
+// A file's length is an I/O call, not a collection's size: no `is_empty`.
+#[allow(clippy::len_without_is_empty)]
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read
     /// (fewer only at the end of the file).

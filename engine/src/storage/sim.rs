@@ -15,6 +15,10 @@
 //! reordered at page granularity or corrupted, and that an unsynced directory
 //! entry may be forgotten.
 
+// Simulated files live in memory: their offsets and lengths are usize by
+// nature, and every offset a caller passes is checked by `to_usize` first.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io;
@@ -185,7 +189,9 @@ pub struct SimDisk {
 
 impl fmt::Debug for SimDisk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SimDisk").field("seed", &self.inner.seed).finish()
+        f.debug_struct("SimDisk")
+            .field("seed", &self.inner.seed)
+            .finish()
     }
 }
 
@@ -469,12 +475,12 @@ fn damaged_content(inode: &Inode, damage: FileDamage, rng: &mut fastrand::Rng) -
             for ranges in dirty.values() {
                 let choice = rng.u8(0..3);
                 for &(start, end) in ranges {
-                    let end = end.min(bytes.len());
-                    for i in start..end.max(start) {
+                    let end = end.min(bytes.len()).max(start);
+                    for (i, byte) in bytes[start..end].iter_mut().enumerate() {
                         match choice {
                             0 => {}
-                            1 => bytes[i] = inode.durable.get(i).copied().unwrap_or(0),
-                            _ => bytes[i] = rng.u8(..),
+                            1 => *byte = inode.durable.get(start + i).copied().unwrap_or(0),
+                            _ => *byte = rng.u8(..),
                         }
                     }
                 }
@@ -868,7 +874,10 @@ mod tests {
         let (disk, f) = setup(1);
         f.write_all_at(b"abc", 0).unwrap();
         assert_eq!(content(&disk.reboot(Damage::DropAll), "/d/f").unwrap(), b"");
-        assert_eq!(content(&disk.reboot(Damage::KeepAll), "/d/f").unwrap(), b"abc");
+        assert_eq!(
+            content(&disk.reboot(Damage::KeepAll), "/d/f").unwrap(),
+            b"abc"
+        );
     }
 
     #[test]
