@@ -98,3 +98,33 @@ fn acknowledged_batches_survive_sigkill() {
         acked.len()
     );
 }
+
+/// A second process opening a directory that a live worker owns gets a typed
+/// error naming the holder's pid, and the directory opens once it is gone.
+#[test]
+fn a_second_process_is_refused_with_the_holders_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waymark-crash-child"))
+        .arg(dir.path())
+        .arg("0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the crash child");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready", "child failed to open the directory");
+
+    let err = Engine::open(dir.path()).unwrap_err();
+    child.kill().expect("SIGKILL the child");
+    child.wait().unwrap();
+    match err {
+        waymark_engine::Error::LockedByOtherProcess { holder, .. } => {
+            assert_eq!(holder, format!("pid {}", child.id()));
+        }
+        other => panic!("expected LockedByOtherProcess, got {other}"),
+    }
+    // The lock died with its process.
+    Engine::open(dir.path()).expect("reopen after the holder died");
+}

@@ -208,7 +208,7 @@ pub struct Cursor {
 /// Bytes a cursor reads at a time: big enough that a read costs little per
 /// frame, small enough that a cursor's memory stays bounded whatever the
 /// segment size (a frame larger than this gets a buffer of its size).
-const READ_CHUNK_BYTES: usize = 1 << 20;
+const READ_CHUNK_BYTES: usize = 1 << 18;
 
 /// A segment being read through a window of at most one chunk (or one
 /// frame, if larger).
