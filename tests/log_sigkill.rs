@@ -28,21 +28,7 @@ fn acknowledged_batches_survive_sigkill() {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut acked: Vec<(u64, u32, u32)> = Vec::new();
     for round in 0..ROUNDS {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_waymark-crash-child"))
-            .arg(dir.path())
-            .arg((round * 10).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the crash child");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut ready = String::new();
-        stdout.read_line(&mut ready).unwrap();
-        assert_eq!(
-            ready.trim(),
-            "ready",
-            "child failed to open the directory (round {round})"
-        );
+        let (mut child, mut stdout) = spawn_ready_child(dir.path(), round * 10);
         std::thread::sleep(Duration::from_millis(rng.u64(20..250)));
         child.kill().expect("SIGKILL the child");
         child.wait().unwrap();
@@ -104,17 +90,7 @@ fn acknowledged_batches_survive_sigkill() {
 #[test]
 fn a_second_process_is_refused_with_the_holders_pid() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_waymark-crash-child"))
-        .arg(dir.path())
-        .arg("0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the crash child");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut ready = String::new();
-    stdout.read_line(&mut ready).unwrap();
-    assert_eq!(ready.trim(), "ready", "child failed to open the directory");
+    let (mut child, _stdout) = spawn_ready_child(dir.path(), 0);
 
     let err = Engine::open(dir.path()).unwrap_err();
     child.kill().expect("SIGKILL the child");
@@ -127,4 +103,27 @@ fn a_second_process_is_refused_with_the_holders_pid() {
     }
     // The lock died with its process.
     Engine::open(dir.path()).expect("reopen after the holder died");
+}
+
+/// Starts the crash child on `dir` and waits until it owns the directory.
+fn spawn_ready_child(
+    dir: &std::path::Path,
+    first_writer: u32,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waymark-crash-child"))
+        .arg(dir)
+        .arg(first_writer.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the crash child");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).unwrap();
+    assert_eq!(
+        ready.trim(),
+        "ready",
+        "child failed to open the directory (first writer {first_writer})"
+    );
+    (child, stdout)
 }
