@@ -18,6 +18,9 @@ use crate::log::writer::{Msg, Shared, Writer};
 use crate::log::{LOG_DIR_NAME, LogReader, Lsn, RecoveryReport, recovery};
 use crate::options::Options;
 use crate::storage::{FsStorage, LockGuard, Storage};
+use crate::view::snapshot::{self, Wake};
+use crate::view::store::Store;
+use crate::view::{ViewReader, Views};
 
 /// An open state directory: the single writer of its log.
 ///
@@ -37,12 +40,16 @@ struct Inner {
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
     shared: Arc<Shared>,
     report: RecoveryReport,
+    replay: ReplayStats,
+    views: Arc<Views>,
+    /// Wakes (or stops) the snapshotter thread, and its handle.
+    snapshotter: std::sync::Mutex<Option<(Sender<Wake>, JoinHandle<()>)>>,
     log_id: u128,
     _lock: LockGuard,
 }
 
 /// Counters since the engine was opened.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
     /// Batches appended (acknowledged or written).
@@ -61,6 +68,30 @@ pub struct Stats {
     pub written_lsn: Lsn,
     /// The highest LSN made durable.
     pub durable_lsn: Lsn,
+    /// The highest LSN applied to the views and visible to readers.
+    pub visible_lsn: Lsn,
+    /// Approximate bytes held by the memtables (active and frozen).
+    pub memtable_bytes: u64,
+    /// Batches the last open replayed from the log into the views.
+    pub replayed_batches: u64,
+    /// Events the last open replayed from the log into the views.
+    pub replayed_events: u64,
+    /// How long the last open's replay into the views took.
+    pub replay_duration: std::time::Duration,
+    /// The first LSN the last open replayed (the one after the snapshot).
+    pub replayed_from: Lsn,
+    /// Why the last open rebuilt the views from the log, if it did.
+    pub views_rebuilt: Option<String>,
+    /// Every batch up to this LSN is durable in the views' redb file.
+    pub applied_lsn: Lsn,
+    /// Snapshots written since open.
+    pub snapshots: u64,
+    /// How long the last snapshot took.
+    pub last_snapshot_duration: std::time::Duration,
+    /// Events the last snapshot wrote.
+    pub last_snapshot_events: u64,
+    /// Why the snapshotter stopped, if a snapshot failed.
+    pub snapshot_error: Option<String>,
 }
 
 impl Stats {
@@ -128,10 +159,20 @@ impl Engine {
             sync_parent(storage.as_ref(), &log_dir)?;
         }
         let lock = lock_dir(storage.as_ref(), &dir)?;
+        let probe = Store::probe(&storage, &dir)?;
         let prealloc = options.preallocate.then_some(options.segment_bytes_max);
-        let recovered = recovery::recover(storage.as_ref(), &log_dir, options.recovery, prealloc)?;
+        let recovered = recovery::recover(
+            storage.as_ref(),
+            &log_dir,
+            options.recovery,
+            prealloc,
+            probe.verify_from(),
+        )?;
         let shared = Arc::new(Shared::default());
-        let writer = Writer::new(
+        // The writer creates the first segment of a new log before the views
+        // file records the log's id: a crash in between leaves a log whose
+        // id a new views file takes, never a views file naming a lost log.
+        let mut writer = Writer::new(
             Arc::clone(&storage),
             log_dir,
             options.clone(),
@@ -141,7 +182,29 @@ impl Engine {
             Arc::clone(&shared),
         )?;
         let log_id = writer.log_id();
+        let log_first = recovered.report.first_lsn.unwrap_or(recovered.next_lsn);
+        let log_last = Lsn(recovered.next_lsn.0 - 1);
+        let opened = Store::attach(probe, &storage, &dir, log_id, log_first, log_last)?;
+        let applied_lsn = opened.applied_lsn;
+        let views = Arc::new(Views::new(applied_lsn, Some(opened.store)));
+        let mut replay = replay_into(&views, &storage, &dir, applied_lsn.next())?;
+        replay.views_rebuilt = opened.rebuilt;
+        writer.set_views(Arc::clone(&views));
         let (tx, rx) = bounded(options.writer_queue_depth as usize);
+        let snapshotter = if options.snapshots.enabled {
+            let (wake_tx, wake_rx) = bounded(1);
+            writer.set_snapshot_wake(wake_tx.clone());
+            let views = Arc::clone(&views);
+            let writer_tx = tx.clone();
+            let snap_options = options.snapshots.clone();
+            let handle = std::thread::Builder::new()
+                .name("waymark-snapshotter".into())
+                .spawn(move || snapshot::run(views, writer_tx, wake_rx, snap_options))
+                .map_err(|e| Error::io(&dir, e))?;
+            Some((wake_tx, handle))
+        } else {
+            None
+        };
         let handle = std::thread::Builder::new()
             .name("waymark-writer".into())
             .spawn(move || writer.run(rx))
@@ -155,6 +218,9 @@ impl Engine {
                 writer: std::sync::Mutex::new(Some(handle)),
                 shared,
                 report: recovered.report,
+                replay,
+                views,
+                snapshotter: std::sync::Mutex::new(snapshotter),
                 log_id,
                 _lock: lock,
             }),
@@ -201,7 +267,11 @@ impl Engine {
         let shared = &self.inner.shared;
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
         let result = self
-            .send(Msg::Append { payload, ack })
+            .send(Msg::Append {
+                payload,
+                events: batch,
+                ack,
+            })
             .and_then(|()| wait_for_ack(shared, &rx));
         shared.in_flight.fetch_sub(1, Ordering::AcqRel);
         result
@@ -241,6 +311,36 @@ impl Engine {
             .expect("an open engine's log directory exists")
     }
 
+    /// Writes the active memtable into the views' redb file now, and
+    /// returns once it is durable there: the next open replays nothing
+    /// before this point. Snapshots also run on their own (see
+    /// [`crate::SnapshotOptions`]); this is for tests, tools and shutdown.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Views`] if the snapshot failed (the snapshotter then stops;
+    /// the log is untouched), or the errors of [`Engine::flush`].
+    pub fn snapshot(&self) -> Result<Lsn> {
+        let views = &self.inner.views;
+        if let Some(cause) = views.snapshot_failure() {
+            return Err(Error::Poisoned { cause });
+        }
+        snapshot::snapshot_once(views, &self.inner.tx).inspect_err(|e| {
+            if !matches!(e, Error::Closed) {
+                views.snapshot_failed(e);
+            }
+        })?;
+        Ok(views.applied_lsn())
+    }
+
+    /// Reads the views: attempt state, task state, tasks, runs, shared
+    /// variables and checkpoints, at the latest published LSN.
+    pub fn views(&self) -> ViewReader {
+        ViewReader {
+            views: Arc::clone(&self.inner.views),
+        }
+    }
+
     /// What recovery found and did when this engine opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.report
@@ -264,6 +364,7 @@ impl Engine {
     /// Counters since open.
     pub fn stats(&self) -> Stats {
         let s = &self.inner.shared;
+        let views = &self.inner.views;
         Stats {
             batches: s.batches.load(Ordering::Relaxed),
             payload_bytes: s.payload_bytes.load(Ordering::Relaxed),
@@ -273,8 +374,62 @@ impl Engine {
             segments_created: s.segments_created.load(Ordering::Relaxed),
             written_lsn: Lsn(s.written_lsn.load(Ordering::Acquire)),
             durable_lsn: Lsn(s.durable_lsn.load(Ordering::Acquire)),
+            visible_lsn: self.inner.views.visible_lsn(),
+            memtable_bytes: self.inner.views.memtable_bytes(),
+            replayed_batches: self.inner.replay.batches,
+            replayed_events: self.inner.replay.events,
+            replay_duration: self.inner.replay.duration,
+            replayed_from: self.inner.replay.from,
+            views_rebuilt: self.inner.replay.views_rebuilt.clone(),
+            applied_lsn: views.applied_lsn(),
+            snapshots: views.snap.snapshots.load(Ordering::Relaxed),
+            last_snapshot_duration: std::time::Duration::from_micros(
+                views.snap.last_duration_micros.load(Ordering::Relaxed),
+            ),
+            last_snapshot_events: views.snap.last_events.load(Ordering::Relaxed),
+            snapshot_error: views.snapshot_failure(),
         }
     }
+}
+
+/// How the views were brought up to date on open.
+#[derive(Clone, Debug, Default)]
+struct ReplayStats {
+    from: Lsn,
+    batches: u64,
+    events: u64,
+    duration: std::time::Duration,
+    views_rebuilt: Option<String>,
+}
+
+/// Applies every batch of the recovered log from `from` on to `views` and
+/// publishes it.
+fn replay_into(
+    views: &Views,
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    from: Lsn,
+) -> Result<ReplayStats> {
+    let start = std::time::Instant::now();
+    let reader = LogReader::open_on(Arc::clone(storage), dir)?;
+    let mut cursor = reader.cursor(from);
+    let mut stats = ReplayStats {
+        from,
+        ..ReplayStats::default()
+    };
+    let mut last = None;
+    while let Some(frame) = cursor.next_frame()? {
+        let events = frame.decode()?;
+        views.apply(frame.lsn(), &events)?;
+        stats.batches += 1;
+        stats.events += events.len() as u64;
+        last = Some(frame.lsn());
+    }
+    if let Some(lsn) = last {
+        views.publish(lsn);
+    }
+    stats.duration = start.elapsed();
+    Ok(stats)
 }
 
 /// Longest a caller polls for its acknowledgement before it parks.
@@ -317,6 +472,17 @@ fn wait_for_ack(shared: &Shared, rx: &crossbeam_channel::Receiver<Result<Lsn>>) 
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // The snapshotter holds a sender to the writer: stop it first.
+        let snapshotter = self
+            .snapshotter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((wake, handle)) = snapshotter {
+            // A full channel holds a wake already; the stop follows it.
+            let _ = wake.send(Wake::Stop);
+            let _ = handle.join();
+        }
         // Closing the channel makes the writer sync and return.
         let (tx, _) = bounded(0);
         drop(std::mem::replace(&mut self.tx, tx));

@@ -135,6 +135,34 @@ pub enum Error {
         /// What was wrong.
         reason: Invalid,
     },
+    /// A record in a view (the memtables or the redb file) failed to
+    /// validate: the views are corrupt. The log is intact; reopening
+    /// rebuilds the views from it when the log reaches back far enough.
+    #[error("corrupt view record in table {table}: {reason}")]
+    CorruptView {
+        /// The view table.
+        table: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The views' redb file could not be opened, read or written.
+    #[error("views {path}: {reason}", path = .path.display())]
+    Views {
+        /// The redb file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// The views' redb file does not belong with this log: another log's
+    /// id, a snapshot beyond the log's end, or a log that no longer reaches
+    /// back to the snapshot.
+    #[error("views {path} do not match the log: {reason}", path = .path.display())]
+    ViewsMismatch {
+        /// The redb file.
+        path: PathBuf,
+        /// What differs, and what to do.
+        reason: String,
+    },
     /// The log is missing a segment: LSNs jump.
     #[error("log has a gap: segment {segment} starts at LSN {found}, expected {expected}", segment = .segment.display())]
     Gap {

@@ -166,14 +166,15 @@ pub enum EventBody {
         /// The parent run and task, for a sub-workflow.
         parent: Option<ParentRef>,
     },
-    /// A named, checksummed capture of a run's state.
+    /// Captures the run's state (attempt state, task state, shared
+    /// variables) under a name. The views compute the capture and its
+    /// checksum when they apply the event, so replaying the log always
+    /// captures the same state.
     Checkpoint {
         /// The run.
         run: RunScope,
         /// The checkpoint's name.
         name: String,
-        /// The checksum of the captured state.
-        checksum: u64,
     },
     /// Brings a run's state back to a checkpoint.
     RestoreCheckpoint {
@@ -300,8 +301,7 @@ impl Event {
                     names.push(&parent.task);
                 }
             }
-            EventBody::Checkpoint { run, name, .. }
-            | EventBody::RestoreCheckpoint { run, name } => {
+            EventBody::Checkpoint { run, name } | EventBody::RestoreCheckpoint { run, name } => {
                 run.names(&mut names);
                 names.push(name);
             }

@@ -55,6 +55,7 @@ mod lock;
 pub mod log;
 mod options;
 pub mod storage;
+pub mod view;
 
 pub use engine::{Engine, Stats};
 pub use error::{Error, Invalid, Limit, Result};
@@ -63,7 +64,11 @@ pub use event::{
 };
 pub use lock::LOCK_FILE_NAME;
 pub use log::{Cursor, FrameView, LogReader, Lsn, RecoveryReport};
-pub use options::{Durability, Limits, Options, RecoveryMode};
+pub use options::{Durability, Limits, Options, RecoveryMode, SnapshotOptions};
+pub use view::ViewReader;
+pub use view::record::{
+    AttemptRecord, CheckpointRecord, KvValue, RunRecord, SharedValue, TaskCounts, TaskRecord,
+};
 
 #[doc(hidden)]
 pub mod __bench {

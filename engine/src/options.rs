@@ -113,6 +113,44 @@ pub struct Options {
     /// What to do with corruption found on open. Default
     /// [`RecoveryMode::Strict`].
     pub recovery: RecoveryMode,
+    /// When the views are snapshotted into redb.
+    pub snapshots: SnapshotOptions,
+}
+
+/// When the snapshotter writes the memtable into redb: whichever of the
+/// thresholds comes first, counted since the last snapshot.
+///
+/// The defaults bound the log tail that an open replays to about 16,000
+/// events (a few milliseconds), whatever the log's size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotOptions {
+    /// Whether snapshots run at all. Default true. Without them the views
+    /// live in memory only, grow with the state, and every open replays the
+    /// whole log: for tests and short-lived scratch state.
+    pub enabled: bool,
+    /// Events applied since the last snapshot. Default 16,384.
+    pub every_events: u64,
+    /// Bytes held by the active memtable. Default 16 MiB.
+    pub every_bytes: u64,
+    /// Time since the last snapshot, if anything was applied. Default 10 s.
+    pub interval: Duration,
+    /// The memory bound: when the memtables together hold more than this,
+    /// appends wait for the snapshot in progress (backpressure) instead of
+    /// growing memory without bound. Default 256 MiB. Must exceed
+    /// `every_bytes`.
+    pub memtable_bytes_max: u64,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> SnapshotOptions {
+        SnapshotOptions {
+            enabled: true,
+            every_events: 16_384,
+            every_bytes: 16 << 20,
+            interval: Duration::from_secs(10),
+            memtable_bytes_max: 256 << 20,
+        }
+    }
 }
 
 impl Default for Options {
@@ -126,6 +164,7 @@ impl Default for Options {
             group_batches_max: 4096,
             group_bytes_max: 8 << 20,
             recovery: RecoveryMode::Strict,
+            snapshots: SnapshotOptions::default(),
         }
     }
 }
@@ -153,6 +192,15 @@ impl Options {
         }
         if self.writer_queue_depth == 0 || self.group_batches_max == 0 {
             return bad("writer_queue_depth and group_batches_max must be at least 1");
+        }
+        let snap = &self.snapshots;
+        if snap.every_events == 0 || snap.every_bytes == 0 || snap.interval.is_zero() {
+            return bad(
+                "snapshot thresholds (every_events, every_bytes, interval) must be above zero",
+            );
+        }
+        if snap.memtable_bytes_max <= snap.every_bytes {
+            return bad("snapshots.memtable_bytes_max must exceed snapshots.every_bytes");
         }
         if let Durability::Periodic(interval) = self.durability
             && interval.is_zero()

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: deterministic batches whose
 //! content names who wrote them, and the proptest case count.
 
+pub mod model;
+
 use waymark_engine::{Event, EventBody, RunScope};
 
 /// How many cases a property runs: `WAYMARK_PROPTEST_CASES`, else `default`.

@@ -21,20 +21,28 @@ use super::Lsn;
 use super::frame::{crc_seed, encode_frame, frame_len};
 use super::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, segment_file_name};
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::options::{Durability, Options};
 use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::view::Views;
+use crate::view::snapshot::Wake;
 
 /// A message to the writer thread.
 pub(crate) enum Msg {
     /// Append one encoded batch; the ack carries its LSN.
     Append {
         payload: AlignedVec,
+        /// The batch's events, applied to the views once durable.
+        events: Vec<Event>,
         ack: Sender<Result<Lsn>>,
     },
     /// Sync everything written so far; the ack carries the durable LSN.
     Flush { ack: Sender<Result<Lsn>> },
     /// Sync and stop accepting batches; the ack carries the durable LSN.
     Close { ack: Sender<Result<Lsn>> },
+    /// Sync, then freeze the active memtable for the snapshotter; the ack
+    /// carries the durable LSN.
+    Freeze { ack: Sender<Result<Lsn>> },
 }
 
 /// A caller's acknowledgement channel and what to tell it.
@@ -105,6 +113,12 @@ pub(crate) struct Writer {
     /// When the oldest unsynced write was made (`Periodic` mode).
     unsynced_since: Option<Instant>,
     shared: Arc<Shared>,
+    /// The views every durable batch is applied to before its ack (set
+    /// before the writer runs).
+    views: Option<Arc<Views>>,
+    /// Wakes the snapshotter when a threshold is crossed (`None`: snapshots
+    /// are off).
+    snap_wake: Option<Sender<Wake>>,
     buf: Vec<u8>,
     closed: bool,
     /// Hands committed groups' acknowledgements to the acker thread.
@@ -184,6 +198,8 @@ impl Writer {
         next_lsn: Lsn,
         shared: Arc<Shared>,
     ) -> Result<Writer> {
+        // A new log takes the id it was given (the views file may already
+        // carry it), else a fresh one.
         let (log_id, active) = match (log_id, tail) {
             (Some(log_id), Some((_, path, offset))) => {
                 let file = storage
@@ -197,8 +213,8 @@ impl Writer {
                 };
                 (log_id, active)
             }
-            _ => {
-                let log_id = storage.new_log_id();
+            (log_id, _) => {
+                let log_id = log_id.unwrap_or_else(|| storage.new_log_id());
                 let active =
                     create_segment(storage.as_ref(), &log_dir, log_id, next_lsn, &options)?;
                 shared.segments_created.fetch_add(1, Ordering::Relaxed);
@@ -219,6 +235,8 @@ impl Writer {
             durable_lsn,
             unsynced_since: None,
             shared,
+            views: None,
+            snap_wake: None,
             buf: Vec::with_capacity(1 << 20),
             closed: false,
             last_group_batches: 0,
@@ -349,8 +367,18 @@ impl Writer {
             }
             return;
         }
+        if let Err(e) = self.hold_memory_bound() {
+            // Nothing of this group was written: a clean refusal.
+            for msg in group {
+                let _ = ack_of(&msg).send(Err(replicate(&e)));
+            }
+            return;
+        }
         let first_lsn = self.next_lsn;
-        match self.write_group(&group) {
+        match self
+            .write_group(&group)
+            .and_then(|()| self.apply(&group, first_lsn))
+        {
             Ok(()) => {
                 let batches = self.next_lsn.0 - first_lsn.0;
                 self.shared.batches.fetch_add(batches, Ordering::Relaxed);
@@ -363,7 +391,7 @@ impl Writer {
                             acks.push((ack, Ok(lsn)));
                             lsn = lsn.next();
                         }
-                        Msg::Flush { ack } | Msg::Close { ack } => {
+                        Msg::Flush { ack } | Msg::Close { ack } | Msg::Freeze { ack } => {
                             acks.push((ack, Ok(self.durable_lsn)))
                         }
                     }
@@ -377,6 +405,71 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Applies the group's batches to the views, then publishes them: a
+    /// caller's ack comes after its batch is visible to every reader. A
+    /// failure here fails the group like a failed write: the batches are in
+    /// the log, the views are not trusted any more, and reopening rebuilds
+    /// them from the log.
+    fn apply(&self, group: &[Msg], first_lsn: Lsn) -> Result<()> {
+        let Some(views) = &self.views else {
+            return Ok(());
+        };
+        let mut lsn = first_lsn;
+        for msg in group {
+            if let Msg::Append { events, .. } = msg {
+                views.apply(lsn, events)?;
+                lsn = lsn.next();
+            }
+        }
+        if lsn != first_lsn {
+            views.publish(Lsn(lsn.0 - 1));
+        }
+        if group.iter().any(|m| matches!(m, Msg::Freeze { .. })) {
+            // The group's sync made everything applied durable.
+            views.freeze();
+        } else if let Some(wake) = &self.snap_wake {
+            let levels = views.levels();
+            let snap = &self.options.snapshots;
+            if levels.active.events() >= snap.every_events
+                || levels.active.bytes() >= snap.every_bytes
+            {
+                let _ = wake.try_send(Wake::Check);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the views every durable batch is applied to.
+    pub(crate) fn set_views(&mut self, views: Arc<Views>) {
+        self.views = Some(views);
+    }
+
+    /// Sets the channel that wakes the snapshotter.
+    pub(crate) fn set_snapshot_wake(&mut self, wake: Sender<Wake>) {
+        self.snap_wake = Some(wake);
+    }
+
+    /// The memory bound: when the memtables hold more than
+    /// `snapshots.memtable_bytes_max`, freeze (after a sync, so the frozen
+    /// memtable is durable) if nothing is frozen yet, and wait for the
+    /// snapshotter to write the frozen memtable. Appends wait here rather
+    /// than grow memory without bound.
+    fn hold_memory_bound(&mut self) -> Result<()> {
+        let (Some(wake), Some(views)) = (self.snap_wake.clone(), self.views.clone()) else {
+            return Ok(());
+        };
+        let max = self.options.snapshots.memtable_bytes_max;
+        if views.memtable_bytes() < max {
+            return Ok(());
+        }
+        if views.levels().frozen.is_none() {
+            self.sync()?;
+            views.freeze();
+        }
+        let _ = wake.try_send(Wake::Check);
+        views.wait_below(max)
     }
 
     /// Wakes the callers of a committed group. A lone caller is woken here
@@ -405,7 +498,7 @@ impl Writer {
         for msg in group {
             let payload = match msg {
                 Msg::Append { payload, .. } => payload,
-                Msg::Flush { .. } | Msg::Close { .. } => {
+                Msg::Flush { .. } | Msg::Close { .. } | Msg::Freeze { .. } => {
                     flush = true;
                     continue;
                 }
@@ -531,12 +624,14 @@ fn spin_recv(
 fn payload_len(msg: &Msg) -> usize {
     match msg {
         Msg::Append { payload, .. } => payload.len(),
-        Msg::Flush { .. } | Msg::Close { .. } => 0,
+        Msg::Flush { .. } | Msg::Close { .. } | Msg::Freeze { .. } => 0,
     }
 }
 
 fn ack_of(msg: &Msg) -> &Sender<Result<Lsn>> {
     match msg {
-        Msg::Append { ack, .. } | Msg::Flush { ack } | Msg::Close { ack } => ack,
+        Msg::Append { ack, .. } | Msg::Flush { ack } | Msg::Close { ack } | Msg::Freeze { ack } => {
+            ack
+        }
     }
 }

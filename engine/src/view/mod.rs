@@ -1,0 +1,808 @@
+//! Views: the state the log's events add up to, kept in memory and read by
+//! key.
+//!
+//! The single applier (the writer thread, or recovery on open) applies each
+//! batch's events, in LSN order, to the active [`memtable`] once the batch
+//! is durable in the mode asked for, then *publishes* the batch's LSN.
+//! Readers read at the published LSN, so they see whole batches only, and
+//! an append that has returned is visible to every later read on any thread
+//! (read-your-writes). Readers take no lock the applier waits on.
+//!
+//! Reads go: active memtable → frozen memtable (while a snapshot is being
+//! written) → redb. Deletes are tombstones; clearing a task's attempt state
+//! and purging a run are range tombstones that mask older levels.
+//!
+//! The tables ([`key::Table`]): `kv` (attempt state), `task_kv` (task state
+//! that survives retries), `tasks`, `runs`, `checkpoints`, `shared`.
+
+pub(crate) mod key;
+pub(crate) mod memtable;
+pub mod record;
+pub(crate) mod snapshot;
+pub(crate) mod store;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::event::{AttemptScope, Event, EventBody, RunScope, RunStatus, TaskScope, TaskStatus};
+use crate::log::Lsn;
+use key::{KeyBuf, Table, prefix_range, take_part, take_u32};
+use memtable::{Memtable, Version};
+use record::{
+    AttemptRecord, Capture, CheckpointRecord, KvValue, RunRecord, SharedValue, TaskCounts,
+    TaskRecord, decode, encode,
+};
+use store::Store;
+
+/// The version of the views' record encoding, stored in redb's `meta`.
+pub const VIEWS_FORMAT_VERSION: u32 = 1;
+
+/// The levels a read goes through, newest first.
+#[derive(Debug, Default)]
+pub(crate) struct Levels {
+    pub active: Arc<Memtable>,
+    pub frozen: Option<Arc<Memtable>>,
+    /// The last LSN in `frozen`: what its snapshot records as applied.
+    pub frozen_lsn: Lsn,
+}
+
+/// The views of one engine: shared by the applier and every reader.
+#[derive(Debug)]
+pub(crate) struct Views {
+    levels: RwLock<Arc<Levels>>,
+    /// The highest LSN whose batch is applied and may be read.
+    visible_lsn: AtomicU64,
+    /// Restores of a checkpoint that was missing or failed its checksum when
+    /// applied (the kernel checks first; this counts what got past it).
+    pub skipped_restores: AtomicU64,
+    /// The redb file below the memtables (`None`: memory only).
+    store: Option<Store>,
+    /// Every batch up to this LSN is durable in the redb file.
+    applied_lsn: AtomicU64,
+    /// Snapshot bookkeeping, shared with the snapshotter and the writer.
+    pub(crate) snap: SnapState,
+}
+
+/// What the snapshotter reports, and how the writer waits for it.
+#[derive(Debug, Default)]
+pub(crate) struct SnapState {
+    pub snapshots: AtomicU64,
+    pub last_duration_micros: AtomicU64,
+    pub last_events: AtomicU64,
+    /// When the last snapshot finished (or the views opened).
+    pub last_at: Mutex<Option<Instant>>,
+    /// Set once a snapshot failed: the snapshotter stops.
+    pub failed: Mutex<Option<String>>,
+    /// Signalled when a frozen memtable is dropped or a snapshot fails.
+    pub done: Condvar,
+    /// Held through one snapshot: the snapshotter thread and
+    /// `Engine::snapshot` never write (and drop) a frozen memtable at once.
+    pub one_at_a_time: Mutex<()>,
+}
+
+impl Views {
+    /// Empty views that have applied everything up to `applied_lsn`.
+    pub(crate) fn new(applied_lsn: Lsn, store: Option<Store>) -> Views {
+        let snap = SnapState::default();
+        *snap.last_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        Views {
+            levels: RwLock::new(Arc::new(Levels::default())),
+            visible_lsn: AtomicU64::new(applied_lsn.0),
+            skipped_restores: AtomicU64::new(0),
+            store,
+            applied_lsn: AtomicU64::new(applied_lsn.0),
+            snap,
+        }
+    }
+
+    /// Every batch up to this LSN is durable in the redb file.
+    pub(crate) fn applied_lsn(&self) -> Lsn {
+        Lsn(self.applied_lsn.load(Ordering::Acquire))
+    }
+
+    /// Freezes the active memtable so the snapshotter can write it, unless
+    /// a frozen one is still being written or nothing was applied. Called
+    /// by the applier only, between groups, after everything applied is
+    /// durable. Returns whether it froze.
+    pub(crate) fn freeze(&self) -> bool {
+        let mut slot = self.levels.write().unwrap_or_else(|e| e.into_inner());
+        if slot.frozen.is_some() || slot.active.is_empty() {
+            return false;
+        }
+        *slot = Arc::new(Levels {
+            active: Arc::new(Memtable::default()),
+            frozen: Some(Arc::clone(&slot.active)),
+            frozen_lsn: self.visible_lsn(),
+        });
+        true
+    }
+
+    /// Writes the frozen memtable into redb and drops it. Called by the
+    /// snapshotter only. Returns the events written, or `None` if nothing
+    /// was frozen.
+    pub(crate) fn snapshot_frozen(&self) -> Result<Option<u64>> {
+        let levels = self.levels();
+        let (Some(frozen), Some(store)) = (&levels.frozen, &self.store) else {
+            return Ok(None);
+        };
+        let start = Instant::now();
+        store.write_snapshot(frozen, levels.frozen_lsn)?;
+        self.applied_lsn
+            .store(levels.frozen_lsn.0, Ordering::Release);
+        {
+            let mut slot = self.levels.write().unwrap_or_else(|e| e.into_inner());
+            *slot = Arc::new(Levels {
+                active: Arc::clone(&slot.active),
+                frozen: None,
+                frozen_lsn: Lsn(0),
+            });
+        }
+        let snap = &self.snap;
+        snap.snapshots.fetch_add(1, Ordering::Relaxed);
+        snap.last_events.store(frozen.events(), Ordering::Relaxed);
+        snap.last_duration_micros.store(
+            u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        *snap.last_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        snap.done.notify_all();
+        Ok(Some(frozen.events()))
+    }
+
+    /// Records a failed snapshot: the snapshotter stops, the log is
+    /// untouched, and writers waiting on the memory bound are released with
+    /// an error.
+    pub(crate) fn snapshot_failed(&self, e: &Error) {
+        let mut failed = self.snap.failed.lock().unwrap_or_else(|e| e.into_inner());
+        failed.get_or_insert_with(|| e.to_string());
+        self.snap.done.notify_all();
+    }
+
+    /// The cause of a failed snapshot, if one failed.
+    pub(crate) fn snapshot_failure(&self) -> Option<String> {
+        self.snap
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits until the memtables hold less than `bytes_max` or no frozen
+    /// memtable is left to wait for. Errors if the snapshotter has failed.
+    pub(crate) fn wait_below(&self, bytes_max: u64) -> Result<()> {
+        let mut failed = self.snap.failed.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(cause) = failed.as_ref() {
+                return Err(Error::Poisoned {
+                    cause: format!("snapshot failed, memtables full: {cause}"),
+                });
+            }
+            let levels = self.levels();
+            if levels.frozen.is_none() || self.memtable_bytes() < bytes_max {
+                return Ok(());
+            }
+            failed = self
+                .snap
+                .done
+                .wait_timeout(failed, Duration::from_millis(10))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Time since the last snapshot (or since open).
+    pub(crate) fn since_last_snapshot(&self) -> Duration {
+        self.snap
+            .last_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    pub(crate) fn levels(&self) -> Arc<Levels> {
+        Arc::clone(&self.levels.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn visible_lsn(&self) -> Lsn {
+        Lsn(self.visible_lsn.load(Ordering::Acquire))
+    }
+
+    /// Approximate bytes held by the memtables.
+    pub(crate) fn memtable_bytes(&self) -> u64 {
+        let levels = self.levels();
+        levels.active.bytes() + levels.frozen.as_ref().map_or(0, |f| f.bytes())
+    }
+
+    /// Makes every batch up to `lsn` visible to readers.
+    pub(crate) fn publish(&self, lsn: Lsn) {
+        debug_assert!(lsn.0 >= self.visible_lsn.load(Ordering::Relaxed));
+        self.visible_lsn.store(lsn.0, Ordering::Release);
+    }
+
+    /// The value of `key` at `at_lsn`, through every level.
+    fn get_at(&self, levels: &Levels, key: &[u8], at_lsn: u64) -> Result<Option<Bytes>> {
+        let found = levels
+            .active
+            .get(key, at_lsn)
+            .or_else(|| levels.frozen.as_ref().and_then(|f| f.get(key, at_lsn)));
+        let (version, value) = match found {
+            Some(found) => found,
+            None => match &self.store {
+                Some(store) => (Version::BASE, store.get(key)?.map(Bytes::from)),
+                None => (Version::BASE, None),
+            },
+        };
+        let masked = levels.active.masks(key, version, at_lsn)
+            || levels
+                .frozen
+                .as_ref()
+                .is_some_and(|f| f.masks(key, version, at_lsn));
+        Ok(if masked { None } else { value })
+    }
+
+    /// Every live key in `[start, end)` at `at_lsn`, in key order.
+    fn scan_at(
+        &self,
+        levels: &Levels,
+        start: &[u8],
+        end: &[u8],
+        at_lsn: u64,
+    ) -> Result<Vec<(Vec<u8>, Bytes)>> {
+        let mut merged: BTreeMap<Vec<u8>, (Version, Option<Bytes>)> = BTreeMap::new();
+        if let Some(store) = &self.store {
+            for (key, value) in store.scan(start, end)? {
+                merged.insert(key, (Version::BASE, Some(Bytes::from(value))));
+            }
+        }
+        let mut ranges = Vec::new();
+        for level in levels.frozen.iter().chain(std::iter::once(&levels.active)) {
+            for (key, version, value) in level.scan(start, end, at_lsn) {
+                merged.insert(key, (version, value));
+            }
+            ranges.extend(level.ranges(at_lsn));
+        }
+        Ok(merged
+            .into_iter()
+            .filter(|(key, (version, _))| !ranges.iter().any(|rt| rt.masks(key, *version, at_lsn)))
+            .filter_map(|(key, (_, value))| value.map(|v| (key, v)))
+            .collect())
+    }
+
+    /// Reads `key` as the applier: everything applied so far.
+    fn latest(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        self.get_at(&self.levels(), key, u64::MAX)
+    }
+
+    /// Applies one durable batch's events at `lsn`. The caller publishes.
+    pub(crate) fn apply(&self, lsn: Lsn, events: &[Event]) -> Result<()> {
+        let levels = self.levels();
+        for (index, event) in events.iter().enumerate() {
+            let version = Version {
+                lsn: lsn.0,
+                index: u32::try_from(index).expect("batches are limited far below 4 G events"),
+            };
+            self.apply_one(&levels.active, version, event)?;
+            levels.active.count_event();
+        }
+        Ok(())
+    }
+
+    fn apply_one(&self, m: &Memtable, version: Version, event: &Event) -> Result<()> {
+        let ts = event.ts_micros;
+        match &event.body {
+            EventBody::Put {
+                attempt,
+                key,
+                value,
+                meta,
+            } => {
+                let record = KvValue {
+                    value: value.clone(),
+                    meta: meta.clone(),
+                    lsn: version.lsn,
+                    ts_micros: ts,
+                };
+                m.insert(&kv_key(attempt, key), version, Some(encode(&record).into()));
+            }
+            EventBody::Delete { attempt, key } => m.insert(&kv_key(attempt, key), version, None),
+            EventBody::ClearTask { task } => {
+                let (start, end) = prefix_range(&KeyBuf::new(Table::Kv).task(task).into_vec());
+                m.delete_range(start, end, version);
+            }
+            EventBody::TaskPut { task, key, value } => {
+                let record = KvValue {
+                    value: value.clone(),
+                    meta: Vec::new(),
+                    lsn: version.lsn,
+                    ts_micros: ts,
+                };
+                m.insert(
+                    &task_kv_key(task, key),
+                    version,
+                    Some(encode(&record).into()),
+                );
+            }
+            EventBody::TaskDelete { task, key } => m.insert(&task_kv_key(task, key), version, None),
+            EventBody::TaskStatus {
+                attempt,
+                status,
+                worker,
+            } => self.apply_task_status(m, version, ts, attempt, status, worker)?,
+            EventBody::RunStatus {
+                run,
+                status,
+                parent,
+            } => {
+                let key = KeyBuf::new(Table::Runs).run(run).into_vec();
+                let mut record = self.run_record(&key)?.unwrap_or_else(|| new_run(ts));
+                record.status = *status;
+                record.updated_micros = ts;
+                if parent.is_some() {
+                    record.parent.clone_from(parent);
+                }
+                m.insert(&key, version, Some(encode(&record).into()));
+            }
+            EventBody::Checkpoint { run, name } => {
+                let capture = self.capture(run)?;
+                let capture = encode(&capture);
+                let record = CheckpointRecord {
+                    lsn: version.lsn,
+                    ts_micros: ts,
+                    checksum: crc32fast::hash(&capture),
+                    capture,
+                };
+                let key = checkpoint_key(run, name);
+                m.insert(&key, version, Some(encode(&record).into()));
+            }
+            EventBody::RestoreCheckpoint { run, name } => {
+                self.apply_restore(m, version, run, name)?;
+            }
+            EventBody::SharedPut {
+                run,
+                key,
+                value,
+                immutable,
+            } => {
+                let key = shared_key(run, key);
+                if let Some(bytes) = self.latest(&key)? {
+                    let old: SharedValue = decode_as(Table::Shared, &bytes)?;
+                    if old.immutable {
+                        return Ok(()); // The kernel refuses this; replay ignores it.
+                    }
+                }
+                let record = SharedValue {
+                    value: value.clone(),
+                    immutable: *immutable,
+                    lsn: version.lsn,
+                    ts_micros: ts,
+                };
+                m.insert(&key, version, Some(encode(&record).into()));
+            }
+            EventBody::PurgeRun { run } => {
+                for table in Table::ALL {
+                    let (start, end) = prefix_range(&KeyBuf::new(table).run(run).into_vec());
+                    m.delete_range(start, end, version);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run_record(&self, key: &[u8]) -> Result<Option<RunRecord>> {
+        self.latest(key)?
+            .map(|b| decode_as(Table::Runs, &b))
+            .transpose()
+    }
+
+    fn apply_task_status(
+        &self,
+        m: &Memtable,
+        version: Version,
+        ts: i64,
+        attempt: &AttemptScope,
+        status: &TaskStatus,
+        worker: &str,
+    ) -> Result<()> {
+        let task_key = KeyBuf::new(Table::Tasks).task(&attempt.task).into_vec();
+        let old: Option<TaskRecord> = self
+            .latest(&task_key)?
+            .map(|b| decode_as(Table::Tasks, &b))
+            .transpose()?;
+        let old_status = old.as_ref().map(|t| t.status.clone());
+        let mut task = old.unwrap_or(TaskRecord {
+            latest_try: attempt.try_number,
+            status: status.clone(),
+            attempts: Vec::new(),
+            created_micros: ts,
+            updated_micros: ts,
+            lsn: version.lsn,
+        });
+        let slot = match task
+            .attempts
+            .binary_search_by_key(&attempt.try_number, |a| a.try_number)
+        {
+            Ok(i) => i,
+            Err(i) => {
+                task.attempts.insert(
+                    i,
+                    AttemptRecord {
+                        try_number: attempt.try_number,
+                        status: status.clone(),
+                        started_micros: None,
+                        finished_micros: None,
+                        worker: String::new(),
+                    },
+                );
+                i
+            }
+        };
+        let a = &mut task.attempts[slot];
+        a.status = status.clone();
+        a.worker = worker.to_string();
+        if matches!(status, TaskStatus::Running) && a.started_micros.is_none() {
+            a.started_micros = Some(ts);
+        }
+        if is_final(status) {
+            a.finished_micros = Some(ts);
+        }
+        if attempt.try_number >= task.latest_try {
+            task.latest_try = attempt.try_number;
+            task.status = status.clone();
+        }
+        task.updated_micros = ts;
+        task.lsn = version.lsn;
+
+        let run_key = KeyBuf::new(Table::Runs).run(&attempt.task.run).into_vec();
+        let mut run = self.run_record(&run_key)?.unwrap_or_else(|| new_run(ts));
+        if let Some(old_status) = &old_status {
+            let n = run.task_counts.slot(old_status);
+            *n = n.saturating_sub(1);
+        }
+        *run.task_counts.slot(&task.status) += 1;
+        run.updated_micros = ts;
+        m.insert(&task_key, version, Some(encode(&task).into()));
+        m.insert(&run_key, version, Some(encode(&run).into()));
+        Ok(())
+    }
+
+    /// The run's attempt state, task state and shared variables, as they
+    /// stand after everything applied so far.
+    fn capture(&self, run: &RunScope) -> Result<Capture> {
+        let levels = self.levels();
+        let mut entries = Vec::new();
+        for table in [Table::Kv, Table::TaskKv, Table::Shared] {
+            let (start, end) = prefix_range(&KeyBuf::new(table).run(run).into_vec());
+            for (key, value) in self.scan_at(&levels, &start, &end, u64::MAX)? {
+                entries.push((key, value.to_vec()));
+            }
+        }
+        Ok(Capture { entries })
+    }
+
+    fn apply_restore(
+        &self,
+        m: &Memtable,
+        version: Version,
+        run: &RunScope,
+        name: &str,
+    ) -> Result<()> {
+        let record: Option<CheckpointRecord> = self
+            .latest(&checkpoint_key(run, name))?
+            .map(|b| decode_as(Table::Checkpoints, &b))
+            .transpose()?;
+        let capture = match record {
+            Some(record) if record.verify() => {
+                decode_as::<Capture>(Table::Checkpoints, &record.capture)?
+            }
+            _ => {
+                self.skipped_restores.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        };
+        // Clear the run's state, then write the capture at the same version:
+        // a range tombstone masks only what was written before it.
+        for table in [Table::Kv, Table::TaskKv, Table::Shared] {
+            let (start, end) = prefix_range(&KeyBuf::new(table).run(run).into_vec());
+            m.delete_range(start, end, version);
+        }
+        let prefixes: Vec<Vec<u8>> = [Table::Kv, Table::TaskKv, Table::Shared]
+            .iter()
+            .map(|t| KeyBuf::new(*t).run(run).into_vec())
+            .collect();
+        for (key, value) in capture.entries {
+            // A capture only ever holds the run's own keys; check anyway, as
+            // its bytes came from disk.
+            if prefixes.iter().any(|p| key.starts_with(p)) {
+                m.insert(&key, version, Some(value.into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_final(status: &TaskStatus) -> bool {
+    matches!(
+        status,
+        TaskStatus::Succeeded { .. }
+            | TaskStatus::Failed { .. }
+            | TaskStatus::Interrupted
+            | TaskStatus::Cancelled
+    )
+}
+
+fn new_run(ts: i64) -> RunRecord {
+    RunRecord {
+        status: RunStatus::Created,
+        created_micros: ts,
+        updated_micros: ts,
+        task_counts: TaskCounts::default(),
+        parent: None,
+    }
+}
+
+fn kv_key(attempt: &AttemptScope, key: &str) -> Vec<u8> {
+    KeyBuf::new(Table::Kv)
+        .attempt(attempt)
+        .part(key.as_bytes())
+        .into_vec()
+}
+
+fn task_kv_key(task: &TaskScope, key: &str) -> Vec<u8> {
+    KeyBuf::new(Table::TaskKv)
+        .task(task)
+        .part(key.as_bytes())
+        .into_vec()
+}
+
+fn shared_key(run: &RunScope, key: &str) -> Vec<u8> {
+    KeyBuf::new(Table::Shared)
+        .run(run)
+        .part(key.as_bytes())
+        .into_vec()
+}
+
+fn checkpoint_key(run: &RunScope, name: &str) -> Vec<u8> {
+    KeyBuf::new(Table::Checkpoints)
+        .run(run)
+        .part(name.as_bytes())
+        .into_vec()
+}
+
+fn table_name(table: Table) -> &'static str {
+    match table {
+        Table::Kv => "kv",
+        Table::TaskKv => "task_kv",
+        Table::Tasks => "tasks",
+        Table::Runs => "runs",
+        Table::Checkpoints => "checkpoints",
+        Table::Shared => "shared",
+    }
+}
+
+fn decode_as<T>(table: Table, bytes: &[u8]) -> Result<T>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+            rkyv::api::high::HighValidator<'a, rkyv::rancor::BoxedError>,
+        > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::BoxedError>>,
+{
+    decode(bytes).map_err(|e| Error::CorruptView {
+        table: table_name(table),
+        reason: e.to_string(),
+    })
+}
+
+fn corrupt_key(table: Table) -> Error {
+    Error::CorruptView {
+        table: table_name(table),
+        reason: "malformed key".into(),
+    }
+}
+
+fn utf8(table: Table, bytes: &[u8]) -> Result<String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| corrupt_key(table))
+}
+
+/// Reads the views of an open engine: point reads and scans of each table,
+/// at the latest published LSN. Cheap to clone; `Send + Sync`.
+///
+/// Every read sees whole batches only, and sees every batch whose `append`
+/// has returned (read-your-writes), on any thread.
+///
+/// ```
+/// use waymark_engine::{AttemptScope, Engine, Event, EventBody, RunScope, TaskScope};
+///
+/// let dir = tempfile::tempdir()?;
+/// let engine = Engine::open(dir.path())?;
+/// let attempt = AttemptScope {
+///     task: TaskScope {
+///         run: RunScope { tenant: "acme".into(), dag: "docs".into(), run: "r1".into() },
+///         task: "ocr".into(),
+///     },
+///     try_number: 1,
+/// };
+/// engine.append(vec![Event::now(EventBody::Put {
+///     attempt: attempt.clone(),
+///     key: "pages".into(),
+///     value: b"12".to_vec(),
+///     meta: Vec::new(),
+/// })])?;
+/// let value = engine.views().get(&attempt, "pages")?.expect("just written");
+/// assert_eq!(value.value, b"12");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ViewReader {
+    pub(crate) views: Arc<Views>,
+}
+
+impl ViewReader {
+    /// The LSN reads are made at: every batch up to it is visible.
+    pub fn visible_lsn(&self) -> Lsn {
+        self.views.visible_lsn()
+    }
+
+    fn point<T>(&self, table: Table, key: &[u8]) -> Result<Option<T>>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'a, rkyv::rancor::BoxedError>,
+            > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::BoxedError>>,
+    {
+        let levels = self.views.levels();
+        let at = self.views.visible_lsn().0;
+        self.views
+            .get_at(&levels, key, at)?
+            .map(|b| decode_as(table, &b))
+            .transpose()
+    }
+
+    fn range(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Bytes)>> {
+        let levels = self.views.levels();
+        let at = self.views.visible_lsn().0;
+        let (start, end) = prefix_range(prefix);
+        self.views.scan_at(&levels, &start, &end, at)
+    }
+
+    /// One key of a task attempt's state.
+    pub fn get(&self, attempt: &AttemptScope, key: &str) -> Result<Option<KvValue>> {
+        self.point(Table::Kv, &kv_key(attempt, key))
+    }
+
+    /// Every key of a task attempt's state, in key-encoding order.
+    pub fn attempt_entries(&self, attempt: &AttemptScope) -> Result<Vec<(String, KvValue)>> {
+        let prefix = KeyBuf::new(Table::Kv).attempt(attempt).into_vec();
+        self.range(&prefix)?
+            .into_iter()
+            .map(|(key, value)| {
+                let mut rest = &key[prefix.len()..];
+                let name = take_part(&mut rest).ok_or_else(|| corrupt_key(Table::Kv))?;
+                Ok((utf8(Table::Kv, name)?, decode_as(Table::Kv, &value)?))
+            })
+            .collect()
+    }
+
+    /// Every key of every attempt of a task: `(try_number, key, value)`,
+    /// by try then key. Upstream reads pick the latest attempt with a key
+    /// from this.
+    pub fn task_attempt_entries(&self, task: &TaskScope) -> Result<Vec<(u32, String, KvValue)>> {
+        let prefix = KeyBuf::new(Table::Kv).task(task).into_vec();
+        self.range(&prefix)?
+            .into_iter()
+            .map(|(key, value)| {
+                let mut rest = &key[prefix.len()..];
+                let try_number = take_u32(&mut rest).ok_or_else(|| corrupt_key(Table::Kv))?;
+                let name = take_part(&mut rest).ok_or_else(|| corrupt_key(Table::Kv))?;
+                Ok((
+                    try_number,
+                    utf8(Table::Kv, name)?,
+                    decode_as(Table::Kv, &value)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// One key of a task's state (survives retries).
+    pub fn task_state(&self, task: &TaskScope, key: &str) -> Result<Option<KvValue>> {
+        self.point(Table::TaskKv, &task_kv_key(task, key))
+    }
+
+    /// Every key of a task's state.
+    pub fn task_state_entries(&self, task: &TaskScope) -> Result<Vec<(String, KvValue)>> {
+        let prefix = KeyBuf::new(Table::TaskKv).task(task).into_vec();
+        self.range(&prefix)?
+            .into_iter()
+            .map(|(key, value)| {
+                let mut rest = &key[prefix.len()..];
+                let name = take_part(&mut rest).ok_or_else(|| corrupt_key(Table::TaskKv))?;
+                Ok((
+                    utf8(Table::TaskKv, name)?,
+                    decode_as(Table::TaskKv, &value)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// A task's lifecycle: latest try, status, attempts.
+    pub fn task(&self, task: &TaskScope) -> Result<Option<TaskRecord>> {
+        self.point(
+            Table::Tasks,
+            &KeyBuf::new(Table::Tasks).task(task).into_vec(),
+        )
+    }
+
+    /// Every task of a run that has a status, by task name.
+    pub fn tasks(&self, run: &RunScope) -> Result<Vec<(String, TaskRecord)>> {
+        let prefix = KeyBuf::new(Table::Tasks).run(run).into_vec();
+        self.range(&prefix)?
+            .into_iter()
+            .map(|(key, value)| {
+                let mut rest = &key[prefix.len()..];
+                let name = take_part(&mut rest).ok_or_else(|| corrupt_key(Table::Tasks))?;
+                Ok((utf8(Table::Tasks, name)?, decode_as(Table::Tasks, &value)?))
+            })
+            .collect()
+    }
+
+    /// A run's status, times, task counts and parent.
+    pub fn run(&self, run: &RunScope) -> Result<Option<RunRecord>> {
+        self.point(Table::Runs, &KeyBuf::new(Table::Runs).run(run).into_vec())
+    }
+
+    /// A tenant's runs, optionally only those of one DAG.
+    pub fn runs(&self, tenant: &str, dag: Option<&str>) -> Result<Vec<(RunScope, RunRecord)>> {
+        let mut prefix = KeyBuf::new(Table::Runs).part(tenant.as_bytes());
+        if let Some(dag) = dag {
+            prefix = prefix.part(dag.as_bytes());
+        }
+        let prefix = prefix.into_vec();
+        self.range(&prefix)?
+            .into_iter()
+            .map(|(key, value)| {
+                let mut rest = &key[1..];
+                let mut next = || {
+                    take_part(&mut rest)
+                        .ok_or_else(|| corrupt_key(Table::Runs))
+                        .and_then(|p| utf8(Table::Runs, p))
+                };
+                let run = RunScope {
+                    tenant: next()?,
+                    dag: next()?,
+                    run: next()?,
+                };
+                Ok((run, decode_as(Table::Runs, &value)?))
+            })
+            .collect()
+    }
+
+    /// One run-shared variable.
+    pub fn shared(&self, run: &RunScope, key: &str) -> Result<Option<SharedValue>> {
+        self.point(Table::Shared, &shared_key(run, key))
+    }
+
+    /// One named checkpoint of a run.
+    pub fn checkpoint(&self, run: &RunScope, name: &str) -> Result<Option<CheckpointRecord>> {
+        self.point(Table::Checkpoints, &checkpoint_key(run, name))
+    }
+
+    /// Every checkpoint of a run, by name.
+    pub fn checkpoints(&self, run: &RunScope) -> Result<Vec<(String, CheckpointRecord)>> {
+        let prefix = KeyBuf::new(Table::Checkpoints).run(run).into_vec();
+        self.range(&prefix)?
+            .into_iter()
+            .map(|(key, value)| {
+                let mut rest = &key[prefix.len()..];
+                let name = take_part(&mut rest).ok_or_else(|| corrupt_key(Table::Checkpoints))?;
+                Ok((
+                    utf8(Table::Checkpoints, name)?,
+                    decode_as(Table::Checkpoints, &value)?,
+                ))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,194 @@
+//! What the views hold per key: the records readers get back.
+//!
+//! Records are stored (in memtables and in redb) rkyv-encoded and read back
+//! through validation, like events: redb's bytes come from disk. Changing a
+//! record type changes the views' format: bump [`super::VIEWS_FORMAT_VERSION`].
+
+// rkyv's derive generates resolver types whose fields carry no docs; every
+// item written in this file is documented by hand.
+#![allow(missing_docs)]
+
+use rkyv::rancor::BoxedError;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::event::{ParentRef, RunStatus, TaskStatus};
+
+/// A value of attempt state or task state, with where it came from.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(attr(allow(missing_docs)))]
+pub struct KvValue {
+    /// The value's bytes.
+    pub value: Vec<u8>,
+    /// Metadata written with the value (empty if none).
+    pub meta: Vec<u8>,
+    /// The LSN of the batch that wrote it.
+    pub lsn: u64,
+    /// The event's timestamp, microseconds since the Unix epoch.
+    pub ts_micros: i64,
+}
+
+/// A run-scoped shared variable.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(attr(allow(missing_docs)))]
+pub struct SharedValue {
+    /// The value's bytes.
+    pub value: Vec<u8>,
+    /// Once written, an immutable variable is never changed: later writes
+    /// are ignored by the views (the kernel refuses them with an error).
+    pub immutable: bool,
+    /// The LSN of the batch that wrote it.
+    pub lsn: u64,
+    /// The event's timestamp, microseconds since the Unix epoch.
+    pub ts_micros: i64,
+}
+
+/// One task attempt's lifecycle, as the `tasks` view keeps it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(attr(allow(missing_docs)))]
+pub struct AttemptRecord {
+    /// 1-based try number.
+    pub try_number: u32,
+    /// The attempt's latest status.
+    pub status: TaskStatus,
+    /// When the attempt first became `Running`, if it did.
+    pub started_micros: Option<i64>,
+    /// When it reached a final status (succeeded, failed, interrupted,
+    /// cancelled), if it did.
+    pub finished_micros: Option<i64>,
+    /// The worker that made the latest change.
+    pub worker: String,
+}
+
+/// Per task: its attempts and the latest status.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(attr(allow(missing_docs)))]
+pub struct TaskRecord {
+    /// The highest try number that has a status.
+    pub latest_try: u32,
+    /// The status of the latest try.
+    pub status: TaskStatus,
+    /// Every attempt with a status, by try number.
+    pub attempts: Vec<AttemptRecord>,
+    /// The first status change, microseconds since the epoch.
+    pub created_micros: i64,
+    /// The latest status change.
+    pub updated_micros: i64,
+    /// The LSN of the latest status change.
+    pub lsn: u64,
+}
+
+/// How many of a run's tasks are in each status (by each task's latest
+/// attempt).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[rkyv(attr(allow(missing_docs)))]
+pub struct TaskCounts {
+    pub scheduled: u32,
+    pub running: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub interrupted: u32,
+    pub cancelled: u32,
+}
+
+impl TaskCounts {
+    /// Every task of the run.
+    pub fn total(&self) -> u32 {
+        self.scheduled
+            + self.running
+            + self.succeeded
+            + self.failed
+            + self.interrupted
+            + self.cancelled
+    }
+
+    pub(crate) fn slot(&mut self, status: &TaskStatus) -> &mut u32 {
+        match status {
+            TaskStatus::Scheduled => &mut self.scheduled,
+            TaskStatus::Running => &mut self.running,
+            TaskStatus::Succeeded { .. } => &mut self.succeeded,
+            TaskStatus::Failed { .. } => &mut self.failed,
+            TaskStatus::Interrupted => &mut self.interrupted,
+            TaskStatus::Cancelled => &mut self.cancelled,
+        }
+    }
+}
+
+/// Per run: status, times, task counts and parent.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(attr(allow(missing_docs)))]
+pub struct RunRecord {
+    /// The run's status (`Created` until a `RunStatus` event says otherwise).
+    pub status: RunStatus,
+    /// The first event that touched the run.
+    pub created_micros: i64,
+    /// The latest status change of the run or one of its tasks.
+    pub updated_micros: i64,
+    /// Tasks by the status of their latest attempt.
+    pub task_counts: TaskCounts,
+    /// The run and task that started this run (sub-workflows).
+    pub parent: Option<ParentRef>,
+}
+
+/// A named checkpoint of a run: what it captured and its checksum.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(attr(allow(missing_docs)))]
+pub struct CheckpointRecord {
+    /// The LSN of the `Checkpoint` event.
+    pub lsn: u64,
+    /// Its timestamp.
+    pub ts_micros: i64,
+    /// CRC32 of `capture`.
+    pub checksum: u32,
+    /// The captured state, rkyv-encoded (see [`Capture`]).
+    pub capture: Vec<u8>,
+}
+
+impl CheckpointRecord {
+    /// Whether the capture still matches its checksum.
+    pub fn verify(&self) -> bool {
+        crc32fast::hash(&self.capture) == self.checksum
+    }
+
+    /// The size of the captured state in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.capture.len() as u64
+    }
+}
+
+/// A run's captured state: every attempt-state, task-state and shared
+/// entry, as (table tag, encoded key, encoded record).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[rkyv(attr(allow(missing_docs)))]
+pub(crate) struct Capture {
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Encodes a record for a memtable or redb.
+pub(crate) fn encode<T>(record: &T) -> Vec<u8>
+where
+    T: for<'a> Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            BoxedError,
+        >,
+    >,
+{
+    rkyv::to_bytes::<BoxedError>(record)
+        .expect("serializing into memory cannot fail")
+        .into_vec()
+}
+
+/// Decodes a record read from a view, validating it first.
+pub(crate) fn decode<T>(bytes: &[u8]) -> Result<T, BoxedError>
+where
+    T: Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, BoxedError>>
+        + Deserialize<T, rkyv::api::high::HighDeserializer<BoxedError>>,
+{
+    // Records are stored unaligned (redb gives no alignment guarantee):
+    // copy into an aligned buffer before validating.
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<T, BoxedError>(&aligned)
+}

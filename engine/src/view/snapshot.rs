@@ -1,0 +1,104 @@
+//! The snapshotter thread: writes the memtable into redb, so that an open
+//! replays only the log after the last snapshot.
+//!
+//! It wakes when the writer says a threshold was crossed (events or bytes
+//! since the last snapshot) or when the interval has passed. It then asks
+//! the writer to freeze the active memtable (`Msg::Freeze`): the writer
+//! syncs the log first, so a frozen memtable only ever holds durable
+//! events, and freezes between two groups, so it holds whole batches. The
+//! snapshotter writes the frozen memtable and `applied_lsn` into redb in
+//! one durable transaction, then drops it.
+//!
+//! A failed snapshot stops the snapshotter and is recorded: the log is
+//! untouched, reads stay correct (the frozen memtable stays in place), and
+//! once the memtables reach their memory bound appends fail with
+//! [`Error::Poisoned`] instead of growing memory without bound.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+
+use super::Views;
+use crate::error::{Error, Result};
+use crate::log::writer::Msg;
+use crate::options::SnapshotOptions;
+
+/// What wakes the snapshotter.
+#[derive(Debug)]
+pub(crate) enum Wake {
+    /// A threshold may have been crossed.
+    Check,
+    /// The engine is closing.
+    Stop,
+}
+
+/// Runs until told to stop or until a snapshot fails.
+pub(crate) fn run(
+    views: Arc<Views>,
+    writer: Sender<Msg>,
+    wake: Receiver<Wake>,
+    options: SnapshotOptions,
+) {
+    loop {
+        match wake.recv_timeout(options.interval.min(Duration::from_secs(1))) {
+            Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Ok(Wake::Check) | Err(RecvTimeoutError::Timeout) => {}
+        }
+        if !due(&views, &options) {
+            continue;
+        }
+        match snapshot_once(&views, &writer) {
+            Ok(()) => {}
+            // The engine was closed: nothing failed.
+            Err(Error::Closed) => return,
+            Err(e) => {
+                views.snapshot_failed(&e);
+                return;
+            }
+        }
+    }
+}
+
+/// Whether a threshold is crossed.
+pub(crate) fn due(views: &Views, options: &SnapshotOptions) -> bool {
+    let levels = views.levels();
+    if levels.frozen.is_some() {
+        return true; // A frozen memtable left by the writer's memory bound.
+    }
+    let active = &levels.active;
+    !active.is_empty()
+        && (active.events() >= options.every_events
+            || active.bytes() >= options.every_bytes
+            || views.since_last_snapshot() >= options.interval)
+}
+
+/// Freezes through the writer (unless a frozen memtable is waiting
+/// already) and writes the frozen memtable into redb.
+pub(crate) fn snapshot_once(views: &Views, writer: &Sender<Msg>) -> Result<()> {
+    let _one = views
+        .snap
+        .one_at_a_time
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if views.levels().frozen.is_none() {
+        let (ack, rx) = bounded(1);
+        writer
+            .send(Msg::Freeze { ack })
+            .map_err(|_| Error::Closed)?;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(10)) {
+                Ok(result) => {
+                    result?;
+                    break;
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(Error::Closed),
+                // The writer may have frozen on its own (the memory bound)
+                // and be waiting for this very snapshot: write that one.
+                Err(RecvTimeoutError::Timeout) if views.levels().frozen.is_some() => break,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+    views.snapshot_frozen().map(|_| ())
+}

@@ -1,0 +1,401 @@
+//! The views' redb file: `STATE_DIR/views.redb`, written only by snapshots.
+//!
+//! redb does its file I/O through [`redb::StorageBackend`]; [`RedbFile`]
+//! implements it over the engine's own [`Storage`], so the views sit on the
+//! same disk as the log: real files in production, the simulated disk in
+//! crash tests.
+//!
+//! Tables: one per view (`kv`, `task_kv`, `tasks`, `runs`, `checkpoints`,
+//! `shared`), keyed by the view key without its table byte, and `meta`:
+//! `applied_lsn` (u64 LE, every batch up to it is in the tables),
+//! `log_id` (u128 LE), `format_version` (u32 LE).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+use super::key::Table;
+use super::memtable::Memtable;
+use super::{VIEWS_FORMAT_VERSION, table_name};
+use crate::error::{Error, Result};
+use crate::log::Lsn;
+use crate::storage::{OpenMode, Storage, StorageFile};
+
+/// The views file's name inside a state directory.
+pub const VIEWS_FILE_NAME: &str = "views.redb";
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+fn table_def(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+    TableDefinition::new(table_name(table))
+}
+
+/// redb's storage backend over one file of the engine's storage.
+#[derive(Debug)]
+struct RedbFile {
+    file: Arc<dyn StorageFile>,
+}
+
+impl redb::StorageBackend for RedbFile {
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.file.read_exact_at(out, offset)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(data, offset)
+    }
+}
+
+/// The open views file.
+#[derive(Debug)]
+pub(crate) struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+/// The views file's meta: `(log_id, format_version, applied_lsn)`.
+type Meta = (u128, u32, Lsn);
+
+/// A views file opened but not yet checked against the log.
+#[derive(Debug)]
+pub(crate) struct Probe {
+    path: PathBuf,
+    /// The store and its meta (`None`: a new, empty file), or why the file
+    /// is unreadable.
+    found: std::result::Result<(Store, Option<Meta>), String>,
+}
+
+impl Probe {
+    /// The LSN recovery must verify frames from: the first one the views
+    /// file does not hold.
+    pub(crate) fn verify_from(&self) -> Lsn {
+        match &self.found {
+            Ok((_, Some((_, version, applied)))) if *version == VIEWS_FORMAT_VERSION => {
+                applied.next()
+            }
+            _ => Lsn(1),
+        }
+    }
+}
+
+/// What opening the views file found.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub store: Store,
+    /// Every batch up to this LSN is in the views file.
+    pub applied_lsn: Lsn,
+    /// Why the file was recreated empty, if it was.
+    pub rebuilt: Option<String>,
+}
+
+impl Store {
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        views_err(&self.path, e)
+    }
+
+    /// Opens (or creates) the views file of `dir` and reads its meta,
+    /// without judging it yet: recovery needs its `applied_lsn` first.
+    pub(crate) fn probe(storage: &Arc<dyn Storage>, dir: &Path) -> Result<Probe> {
+        let path = dir.join(VIEWS_FILE_NAME);
+        let db = match open_db(storage, dir, &path) {
+            Ok(db) => db,
+            Err(Error::Views { reason, .. }) => {
+                return Ok(Probe {
+                    path,
+                    found: Err(reason),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let store = Store { db, path };
+        Ok(match store.meta() {
+            Ok(meta) => Probe {
+                path: store.path.clone(),
+                found: Ok((store, meta)),
+            },
+            Err(e) => Probe {
+                path: store.path.clone(),
+                found: Err(e.to_string()),
+            },
+        })
+    }
+
+    /// Checks a probed views file against the log `log_id`, whose first LSN
+    /// on disk is `log_first_lsn` and last `log_last_lsn`; creates its
+    /// tables if it is new; rebuilds it empty if it is unreadable and the
+    /// log reaches back to LSN 1.
+    pub(crate) fn attach(
+        probe: Probe,
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        log_id: u128,
+        log_first_lsn: Lsn,
+        log_last_lsn: Lsn,
+    ) -> Result<Opened> {
+        let path = probe.path;
+        let mut rebuilt = None;
+        let (store, meta) = match probe.found {
+            Ok(found) => found,
+            Err(e) if log_first_lsn == Lsn(1) => {
+                // The log holds everything: the views can be rebuilt from it.
+                rebuilt = Some(format!(
+                    "the views file was unreadable ({e}); rebuilt from the log"
+                ));
+                storage
+                    .remove_file(&path)
+                    .map_err(|e| Error::io(&path, e))?;
+                let store = Store {
+                    db: open_db(storage, dir, &path)?,
+                    path,
+                };
+                (store, None)
+            }
+            Err(e) => {
+                return Err(Error::ViewsMismatch {
+                    path,
+                    reason: format!(
+                        "the views file is unreadable ({e}) and the log starts at LSN {}, not 1, \
+                         so it cannot be rebuilt; restore views.redb from a backup or salvage",
+                        log_first_lsn.0
+                    ),
+                });
+            }
+        };
+        let applied_lsn = match meta {
+            None => {
+                if log_first_lsn > Lsn(1) {
+                    return Err(Error::ViewsMismatch {
+                        path: store.path,
+                        reason: format!(
+                            "the views file is new but the log starts at LSN {}: the events \
+                             before it are gone",
+                            log_first_lsn.0
+                        ),
+                    });
+                }
+                store.init(log_id)?;
+                if rebuilt.is_none() && log_last_lsn > Lsn(0) {
+                    rebuilt = Some("the views file was missing; rebuilt from the log".into());
+                }
+                Lsn(0)
+            }
+            Some((id, version, applied)) => {
+                if version != VIEWS_FORMAT_VERSION {
+                    return Err(Error::UnsupportedVersion {
+                        path: store.path,
+                        version,
+                        supported: VIEWS_FORMAT_VERSION,
+                    });
+                }
+                if id != log_id {
+                    return Err(Error::ViewsMismatch {
+                        path: store.path,
+                        reason: format!("it belongs to log {id:032x}, the log is {log_id:032x}"),
+                    });
+                }
+                if applied > log_last_lsn {
+                    return Err(Error::ViewsMismatch {
+                        path: store.path,
+                        reason: format!(
+                            "the views hold LSN {} but the log ends at LSN {}",
+                            applied.0, log_last_lsn.0
+                        ),
+                    });
+                }
+                if applied.next() < log_first_lsn {
+                    return Err(Error::ViewsMismatch {
+                        path: store.path,
+                        reason: format!(
+                            "the views hold up to LSN {} but the log starts at LSN {}",
+                            applied.0, log_first_lsn.0
+                        ),
+                    });
+                }
+                applied
+            }
+        };
+        Ok(Opened {
+            store,
+            applied_lsn,
+            rebuilt,
+        })
+    }
+
+    /// `(log_id, format_version, applied_lsn)`, or `None` for a new file.
+    fn meta(&self) -> Result<Option<Meta>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = match txn.open_table(META) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        let get = |name: &str| -> Result<Vec<u8>> {
+            let value = table.get(name).map_err(|e| self.err(e))?;
+            value
+                .map(|v| v.value().to_vec())
+                .ok_or_else(|| self.err(format!("meta lacks {name}")))
+        };
+        let id = u128::from_le_bytes(
+            get("log_id")?
+                .try_into()
+                .map_err(|_| self.err("meta log_id is not 16 bytes"))?,
+        );
+        let version = u32::from_le_bytes(
+            get("format_version")?
+                .try_into()
+                .map_err(|_| self.err("meta format_version is not 4 bytes"))?,
+        );
+        let applied = u64::from_le_bytes(
+            get("applied_lsn")?
+                .try_into()
+                .map_err(|_| self.err("meta applied_lsn is not 8 bytes"))?,
+        );
+        Ok(Some((id, version, Lsn(applied))))
+    }
+
+    /// Creates every table and the meta of a new file, durably.
+    fn init(&self, log_id: u128) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            for table in Table::ALL {
+                txn.open_table(table_def(table)).map_err(|e| self.err(e))?;
+            }
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            meta.insert("log_id", log_id.to_le_bytes().as_slice())
+                .map_err(|e| self.err(e))?;
+            meta.insert(
+                "format_version",
+                VIEWS_FORMAT_VERSION.to_le_bytes().as_slice(),
+            )
+            .map_err(|e| self.err(e))?;
+            meta.insert("applied_lsn", 0u64.to_le_bytes().as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Reads one view key.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let table = Table::of(key).ok_or_else(|| self.err("a view key without a table"))?;
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(table_def(table)).map_err(|e| self.err(e))?;
+        let value = t.get(&key[1..]).map_err(|e| self.err(e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// Every entry with a view key in `[start, end)`, which lie in one table.
+    pub(crate) fn scan(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let table = Table::of(start).ok_or_else(|| self.err("a view key without a table"))?;
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(table_def(table)).map_err(|e| self.err(e))?;
+        let tag = table as u8;
+        let lower = &start[1..];
+        let range = if end.first() == Some(&tag) {
+            t.range::<&[u8]>(lower..&end[1..])
+        } else {
+            t.range::<&[u8]>(lower..)
+        }
+        .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in range {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let mut key = Vec::with_capacity(k.value().len() + 1);
+            key.push(tag);
+            key.extend_from_slice(k.value());
+            out.push((key, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Writes a frozen memtable into the tables and records `applied_lsn`,
+    /// in one durable write transaction: after a crash the file holds all of
+    /// it or none of it.
+    pub(crate) fn write_snapshot(&self, frozen: &Memtable, applied_lsn: Lsn) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut tables = Vec::with_capacity(Table::ALL.len());
+            for table in Table::ALL {
+                tables.push(txn.open_table(table_def(table)).map_err(|e| self.err(e))?);
+            }
+            let index = |key: &[u8]| -> Result<usize> {
+                let table = Table::of(key).ok_or_else(|| self.err("a view key without a table"))?;
+                Ok(Table::ALL
+                    .iter()
+                    .position(|t| *t == table)
+                    .expect("ALL lists every table"))
+            };
+            // Range tombstones first, oldest first: each removes what the
+            // levels below held in its range. A value the frozen memtable
+            // wrote after a tombstone is written below, after it.
+            for rt in frozen.ranges(u64::MAX) {
+                let i = index(&rt.start)?;
+                let tag = Table::ALL[i] as u8;
+                let lower = &rt.start[1..];
+                let t = &mut tables[i];
+                if rt.end.first() == Some(&tag) {
+                    t.retain_in::<&[u8], _>(lower..&rt.end[1..], |_, _| false)
+                } else {
+                    t.retain_in::<&[u8], _>(lower.., |_, _| false)
+                }
+                .map_err(|e| self.err(e))?;
+            }
+            for (key, version, value) in frozen.latest() {
+                if frozen.masks(&key, version, u64::MAX) {
+                    continue; // A later range tombstone removed it above.
+                }
+                let t = &mut tables[index(&key)?];
+                match value {
+                    Some(value) => {
+                        t.insert(&key[1..], value.as_ref())
+                            .map_err(|e| self.err(e))?;
+                    }
+                    None => {
+                        t.remove(&key[1..]).map_err(|e| self.err(e))?;
+                    }
+                }
+            }
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            meta.insert("applied_lsn", applied_lsn.0.to_le_bytes().as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+}
+
+fn views_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Views {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Opens the redb file at `path`, creating it (and making its directory
+/// entry durable) if it does not exist.
+fn open_db(storage: &Arc<dyn Storage>, dir: &Path, path: &Path) -> Result<Database> {
+    let exists = storage.exists(path).map_err(|e| Error::io(path, e))?;
+    let file = if exists {
+        storage.open(path, OpenMode::ReadWrite)
+    } else {
+        storage.open(path, OpenMode::CreateNew)
+    }
+    .map_err(|e| Error::io(path, e))?;
+    if !exists {
+        storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    redb::Builder::new()
+        .create_with_backend(RedbFile { file })
+        .map_err(|e| views_err(path, e))
+}
