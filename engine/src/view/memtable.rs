@@ -123,18 +123,26 @@ impl Memtable {
     /// value))`, where a `None` value is a tombstone; `None` if this
     /// memtable has no version of `key` visible at `at_lsn`.
     pub fn get(&self, key: &[u8], at_lsn: u64) -> Option<(Version, Option<Bytes>)> {
-        let mut probe = Vec::with_capacity(key.len() + SUFFIX_BYTES);
-        probe.extend_from_slice(key);
-        probe.extend_from_slice(
-            &Version {
-                lsn: at_lsn,
-                index: u32::MAX,
-            }
-            .suffix(),
-        );
+        // Most keys fit a stack buffer: no allocation on the read path.
+        let suffix = Version {
+            lsn: at_lsn,
+            index: u32::MAX,
+        }
+        .suffix();
+        let len = key.len() + SUFFIX_BYTES;
+        let mut stack = [0u8; 256];
+        let mut heap = Vec::new();
+        let probe: &mut [u8] = if len <= stack.len() {
+            &mut stack[..len]
+        } else {
+            heap.resize(len, 0);
+            &mut heap
+        };
+        probe[..key.len()].copy_from_slice(key);
+        probe[key.len()..].copy_from_slice(&suffix);
         let entry = self
             .entries
-            .lower_bound(std::ops::Bound::Included(probe.as_slice()))?;
+            .lower_bound(std::ops::Bound::Included(&*probe))?;
         let vkey = entry.key();
         if vkey.len() != key.len() + SUFFIX_BYTES || !vkey.starts_with(key) {
             return None;

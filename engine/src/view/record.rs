@@ -186,8 +186,12 @@ where
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, BoxedError>>
         + Deserialize<T, rkyv::api::high::HighDeserializer<BoxedError>>,
 {
-    // Records are stored unaligned (redb gives no alignment guarantee):
-    // copy into an aligned buffer before validating.
+    // rkyv reads archives from 16-aligned buffers. Memtable records usually
+    // are (the allocator aligns them); redb's bytes carry no such promise,
+    // so anything else is copied into an aligned buffer first.
+    if (bytes.as_ptr() as usize).is_multiple_of(16) {
+        return rkyv::from_bytes::<T, BoxedError>(bytes);
+    }
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
     aligned.extend_from_slice(bytes);
     rkyv::from_bytes::<T, BoxedError>(&aligned)

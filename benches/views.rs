@@ -1,0 +1,287 @@
+//! View benchmarks: point reads from the memtable (hot) and from redb
+//! (cold), open time against log size with snapshots on and off, snapshot
+//! throughput, and the peak RSS of an open.
+//!
+//! Run: `cargo bench -p waymark-benches --bench views`. BENCHMARKS.md holds
+//! the figures and the targets they are held to.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use waymark_engine::{
+    AttemptScope, Durability, Engine, Event, EventBody, Options, RunScope, SnapshotOptions,
+    TaskScope,
+};
+
+/// Distinct keys in the live state of the open benchmarks.
+const LIVE_KEYS: u64 = 100_000;
+/// Value bytes per event.
+const VALUE_BYTES: usize = 100;
+/// Events per batch while building a log.
+const BATCH: u64 = 100;
+
+fn attempt(task: u64) -> AttemptScope {
+    AttemptScope {
+        task: TaskScope {
+            run: RunScope {
+                tenant: "acme".into(),
+                dag: "docs".into(),
+                run: "r1".into(),
+            },
+            task: format!("t{task}"),
+        },
+        try_number: 1,
+    }
+}
+
+/// The `i`-th event of a built log: a put to one of [`LIVE_KEYS`] keys,
+/// spread over 100 tasks.
+fn event(i: u64) -> Event {
+    let k = i % LIVE_KEYS;
+    Event {
+        ts_micros: 1_700_000_000_000_000 + i as i64,
+        body: EventBody::Put {
+            attempt: attempt(k % 100),
+            key: format!("key-{k:08}"),
+            value: vec![(i % 251) as u8; VALUE_BYTES],
+            meta: Vec::new(),
+        },
+    }
+}
+
+/// Live state bytes after any log of at least [`LIVE_KEYS`] events: keys
+/// with their scope names, and values.
+fn live_state_bytes(events: u64) -> u64 {
+    let keys = events.min(LIVE_KEYS);
+    // tenant + dag + run + task + key names, and the value.
+    keys * ("acme".len() + "docs".len() + "r1".len() + 3 + 12 + VALUE_BYTES) as u64
+}
+
+fn options(snapshots: bool) -> Options {
+    Options {
+        snapshots: SnapshotOptions {
+            enabled: snapshots,
+            ..SnapshotOptions::default()
+        },
+        ..Options::default()
+    }
+}
+
+/// Writes `events` events into a new state directory under `Durability::None`,
+/// then drops the engine without a final snapshot (as a crash would leave
+/// it, apart from the page cache).
+fn build(dir: &Path, events: u64, snapshots: bool) {
+    let engine = Engine::open_with(
+        std::sync::Arc::new(waymark_engine::storage::FsStorage),
+        dir,
+        Options {
+            durability: Durability::None,
+            ..options(snapshots)
+        },
+    )
+    .unwrap();
+    let mut i = 0;
+    while i < events {
+        let n = BATCH.min(events - i);
+        engine.append((i..i + n).map(event).collect()).unwrap();
+        i += n;
+    }
+    engine.flush().unwrap();
+}
+
+fn open(c: &mut Criterion) {
+    let mut g = c.benchmark_group("open");
+    g.sample_size(10);
+    for events in [10_000u64, 100_000, 1_000_000] {
+        for snapshots in [true, false] {
+            let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+            build(dir.path(), events, snapshots);
+            let label = if snapshots {
+                "snapshots_on"
+            } else {
+                "snapshots_off"
+            };
+            let engine = Engine::open_with(
+                std::sync::Arc::new(waymark_engine::storage::FsStorage),
+                dir.path(),
+                options(snapshots),
+            )
+            .unwrap();
+            let s = engine.stats();
+            eprintln!(
+                "open/{label}/{events}: replays {} events from LSN {} (applied {})",
+                s.replayed_events, s.replayed_from.0, s.applied_lsn.0
+            );
+            drop(engine);
+            g.bench_with_input(BenchmarkId::new(label, events), &events, |b, _| {
+                b.iter(|| {
+                    Engine::open_with(
+                        std::sync::Arc::new(waymark_engine::storage::FsStorage),
+                        dir.path(),
+                        options(snapshots),
+                    )
+                    .unwrap()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn get(c: &mut Criterion) {
+    let mut g = c.benchmark_group("get");
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let engine = Engine::open_with(
+        std::sync::Arc::new(waymark_engine::storage::FsStorage),
+        dir.path(),
+        Options {
+            durability: Durability::None,
+            ..options(true)
+        },
+    )
+    .unwrap();
+    // Cold: LIVE_KEYS keys, all snapshotted into redb.
+    let mut i = 0;
+    while i < LIVE_KEYS {
+        engine.append((i..i + BATCH).map(event).collect()).unwrap();
+        i += BATCH;
+    }
+    engine.snapshot().unwrap();
+    let views = engine.views();
+    // Scopes and key names made up front: the loop times the read only.
+    let attempts: Vec<AttemptScope> = (0..100).map(attempt).collect();
+    let names: Vec<String> = (0..LIVE_KEYS).map(|k| format!("key-{k:08}")).collect();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % LIVE_KEYS
+    };
+    g.bench_function("cold_redb", |b| {
+        b.iter(|| {
+            let k = next() as usize;
+            views
+                .get(&attempts[k % 100], &names[k])
+                .unwrap()
+                .expect("present")
+        })
+    });
+    // Hot: 10,000 keys rewritten since the snapshot, in the memtable.
+    for j in 0..100 {
+        engine
+            .append((0..BATCH).map(|x| event(j * BATCH + x)).collect())
+            .unwrap();
+    }
+    let hot = 10_000;
+    g.bench_function("hot_memtable", |b| {
+        b.iter(|| {
+            let k = (next() % hot) as usize;
+            views
+                .get(&attempts[k % 100], &names[k])
+                .unwrap()
+                .expect("present")
+        })
+    });
+    g.finish();
+}
+
+fn snapshot(c: &mut Criterion) {
+    let mut g = c.benchmark_group("snapshot");
+    g.sample_size(10);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let engine = Engine::open_with(
+        std::sync::Arc::new(waymark_engine::storage::FsStorage),
+        dir.path(),
+        Options {
+            durability: Durability::None,
+            snapshots: SnapshotOptions {
+                every_events: u64::MAX,
+                every_bytes: u64::MAX - 1,
+                memtable_bytes_max: u64::MAX,
+                interval: Duration::from_secs(3600),
+                ..SnapshotOptions::default()
+            },
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let per_snapshot = 16_384u64;
+    g.throughput(Throughput::Elements(per_snapshot));
+    let mut i = 0u64;
+    g.bench_function("16384_events", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let end = i + per_snapshot;
+                while i < end {
+                    engine.append((i..i + BATCH).map(event).collect()).unwrap();
+                    i += BATCH;
+                }
+                let start = Instant::now();
+                engine.snapshot().unwrap();
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+/// Peak RSS of a process that opens a state directory with 1e6 events
+/// written (default snapshot settings): measured in a child process so
+/// that building the log does not count.
+fn open_rss() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let events = 1_000_000;
+    build(dir.path(), events, true);
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .env("WAYMARK_RSS_CHILD", dir.path())
+        .output()
+        .unwrap();
+    let peak_kib: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let live = live_state_bytes(events);
+    eprintln!(
+        "open_rss/1000000: peak RSS {:.1} MiB, live state {:.1} MiB, ratio {:.2}",
+        peak_kib as f64 / 1024.0,
+        live as f64 / (1 << 20) as f64,
+        (peak_kib * 1024) as f64 / live as f64
+    );
+}
+
+fn rss_child(dir: &str) {
+    let engine = Engine::open(dir).unwrap();
+    drop(engine);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    println!("{hwm}");
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    targets = get, open, snapshot
+}
+
+fn main() {
+    if let Ok(dir) = std::env::var("WAYMARK_RSS_CHILD") {
+        rss_child(&dir);
+        return;
+    }
+    benches();
+    if std::env::args().all(|a| a != "--list") {
+        open_rss();
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
