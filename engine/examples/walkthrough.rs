@@ -116,6 +116,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let lsn = engine.append(vec![done("ocr")])?;
     println!("ocr retried its last write: LSN {lsn}");
+
+    // The views: what a scheduler asks after the crash.
+    let views = engine.views();
+    if let Some(r) = views.run(&run())? {
+        let c = r.task_counts;
+        println!(
+            "\nviews: run {} is {:?}: {} succeeded, {} running of {} tasks",
+            run().run,
+            r.status,
+            c.succeeded,
+            c.running,
+            c.total()
+        );
+    }
+    for (task, record) in views.tasks(&run())? {
+        println!(
+            "  task {task}: try {} {:?}",
+            record.latest_try, record.status
+        );
+    }
     drop(engine);
 
     println!("\nreplay of the log:");
