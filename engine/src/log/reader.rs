@@ -212,19 +212,19 @@ const READ_CHUNK_BYTES: usize = 1 << 18;
 
 /// A segment being read through a window of at most one chunk (or one
 /// frame, if larger).
-struct OpenSegment {
+pub(crate) struct OpenSegment {
     base: Lsn,
     path: PathBuf,
     file: Arc<dyn crate::storage::StorageFile>,
     /// Allocated once; only `buf[..filled]` holds file bytes.
-    buf: AlignedVec<16>,
+    pub(crate) buf: AlignedVec<16>,
     /// File offset of `buf[0]`; a multiple of 8.
     buf_offset: u64,
     filled: usize,
 }
 
 impl OpenSegment {
-    fn open(storage: &dyn Storage, path: &Path, base: Lsn) -> Result<OpenSegment> {
+    pub(crate) fn open(storage: &dyn Storage, path: &Path, base: Lsn) -> Result<OpenSegment> {
         let file = storage
             .open(path, OpenMode::Read)
             .map_err(|e| Error::io(path, e))?;
@@ -241,7 +241,7 @@ impl OpenSegment {
     /// The bytes from file offset `offset` (8-aligned) on, at least `want`
     /// of them unless the file ends first. Reads when the window does not
     /// hold them.
-    fn window(&mut self, offset: u64, want: usize) -> Result<(usize, usize)> {
+    pub(crate) fn window(&mut self, offset: u64, want: usize) -> Result<(usize, usize)> {
         debug_assert!(offset.is_multiple_of(8));
         let end = self.buf_offset + self.filled as u64;
         if offset < self.buf_offset || offset + want as u64 > end {
@@ -266,7 +266,12 @@ impl OpenSegment {
     /// Decodes the frame at `offset`, reading as much as it needs: one
     /// window lookup in the common case, a second read only for a frame that
     /// runs past the window.
-    fn decode_at(&mut self, offset: u64, seed: u32, expected: Lsn) -> Result<(usize, Decoded)> {
+    pub(crate) fn decode_at(
+        &mut self,
+        offset: u64,
+        seed: u32,
+        expected: Lsn,
+    ) -> Result<(usize, Decoded)> {
         let (start, end) = self.window(offset, FRAME_HEADER_BYTES)?;
         let decoded = decode_frame(&self.buf[..end], start, seed, Some(expected));
         if decoded != Decoded::Invalid(Invalid::Truncated) || end - start < 8 {

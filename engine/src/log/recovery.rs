@@ -138,6 +138,88 @@ fn scan(seg: &LoadedSegment, seed: u32, expected: &mut Lsn, last: bool) -> (Segm
     }
 }
 
+/// What [`scan_clean_last`] found in a cleanly ending segment.
+struct CleanEnd {
+    log_id: u128,
+    frames: u64,
+    /// The LSN after the last frame.
+    next: Lsn,
+    /// Where the frames end.
+    end: u64,
+    bytes_read: u64,
+}
+
+/// Bytes read at a time when checking that a segment's tail is all zeros.
+const ZERO_CHECK_CHUNK_BYTES: usize = 1 << 20;
+
+/// Scans the last segment through a bounded window. Returns `Some` only if
+/// its header is valid (and of this log), every frame from `expected` on is
+/// valid, and the bytes after the last frame are all zeros to the end of
+/// the file: then nothing needs cutting. Anything else returns `None`, and
+/// the caller loads the segment whole to judge it (torn tail, corruption,
+/// salvage), which only happens after a crash or damage.
+fn scan_clean_last(
+    storage: &dyn Storage,
+    path: &Path,
+    base: Lsn,
+    expected: Lsn,
+    log_id: Option<u128>,
+) -> Result<Option<CleanEnd>> {
+    if expected != base {
+        return Ok(None); // A gap: the slow path reports it.
+    }
+    let mut seg = super::reader::OpenSegment::open(storage, path, base)?;
+    let (start, end) = seg.window(0, SEGMENT_HEADER_BYTES)?;
+    let header = match check_header(path, base, &seg.buf[start..end]) {
+        Ok(header) if log_id.is_none_or(|id| id == header.log_id) => header,
+        _ => return Ok(None),
+    };
+    let seed = crc_seed(header.log_id);
+    let mut offset = SEGMENT_HEADER_BYTES as u64;
+    let mut next = base;
+    let mut frames = 0u64;
+    loop {
+        let (start, decoded) = seg.decode_at(offset, seed, next)?;
+        match decoded {
+            Decoded::Frame(info) => {
+                if access_batch(&seg.buf[info.payload.clone()]).is_err() {
+                    return Ok(None);
+                }
+                offset += (info.next - start) as u64;
+                next = next.next();
+                frames += 1;
+            }
+            Decoded::End => break,
+            Decoded::Invalid(_) => return Ok(None),
+        }
+    }
+    let file = storage
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io(path, e))?;
+    let len = file.len().map_err(|e| Error::io(path, e))?;
+    let mut chunk = vec![0u8; ZERO_CHECK_CHUNK_BYTES];
+    let mut at = offset;
+    while at < len {
+        let n = read_up_to(file.as_ref(), &mut chunk, at).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        // An OR over the whole chunk vectorizes; an early-exit search does
+        // not, and this runs over up to a whole preallocated segment.
+        if chunk[..n].iter().fold(0u8, |acc, b| acc | b) != 0 {
+            return Ok(None);
+        }
+        at += n as u64;
+    }
+    Ok(Some(CleanEnd {
+        log_id: header.log_id,
+        frames,
+        next,
+        end: offset,
+        bytes_read: len,
+    }))
+}
+
 /// Zeros the segment from `offset` on and syncs it. Returns the non-zero
 /// bytes dropped.
 fn cut(
@@ -233,6 +315,25 @@ pub(crate) fn recover(
                     );
                 }
             }
+        }
+        if last
+            && let Some(clean) =
+                scan_clean_last(storage, path, *base, expected.unwrap_or(*base), log_id)?
+        {
+            // The common case after any shutdown: every frame valid, then
+            // zeros to the end. Read through a bounded window, never the
+            // whole (preallocated) file at once.
+            report.segments += 1;
+            report.bytes_read += clean.bytes_read;
+            report.frames += clean.frames;
+            if clean.frames > 0 {
+                report.first_lsn.get_or_insert(*base);
+                report.last_lsn = Some(Lsn(clean.next.0 - 1));
+            }
+            log_id = Some(clean.log_id);
+            expected = Some(clean.next);
+            tail = Some((*base, path.clone(), clean.end));
+            break;
         }
         let seg = LoadedSegment::load(storage, path, 0)?;
         report.segments += 1;
