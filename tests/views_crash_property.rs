@@ -21,11 +21,17 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use waymark_engine::storage::{Damage, SimDisk, Storage};
-use waymark_engine::{Durability, Engine, Event, LogReader, Lsn, Options, SnapshotOptions};
+use waymark_engine::{
+    Durability, Engine, Event, LogReader, Lsn, Options, Retention, SnapshotOptions,
+};
 use waymark_tests::model::{Model, Universe, event};
 use waymark_tests::proptest_cases;
 
 const DIR: &str = "/state";
+/// Archived segments go to `ARCHIVE/log`, so a `LogReader` on `ARCHIVE`
+/// reads them.
+const ARCHIVE: &str = "/archive";
+const ARCHIVE_LOG: &str = "/archive/log";
 
 #[derive(Clone, Debug)]
 struct Scenario {
@@ -37,6 +43,7 @@ struct Scenario {
     /// Let the background snapshotter run at a small threshold.
     background: bool,
     segment_bytes_max: u64,
+    retention: Retention,
     crash_after_ops: u64,
     damage: Damage,
     crash_in_recovery: Option<(u64, Damage)>,
@@ -54,6 +61,18 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         0..6usize,
         proptest::bool::weighted(0.25),
         prop_oneof![Just(4096u64), Just(1 << 16)],
+        prop_oneof![
+            Just(Retention::KeepAll),
+            Just(Retention::KeepFor {
+                age: Duration::ZERO,
+                bytes: 0
+            }),
+            Just(Retention::KeepFor {
+                age: Duration::from_secs(3600),
+                bytes: 8192
+            }),
+            Just(Retention::Archive(ARCHIVE_LOG.into())),
+        ],
         0..1500u64,
         proptest::sample::select(Damage::ALL.to_vec()),
         proptest::option::of((0..200u64, proptest::sample::select(Damage::ALL.to_vec()))),
@@ -66,6 +85,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 snapshot_every,
                 background,
                 segment_bytes_max,
+                retention,
                 crash_after_ops,
                 damage,
                 crash_in_recovery,
@@ -76,6 +96,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 snapshot_every,
                 background,
                 segment_bytes_max,
+                retention,
                 crash_after_ops,
                 damage,
                 crash_in_recovery,
@@ -87,6 +108,7 @@ fn options(s: &Scenario) -> Options {
     Options {
         durability: s.durability,
         segment_bytes_max: s.segment_bytes_max,
+        retention: s.retention.clone(),
         snapshots: if s.background {
             SnapshotOptions {
                 every_events: 7,
@@ -125,9 +147,14 @@ fn write_until_crash(s: &Scenario, disk: &SimDisk) -> usize {
     acked
 }
 
-fn read_log(storage: Arc<dyn Storage>) -> Result<Vec<(Lsn, Vec<Event>)>, String> {
-    let reader = LogReader::open_on(storage, DIR).map_err(|e| e.to_string())?;
-    let mut cursor = reader.cursor(Lsn(1));
+/// Every frame of the log under `dir`, from its first segment on.
+fn read_log(storage: Arc<dyn Storage>, dir: &str) -> Result<Vec<(Lsn, Vec<Event>)>, String> {
+    let reader = LogReader::open_on(storage, dir).map_err(|e| e.to_string())?;
+    let first = match reader.segments().map_err(|e| e.to_string())?.first() {
+        Some((base, _)) => *base,
+        None => return Ok(Vec::new()),
+    };
+    let mut cursor = reader.cursor(first);
     let mut out = Vec::new();
     while let Some(frame) = cursor.next_frame().map_err(|e| e.to_string())? {
         out.push((frame.lsn(), frame.decode().map_err(|e| e.to_string())?));
@@ -150,19 +177,46 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
         let engine = Engine::open_with(Arc::clone(&storage), DIR, options(s))
             .map_err(|e| TestCaseError::fail(format!("{round} after crash failed: {e}")))?;
         let views = engine.views();
-        let log = read_log(Arc::clone(&storage)).map_err(TestCaseError::fail)?;
+        let log = read_log(Arc::clone(&storage), DIR).map_err(TestCaseError::fail)?;
+        // Retention may have removed (or archived) the oldest segments: the
+        // log runs without a gap from some LSN to its end.
+        let first = log.first().map_or(1, |(lsn, _)| lsn.0);
+        let last = log.last().map_or(0, |(lsn, _)| lsn.0);
+        if s.retention == Retention::KeepAll {
+            prop_assert!(first == 1, "{round}: KeepAll lost the log's start");
+        }
         if s.durability == Durability::Sync {
             prop_assert!(
-                log.len() >= acked,
-                "{round}: {} acknowledged batches, {} in the log",
-                acked,
-                log.len()
+                last as usize >= acked,
+                "{round}: {acked} acknowledged batches, the log ends at LSN {last}"
+            );
+        }
+        for (i, (lsn, events)) in log.iter().enumerate() {
+            prop_assert_eq!(lsn.0, first + i as u64, "{}: gap in the log", round);
+            let batch = usize::try_from(lsn.0 - 1).unwrap();
+            prop_assert_eq!(
+                events,
+                &s.batches[batch],
+                "{}: batch {} differs",
+                round,
+                batch
+            );
+        }
+        if let Retention::Archive(_) = &s.retention
+            && first > 1
+        {
+            // Archived and live segments together hold the whole history:
+            // no segment is ever gone from both.
+            let archived = read_log(Arc::clone(&storage), ARCHIVE).map_err(TestCaseError::fail)?;
+            let archived_end = archived.last().map_or(0, |(lsn, _)| lsn.0);
+            prop_assert!(
+                first == 1
+                    || archived.first().map(|(l, _)| l.0) == Some(1) && archived_end + 1 >= first,
+                "{round}: archive ends at {archived_end}, log starts at {first}"
             );
         }
         let mut model = Model::default();
-        for (i, (lsn, events)) in log.iter().enumerate() {
-            prop_assert_eq!(*lsn, Lsn(i as u64 + 1));
-            prop_assert_eq!(events, &s.batches[i], "{}: batch {} differs", round, i);
+        for events in &s.batches[..usize::try_from(last).unwrap()] {
             for e in events {
                 model.apply(e);
             }
@@ -170,7 +224,7 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
         model
             .check(&views, &universe)
             .map_err(|e| TestCaseError::fail(format!("{round}: {e}")))?;
-        prop_assert_eq!(views.visible_lsn(), Lsn(log.len() as u64));
+        prop_assert_eq!(views.visible_lsn(), Lsn(last));
         drop(engine);
     }
     Ok(())

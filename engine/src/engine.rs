@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, bounded};
@@ -18,7 +18,7 @@ use crate::log::writer::{Msg, Shared, Writer};
 use crate::log::{LOG_DIR_NAME, LogReader, Lsn, RecoveryReport, recovery};
 use crate::options::Options;
 use crate::storage::{FsStorage, LockGuard, Storage};
-use crate::view::snapshot::{self, Wake};
+use crate::view::snapshot::{self, Snapshots, Wake};
 use crate::view::store::Store;
 use crate::view::{ViewReader, Views};
 
@@ -42,6 +42,8 @@ struct Inner {
     report: RecoveryReport,
     replay: ReplayStats,
     views: Arc<Views>,
+    /// What a snapshot needs (shared with the snapshotter thread).
+    snaps: Arc<Snapshots>,
     /// Wakes (or stops) the snapshotter thread, and its handle.
     snapshotter: std::sync::Mutex<Option<(Sender<Wake>, JoinHandle<()>)>>,
     log_id: u128,
@@ -92,6 +94,10 @@ pub struct Stats {
     pub last_snapshot_events: u64,
     /// Why the snapshotter stopped, if a snapshot failed.
     pub snapshot_error: Option<String>,
+    /// Segments removed by retention since open.
+    pub segments_removed: u64,
+    /// Segments archived by retention since open.
+    pub segments_archived: u64,
 }
 
 impl Stats {
@@ -191,15 +197,23 @@ impl Engine {
         replay.views_rebuilt = opened.rebuilt;
         writer.set_views(Arc::clone(&views));
         let (tx, rx) = bounded(options.writer_queue_depth as usize);
+        let snaps = Arc::new(Snapshots {
+            views: Arc::clone(&views),
+            storage: Arc::clone(&storage),
+            log_dir: dir.join(LOG_DIR_NAME),
+            retention: options.retention.clone(),
+            removed: AtomicU64::new(0),
+            archived: AtomicU64::new(0),
+        });
         let snapshotter = if options.snapshots.enabled {
             let (wake_tx, wake_rx) = bounded(1);
             writer.set_snapshot_wake(wake_tx.clone());
-            let views = Arc::clone(&views);
+            let snaps = Arc::clone(&snaps);
             let writer_tx = tx.clone();
             let snap_options = options.snapshots.clone();
             let handle = std::thread::Builder::new()
                 .name("waymark-snapshotter".into())
-                .spawn(move || snapshot::run(views, writer_tx, wake_rx, snap_options))
+                .spawn(move || snapshot::run(snaps, writer_tx, wake_rx, snap_options))
                 .map_err(|e| Error::io(&dir, e))?;
             Some((wake_tx, handle))
         } else {
@@ -220,6 +234,7 @@ impl Engine {
                 report: recovered.report,
                 replay,
                 views,
+                snaps,
                 snapshotter: std::sync::Mutex::new(snapshotter),
                 log_id,
                 _lock: lock,
@@ -325,7 +340,7 @@ impl Engine {
         if let Some(cause) = views.snapshot_failure() {
             return Err(Error::Poisoned { cause });
         }
-        snapshot::snapshot_once(views, &self.inner.tx).inspect_err(|e| {
+        snapshot::snapshot_once(&self.inner.snaps, &self.inner.tx).inspect_err(|e| {
             if !matches!(e, Error::Closed) {
                 views.snapshot_failed(e);
             }
@@ -388,6 +403,8 @@ impl Engine {
             ),
             last_snapshot_events: views.snap.last_events.load(Ordering::Relaxed),
             snapshot_error: views.snapshot_failure(),
+            segments_removed: self.inner.snaps.removed.load(Ordering::Relaxed),
+            segments_archived: self.inner.snaps.archived.load(Ordering::Relaxed),
         }
     }
 }

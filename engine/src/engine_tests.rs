@@ -10,7 +10,7 @@ use crate::error::Invalid;
 use crate::event::{EventBody, RunScope};
 use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::options::{Durability, RecoveryMode};
-use crate::storage::{Damage, OpKind, OpenMode, SimDisk};
+use crate::storage::{Damage, OpKind, OpenMode, SimDisk, read_to_vec};
 
 fn event(i: u64, value_len: usize) -> Event {
     Event {
@@ -560,4 +560,83 @@ fn reader_handles_frames_across_and_beyond_its_read_window() {
         assert_eq!(*lsn, Lsn(i as u64 + 1));
         assert_eq!(events, &vec![event(i as u64, sizes[i])]);
     }
+}
+
+#[test]
+fn retention_removes_only_snapshotted_segments_and_views_survive() {
+    let (_disk, storage) = sim(21);
+    let options = Options {
+        retention: crate::options::Retention::KeepFor {
+            age: Duration::ZERO,
+            bytes: 0,
+        },
+        ..small_segments()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
+    for i in 0..200 {
+        engine.append(vec![event(i, 100)]).unwrap();
+    }
+    let before = segments(storage.as_ref()).len();
+    assert!(before > 3, "the test needs several segments");
+    let applied = engine.snapshot().unwrap();
+    let stats = engine.stats();
+    assert_eq!(
+        stats.segments_removed as usize,
+        before - 1,
+        "all but the active one"
+    );
+    assert_eq!(applied, Lsn(200));
+    drop(engine);
+
+    // The log now starts after LSN 1; the views still hold everything.
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
+    let run = RunScope {
+        tenant: "t".into(),
+        dag: "d".into(),
+        run: "r".into(),
+    };
+    for i in [0u64, 150, 199] {
+        let v = engine.views().shared(&run, &format!("k{i}")).unwrap();
+        assert_eq!(v.map(|v| v.value), Some(vec![(i % 251) as u8; 100]));
+    }
+    assert_eq!(engine.stats().replayed_events, 0);
+    drop(engine);
+
+    // Without the views file, the log cannot rebuild them: a typed error.
+    storage
+        .remove_file(&Path::new(DIR).join("views.redb"))
+        .unwrap();
+    let err = Engine::open_with(storage, DIR, options).unwrap_err();
+    assert!(matches!(err, Error::ViewsMismatch { .. }), "{err}");
+}
+
+#[test]
+fn views_of_another_log_are_refused() {
+    let (_disk, storage) = sim(22);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
+    engine.append(vec![event(1, 10)]).unwrap();
+    engine.snapshot().unwrap();
+    drop(engine);
+    let other = "/other";
+    let engine = Engine::open_with(Arc::clone(&storage), other, small_segments()).unwrap();
+    engine.append(vec![event(1, 10)]).unwrap();
+    drop(engine);
+    // Move the first directory's views next to the second's log.
+    let views = read_to_vec(
+        storage
+            .open(&Path::new(DIR).join("views.redb"), OpenMode::Read)
+            .unwrap()
+            .as_ref(),
+    )
+    .unwrap();
+    let target = Path::new(other).join("views.redb");
+    storage.remove_file(&target).unwrap();
+    let f = storage.open(&target, OpenMode::CreateNew).unwrap();
+    f.write_all_at(&views, 0).unwrap();
+    f.sync_data().unwrap();
+    let err = Engine::open_with(storage, other, small_segments()).unwrap_err();
+    assert!(
+        matches!(&err, Error::ViewsMismatch { reason, .. } if reason.contains("belongs to log")),
+        "{err}"
+    );
 }

@@ -115,6 +115,38 @@ pub struct Options {
     pub recovery: RecoveryMode,
     /// When the views are snapshotted into redb.
     pub snapshots: SnapshotOptions,
+    /// What happens to segments whose events are all in a durable
+    /// snapshot. Default [`Retention::KeepAll`].
+    pub retention: Retention,
+}
+
+/// What happens to log segments once every event in them is in a durable
+/// snapshot of the views (checked after each snapshot; the active segment
+/// is always kept).
+///
+/// The trade-off: offline replay (`LogReader`, the `waymark` CLI) reaches
+/// back only as far as the log is kept, and the views can be rebuilt from
+/// the log (if `views.redb` is lost) only while the log starts at LSN 1.
+/// Named checkpoints live in the views, so they stay restorable whatever
+/// the retention.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Retention {
+    /// Keep every segment: the whole history stays replayable. The default.
+    #[default]
+    KeepAll,
+    /// Remove a segment (oldest first) once it is older than `age` (by the
+    /// creation time in its header) or while the eligible segments together
+    /// exceed `bytes`.
+    KeepFor {
+        /// Keep segments younger than this.
+        age: Duration,
+        /// Keep at most this many bytes of eligible segments.
+        bytes: u64,
+    },
+    /// Move every eligible segment into this directory (a synced copy, then
+    /// removal from the log), for replay elsewhere. The directory is on the
+    /// same storage as the log.
+    Archive(std::path::PathBuf),
 }
 
 /// When the snapshotter writes the memtable into redb: whichever of the
@@ -165,6 +197,7 @@ impl Default for Options {
             group_bytes_max: 8 << 20,
             recovery: RecoveryMode::Strict,
             snapshots: SnapshotOptions::default(),
+            retention: Retention::KeepAll,
         }
     }
 }

@@ -10,6 +10,7 @@
 pub(crate) mod frame;
 pub(crate) mod reader;
 pub(crate) mod recovery;
+pub(crate) mod retention;
 pub(crate) mod segment;
 pub(crate) mod writer;
 

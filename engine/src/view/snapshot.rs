@@ -14,15 +14,33 @@
 //! once the memtables reach their memory bound appends fail with
 //! [`Error::Poisoned`] instead of growing memory without bound.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use super::Views;
 use crate::error::{Error, Result};
+use crate::log::retention;
 use crate::log::writer::Msg;
-use crate::options::SnapshotOptions;
+use crate::options::{Retention, SnapshotOptions};
+use crate::storage::Storage;
+
+/// What a snapshot needs besides the writer: the views, and the log for
+/// retention afterwards.
+#[derive(Debug)]
+pub(crate) struct Snapshots {
+    pub views: Arc<Views>,
+    pub storage: Arc<dyn Storage>,
+    pub log_dir: PathBuf,
+    pub retention: Retention,
+    /// Segments removed by retention since open.
+    pub removed: AtomicU64,
+    /// Segments archived by retention since open.
+    pub archived: AtomicU64,
+}
 
 /// What wakes the snapshotter.
 #[derive(Debug)]
@@ -35,20 +53,21 @@ pub(crate) enum Wake {
 
 /// Runs until told to stop or until a snapshot fails.
 pub(crate) fn run(
-    views: Arc<Views>,
+    snaps: Arc<Snapshots>,
     writer: Sender<Msg>,
     wake: Receiver<Wake>,
     options: SnapshotOptions,
 ) {
+    let views = &snaps.views;
     loop {
         match wake.recv_timeout(options.interval.min(Duration::from_secs(1))) {
             Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             Ok(Wake::Check) | Err(RecvTimeoutError::Timeout) => {}
         }
-        if !due(&views, &options) {
+        if !due(views, &options) {
             continue;
         }
-        match snapshot_once(&views, &writer) {
+        match snapshot_once(&snaps, &writer) {
             Ok(()) => {}
             // The engine was closed: nothing failed.
             Err(Error::Closed) => return,
@@ -74,8 +93,10 @@ pub(crate) fn due(views: &Views, options: &SnapshotOptions) -> bool {
 }
 
 /// Freezes through the writer (unless a frozen memtable is waiting
-/// already) and writes the frozen memtable into redb.
-pub(crate) fn snapshot_once(views: &Views, writer: &Sender<Msg>) -> Result<()> {
+/// already), writes the frozen memtable into redb, then applies retention
+/// to the segments the snapshot covers.
+pub(crate) fn snapshot_once(snaps: &Snapshots, writer: &Sender<Msg>) -> Result<()> {
+    let views = &snaps.views;
     let _one = views
         .snap
         .one_at_a_time
@@ -100,5 +121,21 @@ pub(crate) fn snapshot_once(views: &Views, writer: &Sender<Msg>) -> Result<()> {
             }
         }
     }
-    views.snapshot_frozen().map(|_| ())
+    views.snapshot_frozen()?;
+    let done = retention::apply(
+        snaps.storage.as_ref(),
+        &snaps.log_dir,
+        views.applied_lsn(),
+        &snaps.retention,
+        now_unix_ms(),
+    )?;
+    snaps.removed.fetch_add(done.removed, Ordering::Relaxed);
+    snaps.archived.fetch_add(done.archived, Ordering::Relaxed);
+    Ok(())
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
