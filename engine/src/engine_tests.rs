@@ -640,3 +640,104 @@ fn views_of_another_log_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn sizes_account_live_bytes_per_run_and_tenant() {
+    let (_disk, storage) = sim(23);
+    let engine = Engine::open_with(storage, DIR, small_segments()).unwrap();
+    let put = |tenant: &str, run: &str, key: &str, len: usize| Event {
+        ts_micros: 1,
+        body: EventBody::SharedPut {
+            run: RunScope {
+                tenant: tenant.into(),
+                dag: "d".into(),
+                run: run.into(),
+            },
+            key: key.into(),
+            value: vec![7; len],
+            immutable: false,
+        },
+    };
+    engine
+        .append(vec![put("a", "r1", "k", 1000), put("a", "r2", "k", 10)])
+        .unwrap();
+    engine.append(vec![put("b", "r1", "k", 500)]).unwrap();
+    engine.snapshot().unwrap();
+    engine.append(vec![put("a", "r1", "k", 3000)]).unwrap(); // overwrites
+    let sizes = engine.views().sizes().unwrap();
+    let run = |t: &str, r: &str| RunScope {
+        tenant: t.into(),
+        dag: "d".into(),
+        run: r.into(),
+    };
+    let r1 = sizes.by_run[&run("a", "r1")];
+    let r2 = sizes.by_run[&run("a", "r2")];
+    let b1 = sizes.by_run[&run("b", "r1")];
+    assert!(
+        r1 > 3000 && r1 < 3200,
+        "overwritten value counted once: {r1}"
+    );
+    assert!(b1 > 500 && b1 < 700, "{b1}");
+    assert!(r2 < 200, "{r2}");
+    assert_eq!(sizes.by_tenant["a"], r1 + r2);
+    assert_eq!(sizes.total, r1 + r2 + b1);
+}
+
+#[test]
+fn a_failed_snapshot_stops_the_snapshotter_leaves_the_log_and_bounds_memory() {
+    let (disk, storage) = sim(24);
+    let options = Options {
+        snapshots: crate::options::SnapshotOptions {
+            every_events: u64::MAX,
+            every_bytes: 64 << 10,
+            memtable_bytes_max: 256 << 10,
+            interval: Duration::from_secs(3600),
+            ..Default::default()
+        },
+        ..small_segments()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
+    engine.append(vec![event(0, 100)]).unwrap();
+    engine.snapshot().unwrap(); // k0 is now in redb only.
+    engine.append(vec![event(1, 100)]).unwrap();
+    // The next snapshot's first write into redb fails.
+    disk.fail_nth(OpKind::Write, 1);
+    let err = engine.snapshot().unwrap_err();
+    assert!(matches!(err, Error::Views { .. }), "{err}");
+    assert!(engine.stats().snapshot_error.is_some());
+    assert!(
+        matches!(engine.snapshot(), Err(Error::Poisoned { .. })),
+        "the snapshotter stays stopped"
+    );
+    // Reads stay correct and appends go on, up to the memory bound.
+    let run = RunScope {
+        tenant: "t".into(),
+        dag: "d".into(),
+        run: "r".into(),
+    };
+    assert!(engine.views().shared(&run, "k0").unwrap().is_some());
+    assert!(engine.views().shared(&run, "k1").unwrap().is_some());
+    let mut acked = 2u64;
+    let refused = loop {
+        match engine.append(vec![event(acked, 1000)]) {
+            Ok(_) => acked += 1,
+            Err(e) => break e,
+        }
+        assert!(acked < 10_000, "appends never hit the memory bound");
+    };
+    assert!(matches!(refused, Error::Poisoned { .. }), "{refused}");
+    assert!(engine.stats().memtable_bytes >= 256 << 10);
+    drop(engine);
+    // Nothing acknowledged was lost: reopening replays it all.
+    let engine = Engine::open_with(storage, DIR, options).unwrap();
+    for i in [0, acked - 1] {
+        assert!(
+            engine
+                .views()
+                .shared(&run, &format!("k{i}"))
+                .unwrap()
+                .is_some(),
+            "k{i} lost"
+        );
+    }
+}

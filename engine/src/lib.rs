@@ -65,10 +65,10 @@ pub use event::{
 pub use lock::LOCK_FILE_NAME;
 pub use log::{Cursor, FrameView, LogReader, Lsn, RecoveryReport};
 pub use options::{Durability, Limits, Options, RecoveryMode, Retention, SnapshotOptions};
-pub use view::ViewReader;
 pub use view::record::{
     AttemptRecord, CheckpointRecord, KvValue, RunRecord, SharedValue, TaskCounts, TaskRecord,
 };
+pub use view::{Sizes, ViewReader};
 
 #[doc(hidden)]
 pub mod __bench {

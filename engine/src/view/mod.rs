@@ -608,6 +608,18 @@ fn utf8(table: Table, bytes: &[u8]) -> Result<String> {
     String::from_utf8(bytes.to_vec()).map_err(|_| corrupt_key(table))
 }
 
+/// Live state bytes, from [`ViewReader::sizes`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Sizes {
+    /// Every view together.
+    pub total: u64,
+    /// Per tenant.
+    pub by_tenant: BTreeMap<String, u64>,
+    /// Per run.
+    pub by_run: BTreeMap<RunScope, u64>,
+}
+
 /// Reads the views of an open engine: point reads and scans of each table,
 /// at the latest published LSN. Cheap to clone; `Send + Sync`.
 ///
@@ -778,6 +790,35 @@ impl ViewReader {
                 Ok((run, decode_as(Table::Runs, &value)?))
             })
             .collect()
+    }
+
+    /// Live state bytes (keys and encoded records, every view) per run and
+    /// per tenant, for size accounting. This scans every view: its cost
+    /// grows with the state, so call it when you need the figures, not on a
+    /// hot path.
+    pub fn sizes(&self) -> Result<Sizes> {
+        let mut sizes = Sizes::default();
+        for table in Table::ALL {
+            let tag = [table as u8];
+            for (key, value) in self.range(&tag)? {
+                let mut rest = &key[1..];
+                let mut next = || {
+                    take_part(&mut rest)
+                        .ok_or_else(|| corrupt_key(table))
+                        .and_then(|p| utf8(table, p))
+                };
+                let run = RunScope {
+                    tenant: next()?,
+                    dag: next()?,
+                    run: next()?,
+                };
+                let bytes = (key.len() + value.len()) as u64;
+                *sizes.by_tenant.entry(run.tenant.clone()).or_default() += bytes;
+                *sizes.by_run.entry(run).or_default() += bytes;
+                sizes.total += bytes;
+            }
+        }
+        Ok(sizes)
     }
 
     /// One run-shared variable.
