@@ -25,7 +25,10 @@
 use std::path::{Path, PathBuf};
 
 use super::Lsn;
-use super::frame::{Decoded, crc_seed, decode_frame, find_frame_vouching_for};
+use super::frame::{
+    Decoded, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, crc_seed, decode_frame,
+    find_frame_vouching_for, frame_len,
+};
 use super::reader::{LoadedSegment, check_header};
 use super::segment::{SEGMENT_HEADER_BYTES, list_segments};
 use crate::error::{Error, Invalid, Result};
@@ -158,12 +161,19 @@ const ZERO_CHECK_CHUNK_BYTES: usize = 1 << 20;
 /// the file: then nothing needs cutting. Anything else returns `None`, and
 /// the caller loads the segment whole to judge it (torn tail, corruption,
 /// salvage), which only happens after a crash or damage.
+///
+/// Frames below `verify_from` (their events are in a durable snapshot) are
+/// walked by their length and LSN fields only, without the CRC or payload
+/// validation: a damaged one can only make the walk stop early or land on a
+/// frame with the wrong LSN, and either sends the segment to the slow path,
+/// which verifies every frame.
 fn scan_clean_last(
     storage: &dyn Storage,
     path: &Path,
     base: Lsn,
     expected: Lsn,
     log_id: Option<u128>,
+    verify_from: Lsn,
 ) -> Result<Option<CleanEnd>> {
     if expected != base {
         return Ok(None); // A gap: the slow path reports it.
@@ -178,6 +188,21 @@ fn scan_clean_last(
     let mut offset = SEGMENT_HEADER_BYTES as u64;
     let mut next = base;
     let mut frames = 0u64;
+    while next < verify_from {
+        let (start, end) = seg.window(offset, FRAME_HEADER_BYTES)?;
+        if end - start < FRAME_HEADER_BYTES {
+            return Ok(None);
+        }
+        let head = &seg.buf[start..start + FRAME_HEADER_BYTES];
+        let len = u32::from_le_bytes(head[4..8].try_into().expect("four bytes"));
+        let lsn = u64::from_le_bytes(head[8..16].try_into().expect("eight bytes"));
+        if len == 0 || lsn != next.0 || u64::from(len) > FRAME_PAYLOAD_BYTES_MAX {
+            return Ok(None);
+        }
+        offset += frame_len(len as usize) as u64;
+        next = next.next();
+        frames += 1;
+    }
     loop {
         let (start, decoded) = seg.decode_at(offset, seed, next)?;
         match decoded {
@@ -317,8 +342,14 @@ pub(crate) fn recover(
             }
         }
         if last
-            && let Some(clean) =
-                scan_clean_last(storage, path, *base, expected.unwrap_or(*base), log_id)?
+            && let Some(clean) = scan_clean_last(
+                storage,
+                path,
+                *base,
+                expected.unwrap_or(*base),
+                log_id,
+                verify_from,
+            )?
         {
             // The common case after any shutdown: every frame valid, then
             // zeros to the end. Read through a bounded window, never the
