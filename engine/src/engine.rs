@@ -80,6 +80,9 @@ pub struct Stats {
     pub replayed_events: u64,
     /// How long the last open's replay into the views took.
     pub replay_duration: std::time::Duration,
+    /// How long the last open took in all (lock, views file, log recovery,
+    /// replay).
+    pub recovery_duration: std::time::Duration,
     /// The first LSN the last open replayed (the one after the snapshot).
     pub replayed_from: Lsn,
     /// Why the last open rebuilt the views from the log, if it did.
@@ -151,6 +154,7 @@ impl Engine {
         options: Options,
     ) -> Result<Engine> {
         options.validate()?;
+        let opened_at = std::time::Instant::now();
         let dir = dir.as_ref().to_path_buf();
         let log_dir = dir.join(LOG_DIR_NAME);
         let fresh = !storage
@@ -195,6 +199,7 @@ impl Engine {
         let views = Arc::new(Views::new(applied_lsn, Some(opened.store)));
         let mut replay = replay_into(&views, &storage, &dir, applied_lsn.next())?;
         replay.views_rebuilt = opened.rebuilt;
+        replay.open_duration = opened_at.elapsed();
         writer.set_views(Arc::clone(&views));
         let (tx, rx) = bounded(options.writer_queue_depth as usize);
         let snaps = Arc::new(Snapshots {
@@ -394,6 +399,7 @@ impl Engine {
             replayed_batches: self.inner.replay.batches,
             replayed_events: self.inner.replay.events,
             replay_duration: self.inner.replay.duration,
+            recovery_duration: self.inner.replay.open_duration,
             replayed_from: self.inner.replay.from,
             views_rebuilt: self.inner.replay.views_rebuilt.clone(),
             applied_lsn: views.applied_lsn(),
@@ -417,6 +423,9 @@ struct ReplayStats {
     events: u64,
     duration: std::time::Duration,
     views_rebuilt: Option<String>,
+    /// The whole open up to the replay's end: lock, views file, log
+    /// recovery, replay.
+    open_duration: std::time::Duration,
 }
 
 /// Applies every batch of the recovered log from `from` on to `views` and
