@@ -126,8 +126,13 @@ fn open(c: &mut Criterion) {
             .unwrap();
             let s = engine.stats();
             eprintln!(
-                "open/{label}/{events}: replays {} events from LSN {} (applied {})",
-                s.replayed_events, s.replayed_from.0, s.applied_lsn.0
+                "open/{label}/{events}: replays {} events from LSN {} (applied {}); \
+                 open {:?} of which replay {:?}",
+                s.replayed_events,
+                s.replayed_from.0,
+                s.applied_lsn.0,
+                s.recovery_duration,
+                s.replay_duration
             );
             drop(engine);
             g.bench_with_input(BenchmarkId::new(label, events), &events, |b, _| {
@@ -245,33 +250,54 @@ fn snapshot(c: &mut Criterion) {
     g.finish();
 }
 
-/// Peak RSS of a process that opens a state directory with 1e6 events
-/// written (default snapshot settings): measured in a child process so
-/// that building the log does not count.
-fn open_rss() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let events = 1_000_000;
-    build(dir.path(), events, true);
+/// Opens a state directory in a fresh child process, as a restart after a
+/// crash does, and returns (whole open in µs, replay in µs, peak RSS in KiB).
+fn open_in_child(dir: &Path) -> (u64, u64, u64) {
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
-        .env("WAYMARK_RSS_CHILD", dir.path())
+        .env("WAYMARK_OPEN_CHILD", dir)
         .output()
         .unwrap();
-    let peak_kib: u64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    let live = live_state_bytes(events);
-    eprintln!(
-        "open_rss/1000000: peak RSS {:.1} MiB, live state {:.1} MiB, ratio {:.2}",
-        peak_kib as f64 / 1024.0,
-        live as f64 / (1 << 20) as f64,
-        (peak_kib * 1024) as f64 / live as f64
-    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    assert_eq!(v.len(), 3, "child printed {text:?}");
+    (v[0], v[1], v[2])
 }
 
-fn rss_child(dir: &str) {
+/// Open time and peak RSS in fresh processes (the way a worker restarts
+/// after a crash), 15 opens per log size; prints medians. Building the log
+/// happens in this process, so it does not count towards the child's RSS.
+fn open_fresh_process() {
+    for events in [10_000u64, 100_000, 1_000_000] {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        build(dir.path(), events, true);
+        let mut runs: Vec<(u64, u64, u64)> = (0..15).map(|_| open_in_child(dir.path())).collect();
+        let median = |f: fn(&(u64, u64, u64)) -> u64, runs: &mut Vec<(u64, u64, u64)>| {
+            runs.sort_by_key(f);
+            f(&runs[runs.len() / 2])
+        };
+        let open_us = median(|r| r.0, &mut runs);
+        let replay_us = median(|r| r.1, &mut runs);
+        let peak_kib = median(|r| r.2, &mut runs);
+        let live = live_state_bytes(events);
+        eprintln!(
+            "open_fresh_process/{events}: open {:.1} ms (replay {:.1} ms), peak RSS {:.1} MiB \
+             = {:.2}x the live state ({:.1} MiB)",
+            open_us as f64 / 1000.0,
+            replay_us as f64 / 1000.0,
+            peak_kib as f64 / 1024.0,
+            (peak_kib * 1024) as f64 / live as f64,
+            live as f64 / (1 << 20) as f64,
+        );
+    }
+}
+
+fn open_child(dir: &str) {
     let engine = Engine::open(dir).unwrap();
+    let s = engine.stats();
     drop(engine);
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let hwm = status
@@ -279,7 +305,11 @@ fn rss_child(dir: &str) {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .unwrap_or(0);
-    println!("{hwm}");
+    println!(
+        "{} {} {hwm}",
+        s.recovery_duration.as_micros(),
+        s.replay_duration.as_micros()
+    );
 }
 
 criterion_group! {
@@ -291,13 +321,18 @@ criterion_group! {
 }
 
 fn main() {
-    if let Ok(dir) = std::env::var("WAYMARK_RSS_CHILD") {
-        rss_child(&dir);
+    if let Ok(dir) = std::env::var("WAYMARK_OPEN_CHILD") {
+        open_child(&dir);
         return;
     }
     benches();
-    if std::env::args().all(|a| a != "--list") {
-        open_rss();
+    let args: Vec<String> = std::env::args().collect();
+    // With a filter, run the fresh-process opens only if it names them.
+    let filter = args.iter().skip(1).find(|a| !a.starts_with('-'));
+    if args.iter().all(|a| a != "--list")
+        && filter.is_none_or(|f| "open_fresh_process".contains(f.as_str()))
+    {
+        open_fresh_process();
     }
     Criterion::default().configure_from_args().final_summary();
 }

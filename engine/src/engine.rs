@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, bounded};
 
-use crate::error::{Error, Limit, Result};
+use crate::error::{Error, Invalid, Limit, Result};
 use crate::event::{Event, encode_batch};
 use crate::lock::lock_dir;
 use crate::log::writer::{Msg, Shared, Writer};
@@ -171,13 +171,15 @@ impl Engine {
         let lock = lock_dir(storage.as_ref(), &dir)?;
         let probe = Store::probe(&storage, &dir)?;
         let prealloc = options.preallocate.then_some(options.segment_bytes_max);
+        let verify_from = probe.verify_from();
         let recovered = recovery::recover(
             storage.as_ref(),
             &log_dir,
             options.recovery,
             prealloc,
-            probe.verify_from(),
+            verify_from,
         )?;
+        let resume_at = recovered.resume_at;
         let shared = Arc::new(Shared::default());
         // The writer creates the first segment of a new log before the views
         // file records the log's id: a crash in between leaves a log whose
@@ -197,7 +199,9 @@ impl Engine {
         let opened = Store::attach(probe, &storage, &dir, log_id, log_first, log_last)?;
         let applied_lsn = opened.applied_lsn;
         let views = Arc::new(Views::new(applied_lsn, Some(opened.store)));
-        let mut replay = replay_into(&views, &storage, &dir, applied_lsn.next())?;
+        let from = applied_lsn.next();
+        let hint = resume_at.filter(|_| from == verify_from);
+        let mut replay = replay_into(&views, &storage, &dir, from, log_last, hint)?;
         replay.views_rebuilt = opened.rebuilt;
         replay.open_duration = opened_at.elapsed();
         writer.set_views(Arc::clone(&views));
@@ -430,15 +434,21 @@ struct ReplayStats {
 
 /// Applies every batch of the recovered log from `from` on to `views` and
 /// publishes it.
+/// `hint` is where recovery found the frame `from`: (segment base, offset).
 fn replay_into(
     views: &Views,
     storage: &Arc<dyn Storage>,
     dir: &Path,
     from: Lsn,
+    until: Lsn,
+    hint: Option<(Lsn, u64)>,
 ) -> Result<ReplayStats> {
     let start = std::time::Instant::now();
     let reader = LogReader::open_on(Arc::clone(storage), dir)?;
-    let mut cursor = reader.cursor(from);
+    let mut cursor = match hint {
+        Some((base, offset)) => reader.cursor_at(from, base, offset),
+        None => reader.cursor(from),
+    };
     let mut stats = ReplayStats {
         from,
         ..ReplayStats::default()
@@ -450,6 +460,20 @@ fn replay_into(
         stats.batches += 1;
         stats.events += events.len() as u64;
         last = Some(frame.lsn());
+    }
+    // Recovery proved every frame up to `until` valid; a cursor that stops
+    // before it (it treats a bad frame at the log's end as a tail still
+    // being written) means the bytes changed under us: refuse, never open
+    // with views that silently miss acknowledged batches.
+    let reached = last.unwrap_or(Lsn(from.0 - 1));
+    if reached < until {
+        let stop = cursor.tail().cloned();
+        return Err(Error::Corruption {
+            segment: stop.as_ref().map(|t| t.segment.clone()).unwrap_or_default(),
+            offset: stop.as_ref().map_or(0, |t| t.offset),
+            expected_lsn: reached.next(),
+            reason: stop.and_then(|t| t.invalid).unwrap_or(Invalid::Truncated),
+        });
     }
     if let Some(lsn) = last {
         views.publish(lsn);

@@ -177,6 +177,17 @@ impl LogReader {
             offset: 0,
             seed: None,
             tail: None,
+            hint: None,
+        }
+    }
+
+    /// A cursor at `from`, whose frame recovery found at `offset` in the
+    /// segment based at `base`: it starts there instead of walking the
+    /// segment from its first frame.
+    pub(crate) fn cursor_at(&self, from: Lsn, base: Lsn, offset: u64) -> Cursor {
+        Cursor {
+            hint: Some((base, offset)),
+            ..self.cursor(from)
         }
     }
 }
@@ -203,6 +214,8 @@ pub struct Cursor {
     offset: u64,
     seed: Option<u32>,
     tail: Option<TailStop>,
+    /// Where the frame `next_lsn` starts, if known: (segment base, offset).
+    hint: Option<(Lsn, u64)>,
 }
 
 /// Bytes a cursor reads at a time: big enough that a read costs little per
@@ -500,14 +513,49 @@ impl Cursor {
         }
         self.seg = Some(seg);
         self.offset = SEGMENT_HEADER_BYTES as u64;
-        // Skip the frames before `next_lsn` in this segment.
+        // Skip the frames before `next_lsn` in this segment by their length
+        // and LSN fields: the caller does not read them, so their CRC and
+        // payload need no checking (an open replays from the middle of the
+        // last segment this way). A header that does not fit the walk (a
+        // damaged length, the tail) is left to `advance`, which verifies.
+        if let Some((hint_base, offset)) = self.hint.take()
+            && hint_base == base
+        {
+            // Recovery walked to this frame already.
+            self.offset = offset;
+            return Ok(true);
+        }
         let target = self.next_lsn;
         self.next_lsn = base;
         while self.next_lsn < target {
+            if self.skip_unread_frame()? {
+                continue;
+            }
             if self.advance()?.is_none() {
                 break;
             }
         }
         Ok(self.seg.is_some())
+    }
+
+    /// Steps over the frame at the cursor by its header's length if its
+    /// header is whole and names the expected LSN. Returns whether it did.
+    fn skip_unread_frame(&mut self) -> Result<bool> {
+        let Some(seg) = self.seg.as_mut() else {
+            return Ok(false);
+        };
+        let (start, end) = seg.window(self.offset, FRAME_HEADER_BYTES)?;
+        if end - start < FRAME_HEADER_BYTES {
+            return Ok(false);
+        }
+        let head = &seg.buf[start..start + FRAME_HEADER_BYTES];
+        let len = u32::from_le_bytes(head[4..8].try_into().expect("four bytes"));
+        let lsn = u64::from_le_bytes(head[8..16].try_into().expect("eight bytes"));
+        if len == 0 || lsn != self.next_lsn.0 || u64::from(len) > FRAME_PAYLOAD_BYTES_MAX {
+            return Ok(false);
+        }
+        self.offset += frame_len(len as usize) as u64;
+        self.next_lsn = self.next_lsn.next();
+        Ok(true)
     }
 }

@@ -93,6 +93,9 @@ pub(crate) struct Recovered {
     pub tail: Option<(Lsn, PathBuf, u64)>,
     /// The LSN of the next frame.
     pub next_lsn: Lsn,
+    /// Where the frame `verify_from` starts, if recovery walked past it:
+    /// (segment base, offset). Replay starts there.
+    pub resume_at: Option<(Lsn, u64)>,
 }
 
 enum SegmentEnd {
@@ -144,6 +147,8 @@ fn scan(seg: &LoadedSegment, seed: u32, expected: &mut Lsn, last: bool) -> (Segm
 /// What [`scan_clean_last`] found in a cleanly ending segment.
 struct CleanEnd {
     log_id: u128,
+    /// The offset of the frame `verify_from`, if the segment holds it.
+    resume_offset: Option<u64>,
     frames: u64,
     /// The LSN after the last frame.
     next: Lsn,
@@ -188,6 +193,7 @@ fn scan_clean_last(
     let mut offset = SEGMENT_HEADER_BYTES as u64;
     let mut next = base;
     let mut frames = 0u64;
+    let mut resume_offset = None;
     while next < verify_from {
         let (start, end) = seg.window(offset, FRAME_HEADER_BYTES)?;
         if end - start < FRAME_HEADER_BYTES {
@@ -204,6 +210,9 @@ fn scan_clean_last(
         frames += 1;
     }
     loop {
+        if next == verify_from {
+            resume_offset = Some(offset);
+        }
         let (start, decoded) = seg.decode_at(offset, seed, next)?;
         match decoded {
             Decoded::Frame(info) => {
@@ -238,6 +247,7 @@ fn scan_clean_last(
     }
     Ok(Some(CleanEnd {
         log_id: header.log_id,
+        resume_offset,
         frames,
         next,
         end: offset,
@@ -296,6 +306,7 @@ pub(crate) fn recover(
     let mut log_id: Option<u128> = None;
     let mut expected: Option<Lsn> = None;
     let mut tail: Option<(Lsn, PathBuf, u64)> = None;
+    let mut resume_at = None;
     let count = segments.len();
     for (i, (base, path)) in segments.iter().enumerate() {
         let last = i + 1 == count;
@@ -364,6 +375,7 @@ pub(crate) fn recover(
             log_id = Some(clean.log_id);
             expected = Some(clean.next);
             tail = Some((*base, path.clone(), clean.end));
+            resume_at = clean.resume_offset.map(|offset| (*base, offset));
             break;
         }
         let seg = LoadedSegment::load(storage, path, 0)?;
@@ -493,6 +505,7 @@ pub(crate) fn recover(
         log_id: tail.as_ref().and(log_id),
         next_lsn: expected.unwrap_or(Lsn(1)),
         tail,
+        resume_at,
     })
 }
 
