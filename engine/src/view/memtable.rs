@@ -192,6 +192,10 @@ impl Memtable {
 
     /// Whether any range tombstone here hides `key` written at `written`.
     pub fn masks(&self, key: &[u8], written: Version, at_lsn: u64) -> bool {
+        // The common case, checked without pinning an epoch.
+        if self.ranges.is_empty() {
+            return false;
+        }
         self.ranges
             .iter()
             .any(|e| e.value().masks(key, written, at_lsn))
