@@ -107,6 +107,20 @@ pub(crate) struct FrameInfo {
     pub next: usize,
 }
 
+/// The length of the frame whose header starts `buf`, if the header is
+/// whole, names `expected` as its LSN and a plausible payload length; for
+/// stepping over frames nobody reads. Checks no CRC: a caller must treat a
+/// `None` (or a later mismatch) by decoding with [`decode_frame`].
+pub(crate) fn peek_frame_len(buf: &[u8], expected: Lsn) -> Option<usize> {
+    let head = buf.get(..FRAME_HEADER_BYTES)?;
+    let len = u32::from_le_bytes(head[4..8].try_into().expect("four bytes"));
+    let lsn = u64::from_le_bytes(head[8..16].try_into().expect("eight bytes"));
+    if len == 0 || lsn != expected.0 || u64::from(len) > FRAME_PAYLOAD_BYTES_MAX {
+        return None;
+    }
+    Some(frame_len(len as usize))
+}
+
 /// What [`decode_frame`] found at a position.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Decoded {

@@ -17,7 +17,7 @@ use rkyv::util::AlignedVec;
 use super::Lsn;
 use super::frame::{
     Decoded, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, FrameInfo, crc_seed, decode_frame,
-    frame_len,
+    frame_len, peek_frame_len,
 };
 use super::segment::{HeaderError, SEGMENT_HEADER_BYTES, SegmentHeader, list_segments};
 use crate::error::{Error, Invalid, Result};
@@ -545,16 +545,10 @@ impl Cursor {
             return Ok(false);
         };
         let (start, end) = seg.window(self.offset, FRAME_HEADER_BYTES)?;
-        if end - start < FRAME_HEADER_BYTES {
+        let Some(len) = peek_frame_len(&seg.buf[start..end], self.next_lsn) else {
             return Ok(false);
-        }
-        let head = &seg.buf[start..start + FRAME_HEADER_BYTES];
-        let len = u32::from_le_bytes(head[4..8].try_into().expect("four bytes"));
-        let lsn = u64::from_le_bytes(head[8..16].try_into().expect("eight bytes"));
-        if len == 0 || lsn != self.next_lsn.0 || u64::from(len) > FRAME_PAYLOAD_BYTES_MAX {
-            return Ok(false);
-        }
-        self.offset += frame_len(len as usize) as u64;
+        };
+        self.offset += len as u64;
         self.next_lsn = self.next_lsn.next();
         Ok(true)
     }

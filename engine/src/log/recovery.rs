@@ -26,8 +26,7 @@ use std::path::{Path, PathBuf};
 
 use super::Lsn;
 use super::frame::{
-    Decoded, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, crc_seed, decode_frame,
-    find_frame_vouching_for, frame_len,
+    Decoded, FRAME_HEADER_BYTES, crc_seed, decode_frame, find_frame_vouching_for, peek_frame_len,
 };
 use super::reader::{LoadedSegment, check_header};
 use super::segment::{SEGMENT_HEADER_BYTES, list_segments};
@@ -196,16 +195,10 @@ fn scan_clean_last(
     let mut resume_offset = None;
     while next < verify_from {
         let (start, end) = seg.window(offset, FRAME_HEADER_BYTES)?;
-        if end - start < FRAME_HEADER_BYTES {
+        let Some(len) = peek_frame_len(&seg.buf[start..end], next) else {
             return Ok(None);
-        }
-        let head = &seg.buf[start..start + FRAME_HEADER_BYTES];
-        let len = u32::from_le_bytes(head[4..8].try_into().expect("four bytes"));
-        let lsn = u64::from_le_bytes(head[8..16].try_into().expect("eight bytes"));
-        if len == 0 || lsn != next.0 || u64::from(len) > FRAME_PAYLOAD_BYTES_MAX {
-            return Ok(None);
-        }
-        offset += frame_len(len as usize) as u64;
+        };
+        offset += len as u64;
         next = next.next();
         frames += 1;
     }
