@@ -50,7 +50,9 @@ struct Inner {
     _lock: LockGuard,
 }
 
-/// Counters since the engine was opened.
+/// Counters since the engine was opened. Cheap to take: every field is a
+/// counter or a copy. Bytes per tenant and per run need a scan of the
+/// views: [`Engine::sizes`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -363,6 +365,17 @@ impl Engine {
         ViewReader {
             views: Arc::clone(&self.inner.views),
         }
+    }
+
+    /// Live state bytes per run and per tenant, for size accounting: a
+    /// scan of every view, so its cost grows with the state (unlike
+    /// [`Engine::stats`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Views`] or [`Error::CorruptView`] if a view cannot be read.
+    pub fn sizes(&self) -> Result<crate::Sizes> {
+        self.views().sizes()
     }
 
     /// What recovery found and did when this engine opened.
