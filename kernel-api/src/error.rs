@@ -1,0 +1,33 @@
+//! The kernel's one error type.
+
+/// What went wrong in a kernel call. Every misuse is one of these, naming
+/// what was wrong; none panics.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A `TaskRef` (or run or task name) that cannot be used.
+    #[error("invalid task reference: {0}")]
+    InvalidRef(String),
+    /// A URL `Kernel::open_url` does not know.
+    #[error("unsupported state URL {url:?}: use file:///path or memory://")]
+    UnsupportedUrl {
+        /// The URL given.
+        url: String,
+    },
+    /// A value that does not serialize or deserialize as the JSON asked for.
+    #[error("value of key {key:?} is not the JSON expected: {source}")]
+    Json {
+        /// The key.
+        key: String,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An error from the storage engine below (I/O, limits, poisoned,
+    /// closed, corruption).
+    #[error(transparent)]
+    Engine(#[from] waymark_engine::Error),
+}
+
+/// The kernel's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
