@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::json;
 use waymark_engine::storage::SimDisk;
 use waymark_engine::{Engine, Options};
-use waymark_kernel::{EngineBackend, Error, Kernel, TaskRef};
+use waymark_kernel::{EngineBackend, Error, Kernel, RunRef, TaskRef, TaskStatus};
 
 /// A kernel that can be closed and reopened on the same state.
 struct Harness {
@@ -315,4 +315,155 @@ fn threads_share_one_kernel() {
         let names: Vec<&str> = tasks.iter().map(String::as_str).collect();
         assert_eq!(agg.pull_all("k49", &names).unwrap().len(), 4);
     });
+}
+
+#[test]
+fn lifecycle_transitions_are_validated_and_recorded() {
+    each(|h| {
+        let k = h.kernel();
+        let t1 = ti("ocr", 1);
+        k.schedule(&t1).unwrap();
+        assert!(matches!(
+            k.succeed(&t1, b"early".to_vec()),
+            Err(Error::InvalidTransition {
+                from: "scheduled",
+                to: "succeeded",
+                ..
+            })
+        ));
+        k.start(&t1).unwrap();
+        k.succeed(&t1, b"ok".to_vec()).unwrap();
+        assert!(matches!(k.start(&t1), Err(Error::InvalidTransition { .. })));
+        let t2 = ti("tables", 1);
+        k.start(&t2).unwrap();
+        k.fail(&t2, "timeout", "transient").unwrap();
+        drop(k);
+        h.reopen();
+        let k = h.kernel();
+        let rec = k.task(&t1).unwrap().unwrap();
+        assert_eq!(rec.latest_try, 1);
+        assert_eq!(
+            rec.status,
+            TaskStatus::Succeeded {
+                result: b"ok".to_vec()
+            }
+        );
+        let a = &rec.attempts[0];
+        assert_eq!(a.worker, "test-worker");
+        assert!(a.started_micros.is_some() && a.finished_micros >= a.started_micros);
+        let rec = k.task(&t2).unwrap().unwrap();
+        assert!(matches!(rec.status, TaskStatus::Failed { ref kind, .. } if kind == "transient"));
+        assert_eq!(k.task(&ti("never", 1)).unwrap(), None);
+    });
+}
+
+#[test]
+fn clear_for_retry_clears_every_attempt_and_keeps_task_state() {
+    each(|h| {
+        let k = h.kernel();
+        let t1 = ti("extract", 1);
+        let ctx = k.context(t1.clone());
+        ctx.set("partial", b"p1").unwrap();
+        ctx.set_task_state("cursor", b"page-3").unwrap();
+        k.start(&t1).unwrap();
+        k.fail(&t1, "boom", "transient").unwrap();
+        let t2 = k.clear_for_retry(&t1).unwrap();
+        assert_eq!(t2.try_number(), 2);
+        let ctx2 = k.context(t2.clone());
+        ctx2.set("partial", b"p2").unwrap();
+        let t3 = k.clear_for_retry(&t2).unwrap();
+        assert_eq!(
+            t3.try_number(),
+            3,
+            "next after the latest try with a status or given"
+        );
+        drop((k, ctx, ctx2));
+        h.reopen();
+        let k = h.kernel();
+        assert_eq!(k.context(t1.clone()).get("partial").unwrap(), None);
+        assert_eq!(k.context(t2.clone()).get("partial").unwrap(), None);
+        assert_eq!(
+            k.context(t3.clone()).task_state("cursor").unwrap(),
+            Some(b"page-3".to_vec())
+        );
+        // The failure is still in the task's history.
+        assert!(matches!(
+            k.task(&t1).unwrap().unwrap().attempts[0].status,
+            TaskStatus::Failed { .. }
+        ));
+    });
+}
+
+#[test]
+fn resume_reports_and_records_interrupted_tasks() {
+    each(|h| {
+        let k = h.kernel();
+        let run = RunRef::new("acme", "documents", "run-42").unwrap();
+        let done = run.task("ingest").unwrap();
+        k.start(&done).unwrap();
+        k.succeed(&done, b"ok".to_vec()).unwrap();
+        let busy = run.task("ocr").unwrap().with_try(2).unwrap();
+        k.start(&busy).unwrap();
+        let waiting = run.task("tables").unwrap();
+        k.schedule(&waiting).unwrap();
+        drop(k);
+        h.reopen(); // the "crash"
+        let k = h.kernel();
+        let state = k.resume(&run).unwrap();
+        let by_task: BTreeMap<&str, &waymark_kernel::TaskResume> =
+            state.tasks.iter().map(|t| (t.ti.task_id(), t)).collect();
+        assert_eq!(by_task.len(), 3);
+        assert!(by_task["ocr"].interrupted);
+        assert_eq!(by_task["ocr"].ti.try_number(), 2);
+        assert_eq!(by_task["ocr"].status, TaskStatus::Interrupted);
+        assert!(!by_task["ingest"].interrupted);
+        assert_eq!(by_task["tables"].status, TaskStatus::Scheduled);
+        assert_eq!(state.succeeded().count(), 1);
+        assert_eq!(state.to_retry().count(), 1);
+        // Recorded: a second resume finds nothing running.
+        let again = k.resume(&run).unwrap();
+        assert!(again.tasks.iter().all(|t| !t.interrupted));
+        assert_eq!(
+            k.task(&busy).unwrap().unwrap().status,
+            TaskStatus::Interrupted
+        );
+    });
+}
+
+#[test]
+fn retry_policy_answers_retry_and_delay() {
+    use std::time::Duration;
+    use waymark_kernel::{Backoff, RetryPolicy};
+    let secs = Duration::from_secs;
+    let fixed = RetryPolicy::new(3).backoff(Backoff::Fixed(secs(5)));
+    assert_eq!(fixed.delay_without_jitter(1, "any"), Some(secs(5)));
+    assert_eq!(fixed.delay_without_jitter(2, "any"), Some(secs(5)));
+    assert_eq!(fixed.delay_without_jitter(3, "any"), None);
+    let linear = RetryPolicy::new(10).backoff(Backoff::Linear {
+        base: secs(1),
+        step: secs(2),
+    });
+    assert_eq!(linear.delay_without_jitter(4, "x"), Some(secs(7)));
+    let exp = RetryPolicy::new(50)
+        .backoff(Backoff::Exponential {
+            base: secs(1),
+            factor: 2.0,
+        })
+        .max_delay(secs(60));
+    assert_eq!(exp.delay_without_jitter(3, "x"), Some(secs(4)));
+    assert_eq!(exp.delay_without_jitter(40, "x"), Some(secs(60)), "capped");
+    let kinds = RetryPolicy::new(5).retry_only(["transient", "timeout"]);
+    assert!(kinds.delay_without_jitter(1, "timeout").is_some());
+    assert!(kinds.delay_without_jitter(1, "bad-input").is_none());
+    let jittered = RetryPolicy::new(5)
+        .backoff(Backoff::Fixed(secs(10)))
+        .jitter(0.5);
+    assert_eq!(jittered.delay(1, "x", 0.0), Some(secs(5)));
+    assert_eq!(jittered.delay(1, "x", 0.5), Some(secs(10)));
+    assert!(jittered.delay(1, "x", 0.999).unwrap() < secs(15));
+    assert_eq!(
+        RetryPolicy::new(1).delay_without_jitter(1, "x"),
+        None,
+        "one attempt: no retry"
+    );
 }

@@ -8,6 +8,16 @@ pub enum Error {
     /// A `TaskRef` (or run or task name) that cannot be used.
     #[error("invalid task reference: {0}")]
     InvalidRef(String),
+    /// A task status change that the lifecycle does not allow.
+    #[error("task {task}: cannot go from {from} to {to}")]
+    InvalidTransition {
+        /// The task attempt.
+        task: String,
+        /// Its current status ("none" if it has none).
+        from: &'static str,
+        /// The status asked for.
+        to: &'static str,
+    },
     /// A URL `Kernel::open_url` does not know.
     #[error("unsupported state URL {url:?}: use file:///path or memory://")]
     UnsupportedUrl {

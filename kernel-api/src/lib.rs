@@ -31,11 +31,14 @@ mod backend;
 mod context;
 mod error;
 mod kernel;
+mod lifecycle;
 mod task_ref;
 
 pub use backend::{Backend, EngineBackend};
 pub use context::{Batch, Entry, Pulled, RunContext};
 pub use error::{Error, Result};
 pub use kernel::{Kernel, KernelBuilder};
+pub use lifecycle::{Backoff, RetryPolicy, RunRef, RunState, TaskResume};
 pub use task_ref::{NAME_BYTES_MAX, TaskRef};
 pub use waymark_engine as engine;
+pub use waymark_engine::{TaskRecord, TaskStatus};
