@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::json;
 use waymark_engine::storage::SimDisk;
 use waymark_engine::{Engine, Options};
-use waymark_kernel::{EngineBackend, Error, Kernel, RunRef, TaskRef, TaskStatus};
+use waymark_kernel::{EngineBackend, Error, Kernel, RunRef, RunStatus, TaskRef, TaskStatus};
 
 /// A kernel that can be closed and reopened on the same state.
 struct Harness {
@@ -466,4 +466,230 @@ fn retry_policy_answers_retry_and_delay() {
         None,
         "one attempt: no retry"
     );
+}
+
+#[test]
+fn checkpoints_capture_restore_list_and_prune() {
+    each(|h| {
+        let k = h.kernel();
+        let run = RunRef::new("acme", "documents", "run-42").unwrap();
+        let ocr = k.context(run.task("ocr").unwrap());
+        ocr.set("text", b"v1").unwrap();
+        ocr.set_task_state("cursor", b"c1").unwrap();
+        k.set_shared(&run, "model", b"m1", false).unwrap();
+        k.checkpoint(&run, "before-tables").unwrap();
+        ocr.set("text", b"v2").unwrap();
+        ocr.set("extra", b"x").unwrap();
+        ocr.set_task_state("cursor", b"c2").unwrap();
+        k.set_shared(&run, "model", b"m2", false).unwrap();
+        k.checkpoint(&run, "after-tables").unwrap();
+        drop((k, ocr));
+        h.reopen();
+        let k = h.kernel();
+        let ocr = k.context(run.task("ocr").unwrap());
+        let list = k.checkpoints(&run).unwrap();
+        let names: Vec<&str> = list.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["before-tables", "after-tables"]);
+        assert!(list.iter().all(|c| c.size_bytes > 0 && c.ts_micros > 0));
+        k.restore(&run, "before-tables").unwrap();
+        assert_eq!(ocr.get("text").unwrap(), Some(b"v1".to_vec()));
+        assert_eq!(ocr.get("extra").unwrap(), None);
+        assert_eq!(ocr.task_state("cursor").unwrap(), Some(b"c1".to_vec()));
+        assert_eq!(k.shared(&run, "model").unwrap(), Some(b"m1".to_vec()));
+        // History is not rewritten: the later checkpoint still restores.
+        k.restore(&run, "after-tables").unwrap();
+        assert_eq!(ocr.get("extra").unwrap(), Some(b"x".to_vec()));
+        assert!(matches!(
+            k.restore(&run, "nope"),
+            Err(Error::UnknownCheckpoint { .. })
+        ));
+        k.checkpoint(&run, "third").unwrap();
+        let pruned = k.prune_checkpoints(&run, Some(1), None).unwrap();
+        assert_eq!(pruned, ["before-tables", "after-tables"]);
+        let left: Vec<String> = k
+            .checkpoints(&run)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(left, ["third"]);
+        let pruned = k
+            .prune_checkpoints(&run, None, Some(std::time::Duration::ZERO))
+            .unwrap();
+        assert_eq!(pruned, ["third"], "older than zero");
+    });
+}
+
+/// A backend that flips a byte of every checkpoint it returns: what a
+/// corrupted checkpoint looks like to the kernel.
+#[derive(Debug)]
+struct Tampering(EngineBackend);
+
+impl waymark_kernel::Backend for Tampering {
+    fn append(
+        &self,
+        batch: Vec<waymark_engine::Event>,
+    ) -> waymark_kernel::Result<waymark_engine::Lsn> {
+        self.0.append(batch)
+    }
+    fn get(
+        &self,
+        a: &waymark_engine::AttemptScope,
+        k: &str,
+    ) -> waymark_kernel::Result<Option<waymark_engine::KvValue>> {
+        self.0.get(a, k)
+    }
+    fn attempt_entries(
+        &self,
+        a: &waymark_engine::AttemptScope,
+    ) -> waymark_kernel::Result<Vec<(String, waymark_engine::KvValue)>> {
+        self.0.attempt_entries(a)
+    }
+    fn task_attempt_entries(
+        &self,
+        t: &waymark_engine::TaskScope,
+    ) -> waymark_kernel::Result<Vec<(u32, String, waymark_engine::KvValue)>> {
+        self.0.task_attempt_entries(t)
+    }
+    fn task_state(
+        &self,
+        t: &waymark_engine::TaskScope,
+        k: &str,
+    ) -> waymark_kernel::Result<Option<waymark_engine::KvValue>> {
+        self.0.task_state(t, k)
+    }
+    fn task_state_entries(
+        &self,
+        t: &waymark_engine::TaskScope,
+    ) -> waymark_kernel::Result<Vec<(String, waymark_engine::KvValue)>> {
+        self.0.task_state_entries(t)
+    }
+    fn task(
+        &self,
+        t: &waymark_engine::TaskScope,
+    ) -> waymark_kernel::Result<Option<waymark_engine::TaskRecord>> {
+        self.0.task(t)
+    }
+    fn tasks(
+        &self,
+        r: &waymark_engine::RunScope,
+    ) -> waymark_kernel::Result<Vec<(String, waymark_engine::TaskRecord)>> {
+        self.0.tasks(r)
+    }
+    fn run(
+        &self,
+        r: &waymark_engine::RunScope,
+    ) -> waymark_kernel::Result<Option<waymark_engine::RunRecord>> {
+        self.0.run(r)
+    }
+    fn runs(
+        &self,
+        t: &str,
+        d: Option<&str>,
+    ) -> waymark_kernel::Result<Vec<(waymark_engine::RunScope, waymark_engine::RunRecord)>> {
+        self.0.runs(t, d)
+    }
+    fn shared(
+        &self,
+        r: &waymark_engine::RunScope,
+        k: &str,
+    ) -> waymark_kernel::Result<Option<waymark_engine::SharedValue>> {
+        self.0.shared(r, k)
+    }
+    fn checkpoint(
+        &self,
+        r: &waymark_engine::RunScope,
+        n: &str,
+    ) -> waymark_kernel::Result<Option<waymark_engine::CheckpointRecord>> {
+        Ok(self.0.checkpoint(r, n)?.map(|mut c| {
+            if let Some(b) = c.capture.first_mut() {
+                *b ^= 1;
+            }
+            c
+        }))
+    }
+    fn checkpoints(
+        &self,
+        r: &waymark_engine::RunScope,
+    ) -> waymark_kernel::Result<Vec<(String, waymark_engine::CheckpointRecord)>> {
+        self.0.checkpoints(r)
+    }
+}
+
+#[test]
+fn a_checkpoint_that_fails_its_checksum_is_not_restored() {
+    let engine =
+        Engine::open_with(Arc::new(SimDisk::new(5)), "/state", Options::default()).unwrap();
+    let k = Kernel::on(Tampering(EngineBackend::new(engine)), "w");
+    let run = RunRef::new("acme", "documents", "run-42").unwrap();
+    k.context(run.task("ocr").unwrap())
+        .set("text", b"v1")
+        .unwrap();
+    k.checkpoint(&run, "c").unwrap();
+    k.context(run.task("ocr").unwrap())
+        .set("text", b"v2")
+        .unwrap();
+    assert!(matches!(
+        k.restore(&run, "c"),
+        Err(Error::ChecksumMismatch { .. })
+    ));
+    assert_eq!(
+        k.context(run.task("ocr").unwrap()).get("text").unwrap(),
+        Some(b"v2".to_vec()),
+        "nothing restored"
+    );
+}
+
+#[test]
+fn shared_variables_and_runs() {
+    each(|h| {
+        let k = h.kernel();
+        let parent = RunRef::new("acme", "documents", "run-42").unwrap();
+        let child = RunRef::new("acme", "pages", "run-42.p1").unwrap();
+        let other = RunRef::new("acme", "documents", "run-43").unwrap();
+        let beta = RunRef::new("beta", "documents", "run-42").unwrap();
+        k.set_shared(&parent, "threshold", b"0.8", true).unwrap();
+        assert!(matches!(
+            k.set_shared(&parent, "threshold", b"0.9", true),
+            Err(Error::ImmutableShared { .. })
+        ));
+        k.set_shared(&parent, "mutable", b"1", false).unwrap();
+        k.set_shared(&parent, "mutable", b"2", false).unwrap();
+        k.set_run_status(&parent, RunStatus::Running, None).unwrap();
+        k.set_run_status(&child, RunStatus::Running, Some((&parent, "split")))
+            .unwrap();
+        k.set_run_status(&other, RunStatus::Succeeded, None)
+            .unwrap();
+        k.set_run_status(&beta, RunStatus::Running, None).unwrap();
+        k.start(&parent.task("split").unwrap()).unwrap();
+        drop(k);
+        h.reopen();
+        let k = h.kernel();
+        assert_eq!(
+            k.shared(&parent, "threshold").unwrap(),
+            Some(b"0.8".to_vec())
+        );
+        assert_eq!(k.shared(&parent, "mutable").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(k.shared(&other, "threshold").unwrap(), None);
+        let acme: Vec<String> = k
+            .runs("acme", None)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run.run_id().to_string())
+            .collect();
+        assert_eq!(acme.len(), 3);
+        let docs = k.runs("acme", Some("documents")).unwrap();
+        assert_eq!(docs.len(), 2);
+        let p = k.run(&parent).unwrap().unwrap();
+        assert_eq!(p.status, RunStatus::Running);
+        assert_eq!(p.task_counts.running, 1);
+        let children = k.children(&parent).unwrap();
+        assert_eq!(children.len(), 1);
+        assert_eq!(children[0].run, child);
+        k.purge_run(&parent).unwrap();
+        assert_eq!(k.run(&parent).unwrap(), None);
+        assert_eq!(k.shared(&parent, "threshold").unwrap(), None);
+        assert!(k.run(&other).unwrap().is_some(), "other runs untouched");
+        assert!(k.run(&beta).unwrap().is_some(), "other tenants untouched");
+    });
 }

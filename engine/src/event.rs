@@ -199,6 +199,13 @@ pub enum EventBody {
         /// The run.
         run: RunScope,
     },
+    /// Deletes a named checkpoint of a run (checkpoint retention).
+    DeleteCheckpoint {
+        /// The run.
+        run: RunScope,
+        /// The checkpoint's name.
+        name: String,
+    },
 }
 
 /// One change, with the time it was made.
@@ -244,6 +251,7 @@ impl Event {
             EventBody::RestoreCheckpoint { .. } => "restore_checkpoint",
             EventBody::SharedPut { .. } => "shared_put",
             EventBody::PurgeRun { .. } => "purge_run",
+            EventBody::DeleteCheckpoint { .. } => "delete_checkpoint",
         }
     }
 
@@ -301,7 +309,9 @@ impl Event {
                     names.push(&parent.task);
                 }
             }
-            EventBody::Checkpoint { run, name } | EventBody::RestoreCheckpoint { run, name } => {
+            EventBody::Checkpoint { run, name }
+            | EventBody::RestoreCheckpoint { run, name }
+            | EventBody::DeleteCheckpoint { run, name } => {
                 run.names(&mut names);
                 names.push(name);
             }

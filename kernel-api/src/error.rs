@@ -18,6 +18,30 @@ pub enum Error {
         /// The status asked for.
         to: &'static str,
     },
+    /// A run-shared variable marked immutable was written again.
+    #[error("shared variable {key:?} of run {run} is immutable and already set")]
+    ImmutableShared {
+        /// The run.
+        run: String,
+        /// The variable.
+        key: String,
+    },
+    /// No checkpoint of that name in that run.
+    #[error("run {run} has no checkpoint named {name:?}")]
+    UnknownCheckpoint {
+        /// The run id.
+        run: String,
+        /// The checkpoint's name.
+        name: String,
+    },
+    /// A checkpoint's captured state no longer matches its checksum.
+    #[error("checkpoint {name:?} of run {run} fails its checksum: not restored")]
+    ChecksumMismatch {
+        /// The run id.
+        run: String,
+        /// The checkpoint's name.
+        name: String,
+    },
     /// A URL `Kernel::open_url` does not know.
     #[error("unsupported state URL {url:?}: use file:///path or memory://")]
     UnsupportedUrl {

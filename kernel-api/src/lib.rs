@@ -32,6 +32,7 @@ mod context;
 mod error;
 mod kernel;
 mod lifecycle;
+mod runs;
 mod task_ref;
 
 pub use backend::{Backend, EngineBackend};
@@ -39,6 +40,7 @@ pub use context::{Batch, Entry, Pulled, RunContext};
 pub use error::{Error, Result};
 pub use kernel::{Kernel, KernelBuilder};
 pub use lifecycle::{Backoff, RetryPolicy, RunRef, RunState, TaskResume};
+pub use runs::{CheckpointInfo, RunInfo};
 pub use task_ref::{NAME_BYTES_MAX, TaskRef};
 pub use waymark_engine as engine;
-pub use waymark_engine::{TaskRecord, TaskStatus};
+pub use waymark_engine::{RunRecord, RunStatus, TaskRecord, TaskStatus};

@@ -117,6 +117,9 @@ impl Model {
                     r.shared.insert(key.clone(), (value.clone(), *immutable));
                 }
             }
+            EventBody::DeleteCheckpoint { run, name } => {
+                self.run(run).checkpoints.remove(name);
+            }
             EventBody::PurgeRun { run } => {
                 self.runs.remove(run);
             }
@@ -366,7 +369,8 @@ pub fn event(universe: &Universe) -> impl Strategy<Value = Event> + use<> {
             EventBody::SharedPut { run, key, value, immutable }
         }),
         1 => (run.clone(), checkpoint.clone()).prop_map(|(run, name)| EventBody::Checkpoint { run, name }),
-        1 => (run.clone(), checkpoint).prop_map(|(run, name)| EventBody::RestoreCheckpoint { run, name }),
+        1 => (run.clone(), checkpoint.clone()).prop_map(|(run, name)| EventBody::RestoreCheckpoint { run, name }),
+        1 => (run.clone(), checkpoint.clone()).prop_map(|(run, name)| EventBody::DeleteCheckpoint { run, name }),
         1 => run.prop_map(|run| EventBody::PurgeRun { run }),
     ];
     (body, any::<u32>()).prop_map(|(body, ts)| Event {

@@ -383,6 +383,9 @@ impl Views {
                 };
                 m.insert(&key, version, Some(encode(&record).into()));
             }
+            EventBody::DeleteCheckpoint { run, name } => {
+                m.insert(&checkpoint_key(run, name), version, None);
+            }
             EventBody::PurgeRun { run } => {
                 for table in Table::ALL {
                     let (start, end) = prefix_range(&KeyBuf::new(table).run(run).into_vec());
