@@ -614,6 +614,16 @@ impl waymark_kernel::Backend for Tampering {
     ) -> waymark_kernel::Result<Vec<(String, waymark_engine::CheckpointRecord)>> {
         self.0.checkpoints(r)
     }
+    fn scan_log(
+        &self,
+        from: waymark_engine::Lsn,
+        visit: &mut dyn FnMut(waymark_engine::Lsn, Vec<waymark_engine::Event>) -> bool,
+    ) -> waymark_kernel::Result<()> {
+        self.0.scan_log(from, visit)
+    }
+    fn durable_lsn(&self) -> waymark_engine::Lsn {
+        self.0.durable_lsn()
+    }
 }
 
 #[test]
@@ -692,4 +702,157 @@ fn shared_variables_and_runs() {
         assert!(k.run(&other).unwrap().is_some(), "other runs untouched");
         assert!(k.run(&beta).unwrap().is_some(), "other tenants untouched");
     });
+}
+
+#[test]
+fn history_of_a_task_a_key_a_run_and_a_time_range() {
+    each(|h| {
+        let k = h.kernel();
+        let t1 = ti("ocr", 1);
+        let ctx = k.context(t1.clone());
+        k.start(&t1).unwrap();
+        ctx.set("text", b"v1").unwrap();
+        ctx.set("other", b"o").unwrap();
+        let mid = waymark_engine::Event::now(waymark_engine::EventBody::PurgeRun {
+            run: waymark_engine::RunScope {
+                tenant: "x".into(),
+                dag: "x".into(),
+                run: "x".into(),
+            },
+        })
+        .ts_micros;
+        ctx.set("text", b"v2").unwrap();
+        k.fail(&t1, "boom", "transient").unwrap();
+        let t2 = k.clear_for_retry(&t1).unwrap();
+        k.context(t2.clone()).set("text", b"v3").unwrap();
+        k.context(ti("tables", 1))
+            .set("text", b"elsewhere")
+            .unwrap();
+        drop((k, ctx));
+        h.reopen();
+        let k = h.kernel();
+        let task = k.history_of_task(&t1).unwrap();
+        let kinds: Vec<&str> = task.iter().map(|e| e.event.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "task_status",
+                "put",
+                "put",
+                "put",
+                "task_status",
+                "clear_task",
+                "put"
+            ]
+        );
+        assert!(task.windows(2).all(|w| w[0].lsn < w[1].lsn), "in log order");
+        let key = k.history_of_key(&t1, "text").unwrap();
+        let kinds: Vec<&str> = key.iter().map(|e| e.event.kind()).collect();
+        assert_eq!(kinds, ["put", "put", "clear_task", "put"]);
+        assert_eq!(k.history_of_run(&t1.run_ref()).unwrap().len(), 8);
+        let late = k.events_between(mid, i64::MAX).unwrap();
+        assert_eq!(late.len(), 5, "v2, fail, clear, v3, elsewhere");
+    });
+}
+
+#[test]
+fn a_run_as_of_an_lsn_or_a_time() {
+    use waymark_kernel::At;
+    each(|h| {
+        let k = h.kernel();
+        let t1 = ti("ocr", 1);
+        let ctx = k.context(t1.clone());
+        let first = ctx.set("text", b"v1").unwrap();
+        k.start(&t1).unwrap();
+        let t_mid = waymark_engine::Event::now(waymark_engine::EventBody::PurgeRun {
+            run: t1.run_scope(),
+        })
+        .ts_micros;
+        ctx.set("text", b"v2").unwrap();
+        k.succeed(&t1, b"ok".to_vec()).unwrap();
+        k.context(TaskRef::new("beta", "documents", "run-42", "ocr", 1).unwrap())
+            .set("text", b"other tenant")
+            .unwrap();
+        drop((k, ctx));
+        h.reopen();
+        let k = h.kernel();
+        let then = k.run_as_of(&t1.run_ref(), At::Lsn(first)).unwrap();
+        assert_eq!(
+            then.context(t1.clone()).get("text").unwrap(),
+            Some(b"v1".to_vec())
+        );
+        assert_eq!(then.task(&t1).unwrap(), None, "not started yet");
+        let mid = k.run_as_of(&t1.run_ref(), At::TimeMicros(t_mid)).unwrap();
+        assert_eq!(
+            mid.context(t1.clone()).get("text").unwrap(),
+            Some(b"v1".to_vec())
+        );
+        assert_eq!(mid.task(&t1).unwrap().unwrap().status, TaskStatus::Running);
+        let now = k
+            .run_as_of(&t1.run_ref(), At::Lsn(waymark_engine::Lsn(u64::MAX)))
+            .unwrap();
+        assert_eq!(
+            now.context(t1.clone()).get("text").unwrap(),
+            Some(b"v2".to_vec())
+        );
+        assert!(matches!(
+            now.task(&t1).unwrap().unwrap().status,
+            TaskStatus::Succeeded { .. }
+        ));
+    });
+}
+
+#[test]
+fn watch_delivers_matching_durable_events_and_reports_lag() {
+    use std::time::Duration;
+    use waymark_kernel::{WatchFilter, Watched};
+    let h = Harness::memory();
+    let k = h.kernel();
+    let run = RunRef::new("acme", "documents", "run-42").unwrap();
+    let filter = WatchFilter {
+        run_id: Some("run-42".into()),
+        task_id: Some("ocr".into()),
+        ..WatchFilter::default()
+    };
+    let watch = k.watch(filter, waymark_engine::Lsn(1), 1000).unwrap();
+    let ocr = k.context(run.task("ocr").unwrap());
+    ocr.set("a", b"1").unwrap();
+    k.context(run.task("tables").unwrap())
+        .set("a", b"not watched")
+        .unwrap();
+    ocr.set("b", b"2").unwrap();
+    let mut keys = Vec::new();
+    while keys.len() < 2 {
+        match watch
+            .receiver()
+            .recv_timeout(Duration::from_secs(5))
+            .expect("an event")
+        {
+            Watched::Event(e) => keys.push(e.event.key().unwrap().to_string()),
+            Watched::Lagged { .. } => panic!("no lag with room"),
+        }
+    }
+    assert_eq!(keys, ["a", "b"]);
+    assert!(
+        watch
+            .receiver()
+            .recv_timeout(Duration::from_millis(50))
+            .is_err(),
+        "nothing else"
+    );
+    drop(watch);
+
+    // A subscriber that does not read: writers go on, the watch reports lag.
+    let slow = k
+        .watch(WatchFilter::default(), waymark_engine::Lsn(1), 2)
+        .unwrap();
+    for i in 0..20 {
+        ocr.set("k", i.to_string()).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let mut lagged = false;
+    while let Ok(w) = slow.receiver().recv_timeout(Duration::from_millis(200)) {
+        lagged |= matches!(w, Watched::Lagged { .. });
+    }
+    assert!(lagged, "a full channel is reported as lag");
 }

@@ -255,6 +255,60 @@ impl Event {
         }
     }
 
+    /// The run the event belongs to (every event belongs to one).
+    pub fn run(&self) -> &RunScope {
+        match &self.body {
+            EventBody::Put { attempt, .. }
+            | EventBody::Delete { attempt, .. }
+            | EventBody::TaskStatus { attempt, .. } => &attempt.task.run,
+            EventBody::ClearTask { task }
+            | EventBody::TaskPut { task, .. }
+            | EventBody::TaskDelete { task, .. } => &task.run,
+            EventBody::RunStatus { run, .. }
+            | EventBody::Checkpoint { run, .. }
+            | EventBody::RestoreCheckpoint { run, .. }
+            | EventBody::SharedPut { run, .. }
+            | EventBody::PurgeRun { run }
+            | EventBody::DeleteCheckpoint { run, .. } => run,
+        }
+    }
+
+    /// The task the event belongs to, if it is about one task.
+    pub fn task(&self) -> Option<&str> {
+        match &self.body {
+            EventBody::Put { attempt, .. }
+            | EventBody::Delete { attempt, .. }
+            | EventBody::TaskStatus { attempt, .. } => Some(&attempt.task.task),
+            EventBody::ClearTask { task }
+            | EventBody::TaskPut { task, .. }
+            | EventBody::TaskDelete { task, .. } => Some(&task.task),
+            _ => None,
+        }
+    }
+
+    /// The try number, if the event is about one task attempt.
+    pub fn try_number(&self) -> Option<u32> {
+        match &self.body {
+            EventBody::Put { attempt, .. }
+            | EventBody::Delete { attempt, .. }
+            | EventBody::TaskStatus { attempt, .. } => Some(attempt.try_number),
+            _ => None,
+        }
+    }
+
+    /// The state key, if the event writes one (attempt state, task state or
+    /// a shared variable).
+    pub fn key(&self) -> Option<&str> {
+        match &self.body {
+            EventBody::Put { key, .. }
+            | EventBody::Delete { key, .. }
+            | EventBody::TaskPut { key, .. }
+            | EventBody::TaskDelete { key, .. }
+            | EventBody::SharedPut { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
     /// Checks the event against `limits`, naming the first limit exceeded.
     pub(crate) fn check(&self, limits: &Limits) -> Result<()> {
         let mut names: Vec<&str> = Vec::with_capacity(6);

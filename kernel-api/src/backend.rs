@@ -43,6 +43,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     fn checkpoint(&self, run: &RunScope, name: &str) -> Result<Option<CheckpointRecord>>;
     /// Every checkpoint of a run.
     fn checkpoints(&self, run: &RunScope) -> Result<Vec<(String, CheckpointRecord)>>;
+    /// Calls `visit` with every durable batch from `from` on, in LSN order,
+    /// until it returns `false` or the durable end of the log.
+    fn scan_log(&self, from: Lsn, visit: &mut dyn FnMut(Lsn, Vec<Event>) -> bool) -> Result<()>;
+    /// The highest LSN that is durable (and so may be reported to watchers).
+    fn durable_lsn(&self) -> Lsn;
 }
 
 /// The waymark engine as a [`Backend`].
@@ -105,5 +110,24 @@ impl Backend for EngineBackend {
     }
     fn checkpoints(&self, run: &RunScope) -> Result<Vec<(String, CheckpointRecord)>> {
         Ok(self.views.checkpoints(run)?)
+    }
+    fn scan_log(&self, from: Lsn, visit: &mut dyn FnMut(Lsn, Vec<Event>) -> bool) -> Result<()> {
+        let durable = self.durable_lsn();
+        let reader = self.engine.reader();
+        let mut cursor = reader.cursor(from);
+        while let Some(frame) = cursor.next_frame()? {
+            if frame.lsn() > durable {
+                break;
+            }
+            if !visit(frame.lsn(), frame.decode()?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+    fn durable_lsn(&self) -> Lsn {
+        // Under `Durability::None` or `Periodic`, what was acknowledged may
+        // not be synced yet; the engine's own count says what is.
+        self.engine.stats().durable_lsn
     }
 }

@@ -30,17 +30,21 @@
 mod backend;
 mod context;
 mod error;
+mod history;
 mod kernel;
 mod lifecycle;
 mod runs;
 mod task_ref;
+mod watch;
 
 pub use backend::{Backend, EngineBackend};
 pub use context::{Batch, Entry, Pulled, RunContext};
 pub use error::{Error, Result};
+pub use history::{At, LoggedEvent};
 pub use kernel::{Kernel, KernelBuilder};
 pub use lifecycle::{Backoff, RetryPolicy, RunRef, RunState, TaskResume};
 pub use runs::{CheckpointInfo, RunInfo};
 pub use task_ref::{NAME_BYTES_MAX, TaskRef};
+pub use watch::{Watch, WatchFilter, Watched};
 pub use waymark_engine as engine;
 pub use waymark_engine::{RunRecord, RunStatus, TaskRecord, TaskStatus};

@@ -1,0 +1,150 @@
+//! Watch: durable events as they happen, over a crossbeam channel.
+//!
+//! A watcher thread tails the log (it reads it like any reader; writers
+//! never wait for it) and sends each durable event that matches the filter
+//! into a bounded channel. If the subscriber falls behind and the channel is
+//! full, the watcher does not block: it drops events and, once there is
+//! room, sends [`Watched::Lagged`] with the first LSN the subscriber
+//! missed; the subscriber catches up from the log with the history API
+//! (everything is still there) and keeps receiving. Dropping the
+//! [`Watch`] stops the thread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, TrySendError, bounded};
+use waymark_engine::{Event, Lsn};
+
+use crate::history::LoggedEvent;
+use crate::kernel::Kernel;
+
+/// Which events a watch delivers: all of a tenant, a run or a task.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchFilter {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this DAG.
+    pub dag_name: Option<String>,
+    /// Only this run id.
+    pub run_id: Option<String>,
+    /// Only this task id.
+    pub task_id: Option<String>,
+}
+
+impl WatchFilter {
+    fn matches(&self, e: &Event) -> bool {
+        let run = e.run();
+        self.tenant.as_ref().is_none_or(|t| *t == run.tenant)
+            && self.dag_name.as_ref().is_none_or(|d| *d == run.dag)
+            && self.run_id.as_ref().is_none_or(|r| *r == run.run)
+            && self.task_id.as_deref().is_none_or(|t| e.task() == Some(t))
+    }
+}
+
+/// What a watch delivers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Watched {
+    /// A durable event that matches the filter.
+    Event(LoggedEvent),
+    /// The channel was full: matching events from this LSN on were dropped
+    /// until the one delivered next. Read them from the log's history.
+    Lagged {
+        /// The first LSN whose events were dropped.
+        from: Lsn,
+    },
+}
+
+/// A subscription; receive from [`Watch::receiver`]. Dropping it stops the
+/// watcher thread.
+#[derive(Debug)]
+pub struct Watch {
+    rx: Receiver<Watched>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watch {
+    /// The channel events arrive on.
+    pub fn receiver(&self) -> &Receiver<Watched> {
+        &self.rx
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How often an idle watcher looks for new durable events.
+const POLL: Duration = Duration::from_millis(2);
+
+impl Kernel {
+    /// Subscribes to durable events matching `filter` from `from` on (use
+    /// the current end to see only new ones), buffering at most `capacity`
+    /// undelivered events.
+    ///
+    /// # Errors
+    ///
+    /// The thread could not be started.
+    pub fn watch(&self, filter: WatchFilter, from: Lsn, capacity: usize) -> std::io::Result<Watch> {
+        let (tx, rx) = bounded(capacity.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let kernel = self.clone();
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("waymark-watch".into())
+            .spawn(move || {
+                let mut next = from;
+                let mut lagged: Option<Lsn> = None;
+                while !stopped.load(Ordering::Acquire) {
+                    // Tell a subscriber that fell behind as soon as it has
+                    // room, even if nothing new comes.
+                    if let Some(from) = lagged
+                        && tx.try_send(Watched::Lagged { from }).is_ok()
+                    {
+                        lagged = None;
+                    }
+                    let before = next;
+                    let scanned = kernel.backend().scan_log(next, &mut |lsn, events| {
+                        for event in events {
+                            if !filter.matches(&event) {
+                                continue;
+                            }
+                            if let Some(from) = lagged {
+                                match tx.try_send(Watched::Lagged { from }) {
+                                    Ok(()) => lagged = None,
+                                    Err(TrySendError::Full(_)) => continue,
+                                    Err(TrySendError::Disconnected(_)) => return false,
+                                }
+                            }
+                            match tx.try_send(Watched::Event(LoggedEvent { lsn, event })) {
+                                Ok(()) => {}
+                                Err(TrySendError::Full(_)) => {
+                                    lagged.get_or_insert(lsn);
+                                }
+                                Err(TrySendError::Disconnected(_)) => return false,
+                            }
+                        }
+                        next = lsn.next();
+                        !stopped.load(Ordering::Acquire)
+                    });
+                    // Nothing new (or the log could not be read: the
+                    // engine closed or failed): look again shortly.
+                    if scanned.is_err() || next == before {
+                        std::thread::sleep(POLL);
+                    }
+                }
+            })?;
+        Ok(Watch {
+            rx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
