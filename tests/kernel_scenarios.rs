@@ -856,3 +856,64 @@ fn watch_delivers_matching_durable_events_and_reports_lag() {
     }
     assert!(lagged, "a full channel is reported as lag");
 }
+
+#[test]
+fn clears_and_reads_during_writes_and_concurrent_fan_in() {
+    each(|h| {
+        let k = h.kernel();
+        let run = RunRef::new("acme", "documents", "run-42").unwrap();
+        std::thread::scope(|s| {
+            // Three upstream tasks written concurrently.
+            for t in ["table-a", "table-b", "table-c"] {
+                let k = k.clone();
+                let run = run.clone();
+                s.spawn(move || {
+                    let ti = run.task(t).unwrap();
+                    for i in 0..30 {
+                        k.context(ti.clone())
+                            .set("rows", format!("{t}:{i}"))
+                            .unwrap();
+                    }
+                });
+            }
+            // A task whose attempt state is cleared while it is written.
+            let k2 = k.clone();
+            let run2 = run.clone();
+            s.spawn(move || {
+                let ti = run2.task("flaky").unwrap();
+                for i in 0..30 {
+                    k2.context(ti.clone()).set(&format!("k{i}"), b"x").unwrap();
+                    if i % 10 == 9 {
+                        k2.clear_for_retry(&ti).unwrap();
+                    }
+                }
+            });
+            // A reader pulling while they write: only values some writer wrote.
+            let k3 = k.clone();
+            let run3 = run.clone();
+            s.spawn(move || {
+                let agg = k3.context(run3.task("aggregate").unwrap());
+                for _ in 0..30 {
+                    for p in agg
+                        .pull_all("rows", &["table-a", "table-b", "table-c"])
+                        .unwrap()
+                    {
+                        let v = String::from_utf8(p.entry.value).unwrap();
+                        assert!(v.starts_with(&p.task_id), "{v} from {}", p.task_id);
+                    }
+                }
+            });
+        });
+        let agg = k.context(run.task("aggregate").unwrap());
+        let all = agg
+            .pull_all("rows", &["table-a", "table-b", "table-c"])
+            .unwrap();
+        let values: Vec<String> = all
+            .into_iter()
+            .map(|p| String::from_utf8(p.entry.value).unwrap())
+            .collect();
+        assert_eq!(values, ["table-a:29", "table-b:29", "table-c:29"]);
+        // The last clear came after k29 was written: nothing is left.
+        assert!(k.context(run.task("flaky").unwrap()).is_empty().unwrap());
+    });
+}

@@ -183,8 +183,3 @@ pub mod __fuzz {
         let _ = crate::event::decode_batch(&aligned);
     }
 }
-
-/// The README's example, compiled and run as a doctest so that it stays true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;

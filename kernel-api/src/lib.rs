@@ -48,3 +48,9 @@ pub use task_ref::{NAME_BYTES_MAX, TaskRef};
 pub use watch::{Watch, WatchFilter, Watched};
 pub use waymark_engine as engine;
 pub use waymark_engine::{RunRecord, RunStatus, TaskRecord, TaskStatus};
+
+/// The README's examples, compiled and run as doctests so that they stay
+/// true (here, where both the kernel and the engine are in scope).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
