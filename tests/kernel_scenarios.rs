@@ -917,3 +917,25 @@ fn clears_and_reads_during_writes_and_concurrent_fan_in() {
         assert!(k.context(run.task("flaky").unwrap()).is_empty().unwrap());
     });
 }
+
+#[test]
+fn unknown_runs_and_tasks_are_named() {
+    each(|h| {
+        let k = h.kernel();
+        let ghost = RunRef::new("acme", "documents", "ghost").unwrap();
+        let err = k.resume(&ghost).unwrap_err();
+        assert!(
+            matches!(&err, Error::UnknownRun { run } if run == "acme/documents/ghost"),
+            "{err}"
+        );
+        assert!(matches!(k.children(&ghost), Err(Error::UnknownRun { .. })));
+        let never = ghost.task("never").unwrap();
+        assert!(matches!(
+            k.clear_for_retry(&never),
+            Err(Error::UnknownTask { .. })
+        ));
+        // A task with state but no status can be cleared.
+        k.context(never.clone()).set("k", b"v").unwrap();
+        assert_eq!(k.clear_for_retry(&never).unwrap().try_number(), 2);
+    });
+}

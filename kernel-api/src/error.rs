@@ -18,6 +18,18 @@ pub enum Error {
         /// The status asked for.
         to: &'static str,
     },
+    /// A run with no record (no run or task status was ever written).
+    #[error("unknown run {run}: it has no status (was it started under another tenant or DAG?)")]
+    UnknownRun {
+        /// The run, as tenant/dag/run.
+        run: String,
+    },
+    /// A task with no status and no state in its run.
+    #[error("unknown task {task}: it has no status and no state")]
+    UnknownTask {
+        /// The task attempt.
+        task: String,
+    },
     /// A run-shared variable marked immutable was written again.
     #[error("shared variable {key:?} of run {run} is immutable and already set")]
     ImmutableShared {

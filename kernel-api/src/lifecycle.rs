@@ -85,6 +85,12 @@ impl RunRef {
     }
 }
 
+impl std::fmt::Display for RunRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.tenant, self.dag_name, self.run_id)
+    }
+}
+
 impl TaskRef {
     /// The run this task belongs to.
     pub fn run_ref(&self) -> RunRef {
@@ -267,9 +273,21 @@ impl Kernel {
     ///
     /// # Errors
     ///
-    /// The backend's errors.
+    /// [`Error::UnknownTask`] if the task has no status and no state; the
+    /// backend's errors.
     pub fn clear_for_retry(&self, ti: &TaskRef) -> Result<TaskRef> {
-        let latest = self.task(ti)?.map_or(0, |r| r.latest_try);
+        let record = self.task(ti)?;
+        if record.is_none()
+            && self
+                .backend()
+                .task_attempt_entries(&ti.task_scope())?
+                .is_empty()
+        {
+            return Err(Error::UnknownTask {
+                task: ti.to_string(),
+            });
+        }
+        let latest = record.map_or(0, |r| r.latest_try);
         self.backend()
             .append(vec![waymark_engine::Event::now(EventBody::ClearTask {
                 task: ti.task_scope(),
@@ -283,8 +301,13 @@ impl Kernel {
     ///
     /// # Errors
     ///
-    /// The backend's errors.
+    /// [`Error::UnknownRun`] if the run has no record; the backend's errors.
     pub fn resume(&self, run: &RunRef) -> Result<RunState> {
+        if self.backend().run(&run.scope())?.is_none() {
+            return Err(Error::UnknownRun {
+                run: run.to_string(),
+            });
+        }
         let mut tasks = Vec::new();
         let mut interrupt = Vec::new();
         for (task_id, record) in self.backend().tasks(&run.scope())? {

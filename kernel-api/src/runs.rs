@@ -104,9 +104,14 @@ impl Kernel {
     ///
     /// # Errors
     ///
-    /// The backend's read errors.
+    /// [`Error::UnknownRun`] if `run` has no record; the backend's errors.
     pub fn children(&self, run: &RunRef) -> Result<Vec<RunInfo>> {
         let scope = run.scope();
+        if self.backend().run(&scope)?.is_none() {
+            return Err(Error::UnknownRun {
+                run: run.to_string(),
+            });
+        }
         Ok(self
             .runs(run.tenant(), None)?
             .into_iter()
@@ -145,7 +150,7 @@ impl Kernel {
             .is_some_and(|v| v.immutable)
         {
             return Err(Error::ImmutableShared {
-                run: format!("{}/{}/{}", run.tenant(), run.dag_name(), run.run_id()),
+                run: run.to_string(),
                 key: key.into(),
             });
         }
