@@ -939,3 +939,26 @@ fn unknown_runs_and_tasks_are_named() {
         assert_eq!(k.clear_for_retry(&never).unwrap().try_number(), 2);
     });
 }
+
+#[test]
+fn a_poisoned_or_closed_engine_is_a_typed_error() {
+    let disk = SimDisk::new(9);
+    let engine = Engine::open_with(Arc::new(disk.clone()), "/state", Options::default()).unwrap();
+    let k = Kernel::on(EngineBackend::new(engine.clone()), "w");
+    let ctx = k.context(ti("ocr", 1));
+    ctx.set("a", b"1").unwrap();
+    disk.fail_nth(waymark_engine::storage::OpKind::Sync, 1);
+    assert!(matches!(ctx.set("b", b"2"), Err(Error::Engine(_))));
+    assert!(matches!(
+        ctx.set("c", b"3"),
+        Err(Error::Engine(waymark_engine::Error::Poisoned { .. }))
+    ));
+    assert_eq!(ctx.get("a").unwrap(), Some(b"1".to_vec()), "reads go on");
+    let closed = Engine::open_with(Arc::new(SimDisk::new(10)), "/s", Options::default()).unwrap();
+    let k = Kernel::on(EngineBackend::new(closed.clone()), "w");
+    closed.close().unwrap();
+    assert!(matches!(
+        k.context(ti("ocr", 1)).set("a", b"1"),
+        Err(Error::Engine(waymark_engine::Error::Closed))
+    ));
+}
