@@ -749,7 +749,7 @@ fn history_of_a_task_a_key_a_run_and_a_time_range() {
         let key = k.history_of_key(&t1, "text").unwrap();
         let kinds: Vec<&str> = key.iter().map(|e| e.event.kind()).collect();
         assert_eq!(kinds, ["put", "put", "clear_task", "put"]);
-        assert_eq!(k.history_of_run(&t1.run_ref()).unwrap().len(), 8);
+        assert_eq!(k.history_of_run(t1.run_ref()).unwrap().len(), 8);
         let late = k.events_between(mid, i64::MAX).unwrap();
         assert_eq!(late.len(), 5, "v2, fail, clear, v3, elsewhere");
     });
@@ -776,20 +776,20 @@ fn a_run_as_of_an_lsn_or_a_time() {
         drop((k, ctx));
         h.reopen();
         let k = h.kernel();
-        let then = k.run_as_of(&t1.run_ref(), At::Lsn(first)).unwrap();
+        let then = k.run_as_of(t1.run_ref(), At::Lsn(first)).unwrap();
         assert_eq!(
             then.context(t1.clone()).get("text").unwrap(),
             Some(b"v1".to_vec())
         );
         assert_eq!(then.task(&t1).unwrap(), None, "not started yet");
-        let mid = k.run_as_of(&t1.run_ref(), At::TimeMicros(t_mid)).unwrap();
+        let mid = k.run_as_of(t1.run_ref(), At::TimeMicros(t_mid)).unwrap();
         assert_eq!(
             mid.context(t1.clone()).get("text").unwrap(),
             Some(b"v1".to_vec())
         );
         assert_eq!(mid.task(&t1).unwrap().unwrap().status, TaskStatus::Running);
         let now = k
-            .run_as_of(&t1.run_ref(), At::Lsn(waymark_engine::Lsn(u64::MAX)))
+            .run_as_of(t1.run_ref(), At::Lsn(waymark_engine::Lsn(u64::MAX)))
             .unwrap();
         assert_eq!(
             now.context(t1.clone()).get("text").unwrap(),

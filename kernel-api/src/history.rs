@@ -9,7 +9,7 @@ use waymark_engine::{Durability, Engine, Event, Lsn, Options, SnapshotOptions};
 use crate::backend::EngineBackend;
 use crate::error::Result;
 use crate::kernel::Kernel;
-use crate::lifecycle::RunRef;
+use crate::task_ref::RunRef;
 use crate::task_ref::TaskRef;
 
 /// One event of the log with its LSN.

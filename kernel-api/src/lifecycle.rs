@@ -10,97 +10,11 @@
 
 use std::time::Duration;
 
-use waymark_engine::{EventBody, Lsn, RunScope, TaskRecord, TaskStatus};
+use waymark_engine::{EventBody, Lsn, TaskRecord, TaskStatus};
 
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
-use crate::task_ref::{TaskRef, check_name};
-
-/// One run: tenant, DAG name and run id.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RunRef {
-    tenant: String,
-    dag_name: String,
-    run_id: String,
-}
-
-impl RunRef {
-    /// A checked run reference.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidRef`] for an empty or over-long name.
-    pub fn new(
-        tenant: impl Into<String>,
-        dag_name: impl Into<String>,
-        run_id: impl Into<String>,
-    ) -> Result<RunRef> {
-        let r = RunRef {
-            tenant: tenant.into(),
-            dag_name: dag_name.into(),
-            run_id: run_id.into(),
-        };
-        check_name("tenant", &r.tenant)?;
-        check_name("dag_name", &r.dag_name)?;
-        check_name("run_id", &r.run_id)?;
-        Ok(r)
-    }
-
-    /// Try 1 of one of this run's tasks.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidRef`] for an empty or over-long task id.
-    pub fn task(&self, task_id: impl Into<String>) -> Result<TaskRef> {
-        TaskRef::new(
-            self.tenant.clone(),
-            self.dag_name.clone(),
-            self.run_id.clone(),
-            task_id,
-            1,
-        )
-    }
-
-    /// The tenant.
-    pub fn tenant(&self) -> &str {
-        &self.tenant
-    }
-
-    /// The DAG's name.
-    pub fn dag_name(&self) -> &str {
-        &self.dag_name
-    }
-
-    /// The run's id.
-    pub fn run_id(&self) -> &str {
-        &self.run_id
-    }
-
-    pub(crate) fn scope(&self) -> RunScope {
-        RunScope {
-            tenant: self.tenant.clone(),
-            dag: self.dag_name.clone(),
-            run: self.run_id.clone(),
-        }
-    }
-}
-
-impl std::fmt::Display for RunRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/{}", self.tenant, self.dag_name, self.run_id)
-    }
-}
-
-impl TaskRef {
-    /// The run this task belongs to.
-    pub fn run_ref(&self) -> RunRef {
-        RunRef {
-            tenant: self.tenant().into(),
-            dag_name: self.dag_name().into(),
-            run_id: self.run_id().into(),
-        }
-    }
-}
+use crate::task_ref::{RunRef, TaskRef};
 
 fn name(status: Option<&TaskStatus>) -> &'static str {
     match status {

@@ -6,7 +6,7 @@ use waymark_engine::{Event, EventBody, Lsn, ParentRef, RunRecord, RunStatus};
 
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
-use crate::lifecycle::RunRef;
+use crate::task_ref::RunRef;
 use crate::task_ref::check_name;
 
 /// A checkpoint as listed by [`Kernel::checkpoints`].

@@ -26,11 +26,93 @@ pub const NAME_BYTES_MAX: usize = 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "RawTaskRef", into = "RawTaskRef")]
 pub struct TaskRef {
+    run: RunRef,
+    task_id: String,
+    try_number: u32,
+}
+
+/// One run: tenant, DAG name and run id.
+///
+/// ```
+/// use waymark_kernel::RunRef;
+///
+/// let run = RunRef::new("acme", "documents", "run-42")?;
+/// assert_eq!(run.task("ocr")?.to_string(), "acme/documents/run-42/ocr#1");
+/// # Ok::<(), waymark_kernel::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunRef {
     tenant: String,
     dag_name: String,
     run_id: String,
-    task_id: String,
-    try_number: u32,
+}
+
+impl RunRef {
+    /// A checked run reference.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRef`] for an empty or over-long name.
+    pub fn new(
+        tenant: impl Into<String>,
+        dag_name: impl Into<String>,
+        run_id: impl Into<String>,
+    ) -> Result<RunRef> {
+        let r = RunRef {
+            tenant: tenant.into(),
+            dag_name: dag_name.into(),
+            run_id: run_id.into(),
+        };
+        check_name("tenant", &r.tenant)?;
+        check_name("dag_name", &r.dag_name)?;
+        check_name("run_id", &r.run_id)?;
+        Ok(r)
+    }
+
+    /// Try 1 of one of this run's tasks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRef`] for an empty or over-long task id.
+    pub fn task(&self, task_id: impl Into<String>) -> Result<TaskRef> {
+        let task_id = task_id.into();
+        check_name("task_id", &task_id)?;
+        Ok(TaskRef {
+            run: self.clone(),
+            task_id,
+            try_number: 1,
+        })
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The DAG's name.
+    pub fn dag_name(&self) -> &str {
+        &self.dag_name
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The engine's scope of the run.
+    pub fn scope(&self) -> RunScope {
+        RunScope {
+            tenant: self.tenant.clone(),
+            dag: self.dag_name.clone(),
+            run: self.run_id.clone(),
+        }
+    }
+}
+
+impl fmt::Display for RunRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.tenant, self.dag_name, self.run_id)
+    }
 }
 
 /// The serialized form, checked on the way in.
@@ -54,9 +136,9 @@ impl TryFrom<RawTaskRef> for TaskRef {
 impl From<TaskRef> for RawTaskRef {
     fn from(t: TaskRef) -> RawTaskRef {
         RawTaskRef {
-            tenant: t.tenant,
-            dag_name: t.dag_name,
-            run_id: t.run_id,
+            tenant: t.run.tenant,
+            dag_name: t.run.dag_name,
+            run_id: t.run.run_id,
             task_id: t.task_id,
             try_number: t.try_number,
         }
@@ -90,21 +172,9 @@ impl TaskRef {
         task_id: impl Into<String>,
         try_number: u32,
     ) -> Result<TaskRef> {
-        let t = TaskRef {
-            tenant: tenant.into(),
-            dag_name: dag_name.into(),
-            run_id: run_id.into(),
-            task_id: task_id.into(),
-            try_number,
-        };
-        check_name("tenant", &t.tenant)?;
-        check_name("dag_name", &t.dag_name)?;
-        check_name("run_id", &t.run_id)?;
-        check_name("task_id", &t.task_id)?;
-        if try_number == 0 {
-            return Err(Error::InvalidRef("try_number is 1-based; got 0".into()));
-        }
-        Ok(t)
+        RunRef::new(tenant, dag_name, run_id)?
+            .task(task_id)?
+            .with_try(try_number)
     }
 
     /// The same task at another try.
@@ -128,28 +198,27 @@ impl TaskRef {
     ///
     /// [`Error::InvalidRef`] for an empty or over-long task id.
     pub fn sibling(&self, task_id: impl Into<String>) -> Result<TaskRef> {
-        TaskRef::new(
-            self.tenant.clone(),
-            self.dag_name.clone(),
-            self.run_id.clone(),
-            task_id,
-            1,
-        )
+        self.run.task(task_id)
+    }
+
+    /// The run this task belongs to.
+    pub fn run_ref(&self) -> &RunRef {
+        &self.run
     }
 
     /// The tenant.
     pub fn tenant(&self) -> &str {
-        &self.tenant
+        self.run.tenant()
     }
 
     /// The DAG's name.
     pub fn dag_name(&self) -> &str {
-        &self.dag_name
+        self.run.dag_name()
     }
 
     /// The run's id.
     pub fn run_id(&self) -> &str {
-        &self.run_id
+        self.run.run_id()
     }
 
     /// The task's id.
@@ -164,11 +233,7 @@ impl TaskRef {
 
     /// The engine's scope of the run.
     pub fn run_scope(&self) -> RunScope {
-        RunScope {
-            tenant: self.tenant.clone(),
-            dag: self.dag_name.clone(),
-            run: self.run_id.clone(),
-        }
+        self.run.scope()
     }
 
     /// The engine's scope of the task (all attempts).
@@ -190,11 +255,7 @@ impl TaskRef {
 
 impl fmt::Display for TaskRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}/{}/{}#{}",
-            self.tenant, self.dag_name, self.run_id, self.task_id, self.try_number
-        )
+        write!(f, "{}/{}#{}", self.run, self.task_id, self.try_number)
     }
 }
 
