@@ -51,6 +51,7 @@
 mod engine;
 mod error;
 pub mod event;
+pub mod inspect;
 mod lock;
 pub mod log;
 mod options;

@@ -1,0 +1,135 @@
+//! Read-only facts about a state directory for tools: its segments with
+//! their headers, and the views file's meta. Takes no lock and writes
+//! nothing, so it works on a copied directory and on a live one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, TableDefinition};
+
+use crate::error::{Error, Result};
+use crate::log::reader::check_header;
+use crate::log::segment::SEGMENT_HEADER_BYTES;
+use crate::log::{LogReader, Lsn};
+use crate::storage::{FsStorage, OpenMode, Storage, read_up_to};
+use crate::view::store::VIEWS_FILE_NAME;
+
+/// One segment file and what its header says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SegmentInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes (preallocated segments are full-size from birth).
+    pub bytes: u64,
+    /// The LSN of its first frame.
+    pub base_lsn: Lsn,
+    /// The format version it was written in.
+    pub format_version: u32,
+    /// The log's id.
+    pub log_id: u128,
+    /// When it was created, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+}
+
+/// The views file's meta, as its last snapshot left it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ViewsMeta {
+    /// Every batch up to this LSN is in the views file.
+    pub applied_lsn: Lsn,
+    /// The log the views belong to.
+    pub log_id: u128,
+    /// The views' format version.
+    pub format_version: u32,
+    /// The file's size in bytes.
+    pub bytes: u64,
+}
+
+/// Every segment of the state directory `dir`, in LSN order, with its
+/// header checked.
+///
+/// # Errors
+///
+/// [`Error::NotAStateDir`], [`Error::Corruption`] for a bad header,
+/// [`Error::UnsupportedVersion`], or I/O errors.
+pub fn segments(dir: impl AsRef<Path>) -> Result<Vec<SegmentInfo>> {
+    let storage: Arc<dyn Storage> = Arc::new(FsStorage);
+    let reader = LogReader::open_on(Arc::clone(&storage), dir)?;
+    let mut out = Vec::new();
+    for (base, path) in reader.segments()? {
+        let file = storage
+            .open(&path, OpenMode::Read)
+            .map_err(|e| Error::io(&path, e))?;
+        let bytes = file.len().map_err(|e| Error::io(&path, e))?;
+        let mut head = [0u8; SEGMENT_HEADER_BYTES];
+        let n = read_up_to(file.as_ref(), &mut head, 0).map_err(|e| Error::io(&path, e))?;
+        let header = check_header(&path, base, &head[..n])?;
+        out.push(SegmentInfo {
+            path,
+            bytes,
+            base_lsn: base,
+            format_version: header.format_version,
+            log_id: header.log_id,
+            created_unix_ms: header.created_unix_ms,
+        });
+    }
+    Ok(out)
+}
+
+/// The views file's meta, or `None` if the directory has no views file.
+/// Opened read-only through redb; a file that redb would need to repair
+/// (its writer crashed mid-commit and has not reopened it) is an error.
+///
+/// # Errors
+///
+/// [`Error::Views`] if the file cannot be read.
+pub fn views_meta(dir: impl AsRef<Path>) -> Result<Option<ViewsMeta>> {
+    let path = dir.as_ref().join(VIEWS_FILE_NAME);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let err = |e: &dyn std::fmt::Display| Error::Views {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    let bytes = std::fs::metadata(&path)
+        .map_err(|e| Error::io(&path, e))?
+        .len();
+    let db = redb::ReadOnlyDatabase::open(&path).map_err(|e| err(&e))?;
+    let txn = db.begin_read().map_err(|e| err(&e))?;
+    let meta: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    let table = match txn.open_table(meta) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(err(&e)),
+    };
+    let get = |name: &str| -> Result<Vec<u8>> {
+        table
+            .get(name)
+            .map_err(|e| err(&e))?
+            .map(|v| v.value().to_vec())
+            .ok_or_else(|| err(&format!("meta lacks {name}")))
+    };
+    let fixed = |name: &str, v: Vec<u8>, want: usize| -> Result<Vec<u8>> {
+        if v.len() == want {
+            Ok(v)
+        } else {
+            Err(err(&format!(
+                "meta {name} is {} bytes, not {want}",
+                v.len()
+            )))
+        }
+    };
+    let applied = fixed("applied_lsn", get("applied_lsn")?, 8)?;
+    let log_id = fixed("log_id", get("log_id")?, 16)?;
+    let version = fixed("format_version", get("format_version")?, 4)?;
+    Ok(Some(ViewsMeta {
+        applied_lsn: Lsn(u64::from_le_bytes(
+            applied.try_into().expect("checked: 8 bytes"),
+        )),
+        log_id: u128::from_le_bytes(log_id.try_into().expect("checked: 16 bytes")),
+        format_version: u32::from_le_bytes(version.try_into().expect("checked: 4 bytes")),
+        bytes,
+    }))
+}

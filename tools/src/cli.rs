@@ -1,0 +1,97 @@
+//! The raw command line, as clap parses it. `filter.rs` turns the raw
+//! filter flags into a checked [`crate::filter::Filter`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Inspect waymark state directories: copied off a worker, or live (read
+/// only, without taking the worker's lock).
+#[derive(Debug, Parser)]
+#[command(name = "waymark", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Format version, log id, segments, LSN range and the views' applied LSN.
+    #[command(after_help = "Example:\n  waymark info ./state\n  waymark info ./state --json")]
+    Info {
+        /// The state directory.
+        dir: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Events in log order, filtered.
+    #[command(
+        after_help = "Examples:\n  waymark dump ./state --run run-42 --task ocr\n  waymark dump ./state --kind put --since '10m' --json\n  waymark dump ./state --from-lsn 100 --to-lsn 200 --reverse --limit 5"
+    )]
+    Dump {
+        /// The state directory.
+        dir: PathBuf,
+        /// Which events.
+        #[command(flatten)]
+        filter: Box<FilterArgs>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every event as JSON lines (the same objects as `dump --json`).
+    #[command(after_help = "Example:\n  waymark export ./state > events.jsonl")]
+    Export {
+        /// The state directory.
+        dir: PathBuf,
+    },
+}
+
+/// The filter flags shared by listing commands.
+#[derive(Debug, Default, Args)]
+pub struct FilterArgs {
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only this DAG.
+    #[arg(long)]
+    pub dag: Option<String>,
+    /// Only this run id.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Only this task id.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Only this try number.
+    #[arg(long = "try")]
+    pub try_number: Option<u32>,
+    /// Only events writing this key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Only this kind of event (put, delete, clear_task, task_put,
+    /// task_delete, task_status, run_status, checkpoint,
+    /// restore_checkpoint, shared_put, purge_run, delete_checkpoint).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// From this LSN on.
+    #[arg(long)]
+    pub from_lsn: Option<u64>,
+    /// Up to this LSN.
+    #[arg(long)]
+    pub to_lsn: Option<u64>,
+    /// Events at or after this time: RFC 3339, or relative ("10m",
+    /// "2 days ago").
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Events at or before this time (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// At most this many events.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Newest first.
+    #[arg(long)]
+    pub reverse: bool,
+}

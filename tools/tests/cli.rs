@@ -1,0 +1,205 @@
+//! The `waymark` binary on directories the tests generate with the kernel:
+//! output parsed as JSON, filters, and the one-line errors with their exit
+//! codes.
+
+use assert_cmd::Command;
+use serde_json::Value;
+use waymark_kernel::{Kernel, RunRef};
+
+/// A state directory with a small run: ocr (one try), tables (failed, then
+/// retried), and a second tenant.
+fn generate() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kernel::open(dir.path()).unwrap();
+    let run = RunRef::new("acme", "documents", "run-42").unwrap();
+    let ocr = run.task("ocr").unwrap();
+    k.start(&ocr).unwrap();
+    k.context(ocr.clone()).set("text", b"Invoice 17").unwrap();
+    k.context(ocr.clone())
+        .set("blob", [0xff, 0x00, 0xfe])
+        .unwrap();
+    k.succeed(&ocr, b"ok".to_vec()).unwrap();
+    let tables = run.task("tables").unwrap();
+    k.start(&tables).unwrap();
+    k.context(tables.clone()).set("rows", b"half").unwrap();
+    k.fail(&tables, "noise", "transient").unwrap();
+    let retry = k.clear_for_retry(&tables).unwrap();
+    k.start(&retry).unwrap();
+    k.context(retry.clone()).set("rows", b"3").unwrap();
+    k.succeed(&retry, b"ok".to_vec()).unwrap();
+    let beta = RunRef::new("beta", "documents", "run-1").unwrap();
+    k.context(beta.task("ocr").unwrap())
+        .set("text", b"other")
+        .unwrap();
+    dir
+}
+
+fn waymark() -> Command {
+    Command::cargo_bin("waymark").unwrap()
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8(stdout.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect()
+}
+
+#[test]
+fn info_json_is_one_object_with_applied_lsn() {
+    let dir = generate();
+    let out = waymark()
+        .args(["info", "--json"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["first_lsn"], 1);
+    assert_eq!(v["last_lsn"], 12);
+    assert!(v.get("applied_lsn").is_some());
+    assert_eq!(v["segments"], 1);
+    let text = waymark().arg("info").arg(dir.path()).output().unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("LSNs             1 ..= 12"), "{text}");
+}
+
+#[test]
+fn export_is_every_event_as_json_lines() {
+    let dir = generate();
+    let out = waymark().arg("export").arg(dir.path()).output().unwrap();
+    assert!(out.status.success());
+    let events = json_lines(&out.stdout);
+    assert_eq!(events.len(), 12);
+    for e in &events {
+        for field in ["lsn", "ts", "kind", "tenant", "dag", "run"] {
+            assert!(e.get(field).is_some(), "{field} missing in {e}");
+        }
+        e["ts"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .expect("ts is RFC 3339");
+    }
+    let blob = events.iter().find(|e| e["key"] == "blob").unwrap();
+    assert_eq!(blob["value"]["len"], 3);
+    assert_eq!(blob["value"]["base64"], "/wD+");
+    let text = events.iter().find(|e| e["key"] == "text").unwrap();
+    assert_eq!(text["value"]["text"], "Invoice 17");
+    assert_eq!(text["try"], 1);
+    assert_eq!(text["task"], "ocr");
+}
+
+#[test]
+fn dump_filters() {
+    let dir = generate();
+    let run = |args: &[&str]| -> Vec<Value> {
+        let out = waymark()
+            .arg("dump")
+            .arg(dir.path())
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&out.stdout)
+    };
+    assert_eq!(run(&["--tenant", "beta"]).len(), 1);
+    let tables = run(&["--task", "tables"]);
+    assert!(tables.iter().all(|e| e["task"] == "tables"));
+    assert_eq!(
+        tables.len(),
+        7,
+        "2 starts, 2 puts, a failure, a clear, a success"
+    );
+    let retry = run(&["--task", "tables", "--try", "2"]);
+    assert_eq!(retry.len(), 3);
+    let puts = run(&["--kind", "put", "--key", "rows"]);
+    let values: Vec<&str> = puts
+        .iter()
+        .map(|e| e["value"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(values, ["half", "3"]);
+    let window = run(&["--from-lsn", "3", "--to-lsn", "5"]);
+    assert!(
+        window
+            .iter()
+            .all(|e| (3..=5).contains(&e["lsn"].as_u64().unwrap()))
+    );
+    let last_two = run(&["--reverse", "--limit", "2"]);
+    assert_eq!(last_two.len(), 2);
+    assert!(last_two[0]["lsn"].as_u64() > last_two[1]["lsn"].as_u64());
+    assert_eq!(run(&["--since", "1 hour ago"]).len(), 12);
+    assert_eq!(run(&["--until", "2000-01-01T00:00:00Z"]).len(), 0);
+    let human = waymark().arg("dump").arg(dir.path()).output().unwrap();
+    let human = String::from_utf8(human.stdout).unwrap();
+    assert_eq!(human.lines().count(), 12);
+    assert!(human.contains("failed (transient): noise"), "{human}");
+}
+
+#[test]
+fn errors_are_one_line_with_exit_2() {
+    let missing = waymark()
+        .args(["info", "/definitely/not/here"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let err = String::from_utf8(missing.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/definitely/not/here"), "{err}");
+
+    let plain = tempfile::tempdir().unwrap();
+    let out = waymark().arg("dump").arg(plain.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("not a waymark state directory")
+    );
+
+    let dir = generate();
+    let out = waymark()
+        .arg("dump")
+        .arg(dir.path())
+        .args(["--kind", "nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("unknown event kind")
+    );
+}
+
+#[test]
+fn a_live_directory_is_read_without_its_lock() {
+    let dir = generate();
+    // The worker is still running: the kernel holds the directory's lock.
+    let k = Kernel::open(dir.path()).unwrap();
+    k.context(
+        RunRef::new("acme", "documents", "run-42")
+            .unwrap()
+            .task("late")
+            .unwrap(),
+    )
+    .set("x", b"1")
+    .unwrap();
+    let out = waymark().arg("export").arg(dir.path()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_lines(&out.stdout).len(), 13);
+}
