@@ -12,7 +12,7 @@ use crate::log::reader::check_header;
 use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::log::{LogReader, Lsn};
 use crate::storage::{FsStorage, OpenMode, Storage, read_up_to};
-use crate::view::store::VIEWS_FILE_NAME;
+pub use crate::view::store::VIEWS_FILE_NAME;
 
 /// One segment file and what its header says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,4 +132,71 @@ pub fn views_meta(dir: impl AsRef<Path>) -> Result<Option<ViewsMeta>> {
         format_version: u32::from_le_bytes(version.try_into().expect("checked: 4 bytes")),
         bytes,
     }))
+}
+
+/// The names of the views' tables in `views.redb`.
+pub fn view_table_names() -> Vec<&'static str> {
+    crate::view::key::Table::ALL
+        .iter()
+        .map(|t| crate::view::table_name(*t))
+        .collect()
+}
+
+/// Every entry of one views table of the redb file at `path`, in key
+/// order: raw key and record bytes, for comparing two views files.
+///
+/// # Errors
+///
+/// [`Error::Views`] if the file or table cannot be read.
+pub fn view_table(path: impl AsRef<Path>, table: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let path = path.as_ref();
+    let err = |e: &dyn std::fmt::Display| Error::Views {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let db = redb::ReadOnlyDatabase::open(path).map_err(|e| err(&e))?;
+    let txn = db.begin_read().map_err(|e| err(&e))?;
+    let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
+    let t = match txn.open_table(def) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(err(&e)),
+    };
+    let mut out = Vec::new();
+    for item in redb::ReadableTable::iter(&t).map_err(|e| err(&e))? {
+        let (k, v) = item.map_err(|e| err(&e))?;
+        out.push((k.value().to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+/// Whether the invalid frame at `offset` of `segment` (where LSN
+/// `expected_lsn` should be) was synced before: some later valid frame of
+/// this log records a durable LSN at or above it. Then it is corruption,
+/// not a torn tail (see RELIABILITY.md). Reads the segment whole.
+///
+/// # Errors
+///
+/// I/O errors, or a segment whose header does not decode.
+pub fn is_vouched_for(segment: impl AsRef<Path>, offset: u64, expected_lsn: Lsn) -> Result<bool> {
+    let path = segment.as_ref();
+    let storage = FsStorage;
+    let seg = crate::log::reader::LoadedSegment::load(&storage, path, 0)?;
+    let base = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(crate::log::segment::parse_segment_file_name)
+        .ok_or_else(|| Error::NotAStateDir {
+            path: path.to_path_buf(),
+            why: "not a segment file name".into(),
+        })?;
+    let header = check_header(path, base, &seg.buf)?;
+    let seed = crate::log::frame::crc_seed(header.log_id);
+    Ok(crate::log::frame::find_frame_vouching_for(
+        &seg.buf,
+        seg.pos(offset) + 1,
+        seed,
+        expected_lsn,
+    )
+    .is_some())
 }

@@ -41,6 +41,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check every segment header and frame, then rebuild the views from the
+    /// log and compare them with the views file. Exit 0: consistent (a torn
+    /// tail is reported, and is repairable); 1: corruption or a difference;
+    /// 2: usage or I/O error.
+    #[command(after_help = "Example:\n  waymark verify ./state")]
+    Verify {
+        /// The state directory.
+        dir: PathBuf,
+    },
     /// Every event as JSON lines (the same objects as `dump --json`).
     #[command(after_help = "Example:\n  waymark export ./state > events.jsonl")]
     Export {

@@ -9,6 +9,7 @@
 mod cli;
 mod filter;
 mod json;
+mod verify;
 
 use std::io::Write;
 use std::path::Path;
@@ -61,6 +62,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Info { dir, json } => info(&dir, json)?,
         Command::Dump { dir, filter, json } => dump(&dir, Filter::from_args(*filter)?, json)?,
         Command::Export { dir } => dump(&dir, Filter::default(), true)?,
+        Command::Verify { dir } => {
+            let report = verify::verify(&dir)?;
+            for line in &report.lines {
+                out(line)?;
+            }
+            if report.problems > 0 {
+                return Err(Failure {
+                    code: 1,
+                    error: anyhow::anyhow!(
+                        "{}: {} problem(s) found",
+                        dir.display(),
+                        report.problems
+                    ),
+                });
+            }
+        }
     }
     Ok(())
 }

@@ -4,13 +4,15 @@
 
 use assert_cmd::Command;
 use serde_json::Value;
-use waymark_kernel::{Kernel, RunRef};
+use waymark_engine::Engine;
+use waymark_kernel::{EngineBackend, Kernel, RunRef};
 
 /// A state directory with a small run: ocr (one try), tables (failed, then
 /// retried), and a second tenant.
 fn generate() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let k = Kernel::open(dir.path()).unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let k = Kernel::on(EngineBackend::new(engine.clone()), "cli-test");
     let run = RunRef::new("acme", "documents", "run-42").unwrap();
     let ocr = run.task("ocr").unwrap();
     k.start(&ocr).unwrap();
@@ -27,11 +29,76 @@ fn generate() -> tempfile::TempDir {
     k.start(&retry).unwrap();
     k.context(retry.clone()).set("rows", b"3").unwrap();
     k.succeed(&retry, b"ok".to_vec()).unwrap();
+    // Snapshot the views, then write one more event after the snapshot.
+    engine.snapshot().unwrap();
     let beta = RunRef::new("beta", "documents", "run-1").unwrap();
     k.context(beta.task("ocr").unwrap())
         .set("text", b"other")
         .unwrap();
     dir
+}
+
+fn segment(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap()
+}
+
+#[test]
+fn verify_passes_then_names_a_flipped_byte_a_torn_tail_and_foreign_views() {
+    let dir = generate();
+    let ok = waymark().arg("verify").arg(dir.path()).output().unwrap();
+    let text = String::from_utf8(ok.stdout).unwrap();
+    assert!(
+        ok.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(text.contains("views ok"), "{text}");
+
+    // A torn tail: garbage after the last frame. Repairable: exit 0.
+    let seg = segment(dir.path());
+    let bytes = std::fs::read(&seg).unwrap();
+    let end = (bytes.iter().rposition(|b| *b != 0).unwrap() + 1).next_multiple_of(8);
+    let mut torn = bytes.clone();
+    torn[end + 4] = 0x55;
+    torn[end + 9] = 0x77;
+    std::fs::write(&seg, &torn).unwrap();
+    let out = waymark().arg("verify").arg(dir.path()).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("torn tail"), "{text}");
+
+    // A flipped byte in the middle of the segment: exit 1, names where.
+    let mut flipped = bytes.clone();
+    flipped[end / 2] ^= 0x40;
+    std::fs::write(&seg, &flipped).unwrap();
+    let out = waymark().arg("verify").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    assert!(
+        text.contains("CORRUPT") && text.contains(name) && text.contains("offset"),
+        "{text}"
+    );
+
+    // Views of another log: exit 1.
+    std::fs::write(&seg, &bytes).unwrap();
+    let other = generate();
+    std::fs::copy(
+        other.path().join("views.redb"),
+        dir.path().join("views.redb"),
+    )
+    .unwrap();
+    let out = waymark().arg("verify").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("belongs to log")
+    );
 }
 
 fn waymark() -> Command {

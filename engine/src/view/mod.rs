@@ -576,7 +576,7 @@ fn checkpoint_key(run: &RunScope, name: &str) -> Vec<u8> {
         .into_vec()
 }
 
-fn table_name(table: Table) -> &'static str {
+pub(crate) fn table_name(table: Table) -> &'static str {
     match table {
         Table::Kv => "kv",
         Table::TaskKv => "task_kv",

@@ -1,0 +1,247 @@
+//! `waymark verify`: the log frame by frame, then the views against a
+//! rebuild from the log.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use waymark_engine::{Durability, Engine, LogReader, Lsn, Options, SnapshotOptions};
+
+/// What verify found; `problems` empty means consistent.
+pub struct Report {
+    pub lines: Vec<String>,
+    pub problems: usize,
+}
+
+pub fn verify(dir: &Path) -> Result<Report> {
+    let mut r = Report {
+        lines: Vec::new(),
+        problems: 0,
+    };
+    let segments = match waymark_engine::inspect::segments(dir) {
+        Ok(s) => s,
+        Err(e @ waymark_engine::Error::Corruption { .. }) => {
+            r.lines.push(format!("CORRUPT  {e}"));
+            r.problems += 1;
+            return Ok(r);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    r.lines
+        .push(format!("segments ok       {} headers", segments.len()));
+    let Some(first) = segments.first().map(|s| s.base_lsn) else {
+        r.lines.push("log              empty".into());
+        return Ok(r);
+    };
+    let reader = LogReader::open(dir)?;
+    let mut cursor = reader.cursor(first);
+    let mut frames = 0u64;
+    let mut last = Lsn(first.0 - 1);
+    loop {
+        match cursor.next_frame() {
+            Ok(Some(frame)) => {
+                if let Err(e) = frame.events() {
+                    r.lines.push(format!(
+                        "CORRUPT  {} offset {}: {e}",
+                        frame.segment().display(),
+                        frame.offset()
+                    ));
+                    r.problems += 1;
+                    return Ok(r);
+                }
+                frames += 1;
+                last = frame.lsn();
+            }
+            Ok(None) => break,
+            Err(e) => {
+                r.lines.push(format!("CORRUPT  {e}"));
+                r.problems += 1;
+                return Ok(r);
+            }
+        }
+    }
+    r.lines.push(format!(
+        "frames ok         {frames} (LSN {} ..= {})",
+        first.0, last.0
+    ));
+    if let Some(t) = cursor.tail()
+        && let Some(reason) = &t.invalid
+    {
+        if waymark_engine::inspect::is_vouched_for(&t.segment, t.offset, last.next())? {
+            // A later frame proves this one had been synced: corruption.
+            r.lines.push(format!(
+                "CORRUPT  {} offset {} (expected LSN {}): {reason}; later frames were written after it was synced",
+                t.segment.display(),
+                t.offset,
+                last.next().0
+            ));
+            r.problems += 1;
+            return Ok(r);
+        }
+        r.lines.push(format!(
+            "torn tail         {} offset {} ({reason}): repairable, the next open cuts it; nothing acknowledged is lost",
+            t.segment.display(),
+            t.offset
+        ));
+    }
+    let views = match waymark_engine::inspect::views_meta(dir) {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            r.lines.push("views            none to compare".into());
+            return Ok(r);
+        }
+        Err(e) => {
+            r.lines
+                .push(format!("INCONSISTENT  views file unreadable: {e}"));
+            r.problems += 1;
+            return Ok(r);
+        }
+    };
+    if let Some(seg) = segments.first()
+        && seg.log_id != views.log_id
+    {
+        r.lines.push(format!(
+            "INCONSISTENT  the views file belongs to log {:032x}, the log is {:032x}",
+            views.log_id, seg.log_id
+        ));
+        r.problems += 1;
+        return Ok(r);
+    }
+    if first != Lsn(1) {
+        r.lines.push(format!(
+            "views            not compared: the log starts at LSN {} (retention), so it cannot rebuild them",
+            first.0
+        ));
+        return Ok(r);
+    }
+    if views.applied_lsn > last {
+        r.lines.push(format!(
+            "INCONSISTENT  the views hold LSN {} but the log ends at {}",
+            views.applied_lsn.0, last.0
+        ));
+        r.problems += 1;
+        return Ok(r);
+    }
+    let scratch = rebuild(&reader, views.applied_lsn)?;
+    let ours = scratch
+        .path()
+        .join(waymark_engine::inspect::VIEWS_FILE_NAME);
+    let theirs = dir.join(waymark_engine::inspect::VIEWS_FILE_NAME);
+    let mut differences = 0usize;
+    for table in waymark_engine::inspect::view_table_names() {
+        let a = waymark_engine::inspect::view_table(&theirs, table)?;
+        let b = waymark_engine::inspect::view_table(&ours, table)?;
+        if a == b {
+            continue;
+        }
+        let (mut i, mut j) = (0, 0);
+        while (i < a.len() || j < b.len()) && differences < 20 {
+            match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if x == y => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(x), Some(y)) if x.0 == y.0 => {
+                    r.lines.push(format!(
+                        "DIFFERS  {table} key {}: value differs",
+                        show_key(&x.0)
+                    ));
+                    differences += 1;
+                    i += 1;
+                    j += 1;
+                }
+                (Some(x), None) => {
+                    r.lines.push(format!(
+                        "DIFFERS  {table} key {}: in the views file only",
+                        show_key(&x.0)
+                    ));
+                    differences += 1;
+                    i += 1;
+                }
+                (Some(x), Some(y)) if x.0 < y.0 => {
+                    r.lines.push(format!(
+                        "DIFFERS  {table} key {}: in the views file only",
+                        show_key(&x.0)
+                    ));
+                    differences += 1;
+                    i += 1;
+                }
+                (_, Some(y)) => {
+                    r.lines.push(format!(
+                        "DIFFERS  {table} key {}: missing from the views file",
+                        show_key(&y.0)
+                    ));
+                    differences += 1;
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
+    }
+    if differences == 0 {
+        r.lines.push(format!(
+            "views ok          equal to a rebuild from the log up to applied_lsn {}",
+            views.applied_lsn.0
+        ));
+    }
+    r.problems += differences;
+    Ok(r)
+}
+
+/// A key's components, printable: length-prefixed names joined by " | ".
+fn show_key(key: &[u8]) -> String {
+    let mut parts = Vec::new();
+    let mut rest = key;
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        match rest.get(4..4 + len) {
+            Some(p) => {
+                parts.push(String::from_utf8_lossy(p).into_owned());
+                rest = &rest[4 + len..];
+            }
+            None => {
+                // A try number (4 bytes) is not length-prefixed.
+                parts.push(format!(
+                    "#{}",
+                    u32::from_be_bytes(rest[..4].try_into().expect("4 bytes"))
+                ));
+                rest = &rest[4..];
+            }
+        }
+    }
+    parts.join(" | ")
+}
+
+/// Replays the log up to `until` into a scratch state directory and
+/// snapshots it, so its views file can be compared.
+fn rebuild(reader: &LogReader, until: Lsn) -> Result<tempfile::TempDir> {
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let engine = Engine::open_with(
+        Arc::new(waymark_engine::storage::FsStorage),
+        scratch.path(),
+        Options {
+            durability: Durability::None,
+            snapshots: SnapshotOptions {
+                every_events: u64::MAX,
+                every_bytes: u64::MAX - 1,
+                memtable_bytes_max: u64::MAX,
+                interval: std::time::Duration::from_secs(24 * 3600),
+                ..SnapshotOptions::default()
+            },
+            ..Options::default()
+        },
+    )?;
+    let mut cursor = reader.cursor(Lsn(1));
+    while let Some(frame) = cursor.next_frame()? {
+        if frame.lsn() > until {
+            break;
+        }
+        engine.append(frame.decode()?)?;
+    }
+    if until > Lsn(0) {
+        engine.snapshot()?;
+    }
+    engine.close()?;
+    drop(engine);
+    Ok(scratch)
+}
