@@ -50,6 +50,65 @@ pub enum Command {
         /// The state directory.
         dir: PathBuf,
     },
+    /// Runs with DAG name, status, task counts and times (rebuilt from the
+    /// log, so it works on a live or copied directory).
+    #[command(
+        after_help = "Example:\n  waymark runs ./state\n  waymark runs ./state --tenant acme --json"
+    )]
+    Runs {
+        /// The state directory.
+        dir: PathBuf,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// How a task's state and status changed, attempt by attempt.
+    #[command(
+        after_help = "Example:\n  waymark history ./state --run run-42 --task tables\n  waymark history ./state --run run-42 --task tables --key rows"
+    )]
+    History {
+        /// The state directory.
+        dir: PathBuf,
+        /// The run id.
+        #[arg(long)]
+        run: String,
+        /// The task id.
+        #[arg(long)]
+        task: String,
+        /// Only this key (and the clears that removed it).
+        #[arg(long)]
+        key: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The state exactly as it was at an LSN or a time: printed, or
+    /// materialized into a new state directory (a fork) with --out.
+    #[command(
+        after_help = "Examples:\n  waymark replay ./state --to-lsn 120\n  waymark replay ./state --at '2026-11-22T10:42:00Z' --run run-42\n  waymark replay ./state --to-lsn 120 --out ./fork && waymark verify ./fork"
+    )]
+    Replay {
+        /// The state directory.
+        dir: PathBuf,
+        /// Every batch up to this LSN.
+        #[arg(long, conflicts_with = "at", required_unless_present = "at")]
+        to_lsn: Option<u64>,
+        /// Every event at or before this time (RFC 3339 or relative).
+        #[arg(long)]
+        at: Option<String>,
+        /// Only this run id.
+        #[arg(long)]
+        run: Option<String>,
+        /// Write the state into this new directory instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// One JSON object per line (when printing).
+        #[arg(long)]
+        json: bool,
+    },
     /// Every event as JSON lines (the same objects as `dump --json`).
     #[command(after_help = "Example:\n  waymark export ./state > events.jsonl")]
     Export {

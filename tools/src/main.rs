@@ -9,6 +9,7 @@
 mod cli;
 mod filter;
 mod json;
+mod state;
 mod verify;
 
 use std::io::Write;
@@ -62,6 +63,29 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Info { dir, json } => info(&dir, json)?,
         Command::Dump { dir, filter, json } => dump(&dir, Filter::from_args(*filter)?, json)?,
         Command::Export { dir } => dump(&dir, Filter::default(), true)?,
+        Command::Runs { dir, tenant, json } => state::runs(&dir, tenant.as_deref(), json)?,
+        Command::History {
+            dir,
+            run,
+            task,
+            key,
+            json,
+        } => state::history(&dir, &run, &task, key.as_deref(), json)?,
+        Command::Replay {
+            dir,
+            to_lsn,
+            at,
+            run,
+            out,
+            json,
+        } => {
+            let until = match (to_lsn, at) {
+                (Some(n), _) => state::Until::Lsn(Lsn(n)),
+                (None, Some(t)) => state::Until::Time(filter::parse_time(&t)?),
+                (None, None) => state::Until::End,
+            };
+            state::replay_cmd(&dir, until, run.as_deref(), out.as_deref(), json)?
+        }
         Command::Verify { dir } => {
             let report = verify::verify(&dir)?;
             for line in &report.lines {
@@ -83,7 +107,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 /// Prints a line to stdout; a closed pipe (`| head`) ends quietly.
-fn out(line: &str) -> Result<bool> {
+pub(crate) fn out(line: &str) -> Result<bool> {
     let mut stdout = std::io::stdout().lock();
     match writeln!(stdout, "{line}") {
         Ok(()) => Ok(true),

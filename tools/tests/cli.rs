@@ -270,3 +270,111 @@ fn a_live_directory_is_read_without_its_lock() {
     );
     assert_eq!(json_lines(&out.stdout).len(), 13);
 }
+
+#[test]
+fn runs_history_and_replay() {
+    let dir = generate();
+    let out = waymark()
+        .arg("runs")
+        .arg(dir.path())
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = json_lines(&out.stdout);
+    assert_eq!(
+        runs.len(),
+        1,
+        "beta's run has no status, so no run record: {runs:?}"
+    );
+    assert_eq!(runs[0]["run"], "run-42");
+    assert_eq!(runs[0]["succeeded"], 2);
+    let table = waymark().arg("runs").arg(dir.path()).output().unwrap();
+    assert!(String::from_utf8(table.stdout).unwrap().contains("run-42"));
+
+    let h = waymark()
+        .arg("history")
+        .arg(dir.path())
+        .args(["--run", "run-42", "--task", "tables"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(h.stdout).unwrap();
+    assert!(
+        text.contains("attempt 1") && text.contains("attempt 2"),
+        "{text}"
+    );
+    assert!(text.contains("cleared"), "{text}");
+    let h = waymark()
+        .arg("history")
+        .arg(dir.path())
+        .args([
+            "--run", "run-42", "--task", "tables", "--key", "rows", "--json",
+        ])
+        .output()
+        .unwrap();
+    let events = json_lines(&h.stdout);
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["put", "clear_task", "put"]);
+
+    // Replay to LSN 6 (tables' first try wrote "half") and check it against
+    // the kernel's own view of the run at that LSN.
+    let k = Kernel::open(dir.path()).unwrap();
+    let run = RunRef::new("acme", "documents", "run-42").unwrap();
+    for lsn in [2u64, 6, 10] {
+        let at = k
+            .run_as_of(&run, waymark_kernel::At::Lsn(waymark_engine::Lsn(lsn)))
+            .unwrap();
+        let out = waymark()
+            .arg("replay")
+            .arg(dir.path())
+            .args(["--to-lsn", &lsn.to_string(), "--run", "run-42", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for task in json_lines(&out.stdout) {
+            let name = task["task"].as_str().unwrap();
+            let try_number = task["try"].as_u64().unwrap() as u32;
+            let ctx = at.context(run.task(name).unwrap().with_try(try_number).unwrap());
+            let entries = ctx.entries().unwrap();
+            let state = task["state"].as_object().unwrap();
+            assert_eq!(state.len(), entries.len(), "LSN {lsn} task {name}");
+            for (key, value) in entries {
+                assert_eq!(state[&key]["len"], value.len(), "LSN {lsn} {name}/{key}");
+            }
+        }
+    }
+    drop(k);
+
+    // A fork at LSN 6 is a state directory that verify accepts.
+    let fork = tempfile::tempdir().unwrap();
+    let target = fork.path().join("fork");
+    let out = waymark()
+        .arg("replay")
+        .arg(dir.path())
+        .args(["--to-lsn", "6", "--out"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = waymark().arg("verify").arg(&target).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    let info = waymark()
+        .args(["info", "--json"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["last_lsn"], 6);
+}

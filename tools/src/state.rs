@@ -1,0 +1,314 @@
+//! Commands that need views: they rebuild them from the log into a scratch
+//! engine, so they work on a copied directory and on a live one alike
+//! (without its lock), and at any point in the past.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use serde_json::json;
+use waymark_engine::storage::{FsStorage, SimDisk, Storage};
+use waymark_engine::{
+    Durability, Engine, Event, LogReader, Lsn, Options, RunScope, SnapshotOptions,
+};
+
+use crate::json;
+use crate::out;
+
+/// Where a replay stops.
+#[derive(Clone, Copy, Debug)]
+pub enum Until {
+    /// The end of the log.
+    End,
+    /// Every batch up to this LSN.
+    Lsn(Lsn),
+    /// Every event at or before this time (µs since the epoch).
+    Time(i64),
+}
+
+fn scratch_options() -> Options {
+    Options {
+        durability: Durability::None,
+        snapshots: SnapshotOptions {
+            every_events: u64::MAX,
+            every_bytes: u64::MAX - 1,
+            memtable_bytes_max: u64::MAX,
+            interval: std::time::Duration::from_secs(24 * 3600),
+            ..SnapshotOptions::default()
+        },
+        ..Options::default()
+    }
+}
+
+/// Replays `dir`'s log up to `until`, keeping only `run`'s events if
+/// given, into a new engine: in memory, or in the new directory `out`.
+/// Returns the engine and every run seen.
+pub fn replay(
+    dir: &Path,
+    until: Until,
+    run: Option<&str>,
+    out_dir: Option<&Path>,
+) -> Result<(Engine, BTreeSet<RunScope>)> {
+    let reader = LogReader::open(dir)?;
+    let first = reader.segments()?.first().map(|s| s.0);
+    if let Some(first) = first
+        && first != Lsn(1)
+    {
+        bail!(
+            "{}: the log starts at LSN {} (older segments were removed by retention), so the state cannot be rebuilt from it",
+            dir.display(),
+            first.0
+        );
+    }
+    let (storage, at): (Arc<dyn Storage>, std::path::PathBuf) = match out_dir {
+        Some(path) => {
+            if path.exists() {
+                bail!(
+                    "{}: already exists; --out needs a new directory",
+                    path.display()
+                );
+            }
+            (Arc::new(FsStorage), path.to_path_buf())
+        }
+        None => (Arc::new(SimDisk::new(0)), "/replay".into()),
+    };
+    let engine = Engine::open_with(storage, &at, scratch_options())
+        .with_context(|| format!("creating {}", at.display()))?;
+    let mut runs = BTreeSet::new();
+    let mut cursor = reader.cursor(Lsn(1));
+    while let Some(frame) = cursor.next_frame()? {
+        if let Until::Lsn(end) = until
+            && frame.lsn() > end
+        {
+            break;
+        }
+        let batch: Vec<Event> = frame
+            .decode()?
+            .into_iter()
+            .filter(|e| run.is_none_or(|r| e.run().run == r))
+            .filter(|e| match until {
+                Until::Time(t) => e.ts_micros <= t,
+                _ => true,
+            })
+            .collect();
+        if batch.is_empty() {
+            continue;
+        }
+        for e in &batch {
+            runs.insert(e.run().clone());
+        }
+        engine.append(batch)?;
+    }
+    if out_dir.is_some() {
+        engine.snapshot()?;
+        engine.flush()?;
+    }
+    Ok((engine, runs))
+}
+
+fn status_name(s: waymark_engine::RunStatus) -> &'static str {
+    match s {
+        waymark_engine::RunStatus::Created => "created",
+        waymark_engine::RunStatus::Running => "running",
+        waymark_engine::RunStatus::Succeeded => "succeeded",
+        waymark_engine::RunStatus::Failed => "failed",
+        waymark_engine::RunStatus::Cancelled => "cancelled",
+    }
+}
+
+fn task_status_name(s: &waymark_engine::TaskStatus) -> String {
+    match s {
+        waymark_engine::TaskStatus::Scheduled => "scheduled".into(),
+        waymark_engine::TaskStatus::Running => "running".into(),
+        waymark_engine::TaskStatus::Succeeded { .. } => "succeeded".into(),
+        waymark_engine::TaskStatus::Failed { kind, .. } => format!("failed ({kind})"),
+        waymark_engine::TaskStatus::Interrupted => "interrupted".into(),
+        waymark_engine::TaskStatus::Cancelled => "cancelled".into(),
+    }
+}
+
+fn table() -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    if std::env::var_os("NO_COLOR").is_some() {
+        t.force_no_tty();
+    }
+    t
+}
+
+pub fn runs(dir: &Path, tenant: Option<&str>, as_json: bool) -> Result<()> {
+    let (engine, runs) = replay(dir, Until::End, None, None)?;
+    let views = engine.views();
+    let mut t = table();
+    t.set_header([
+        "tenant",
+        "dag",
+        "run",
+        "status",
+        "tasks",
+        "succeeded",
+        "failed",
+        "running",
+        "created",
+        "updated",
+    ]);
+    for run in runs.iter().filter(|r| tenant.is_none_or(|t| r.tenant == t)) {
+        let Some(r) = views.run(run)? else { continue };
+        let c = r.task_counts;
+        if as_json {
+            let o = json!({
+                "tenant": run.tenant, "dag": run.dag, "run": run.run,
+                "status": status_name(r.status),
+                "tasks": c.total(), "succeeded": c.succeeded, "failed": c.failed,
+                "running": c.running, "interrupted": c.interrupted, "scheduled": c.scheduled,
+                "cancelled": c.cancelled,
+                "created": json::time(r.created_micros), "updated": json::time(r.updated_micros),
+                "parent": r.parent.as_ref().map(|p| json!({"run": p.run.run, "task": p.task})),
+            });
+            if !out(&o.to_string())? {
+                return Ok(());
+            }
+        } else {
+            t.add_row([
+                run.tenant.clone(),
+                run.dag.clone(),
+                run.run.clone(),
+                status_name(r.status).to_string(),
+                c.total().to_string(),
+                c.succeeded.to_string(),
+                c.failed.to_string(),
+                c.running.to_string(),
+                json::time(r.created_micros),
+                json::time(r.updated_micros),
+            ]);
+        }
+    }
+    if !as_json {
+        out(&t.to_string())?;
+    }
+    Ok(())
+}
+
+pub fn replay_cmd(
+    dir: &Path,
+    until: Until,
+    run: Option<&str>,
+    out_dir: Option<&Path>,
+    as_json: bool,
+) -> Result<()> {
+    let (engine, runs) = replay(dir, until, run, out_dir)?;
+    if let Some(path) = out_dir {
+        let stats = engine.stats();
+        engine.close()?;
+        out(&format!(
+            "wrote {} batches into {} (a new state directory; `waymark verify {}` checks it)",
+            stats.batches,
+            path.display(),
+            path.display()
+        ))?;
+        return Ok(());
+    }
+    let views = engine.views();
+    for run in &runs {
+        let tasks = views.tasks(run)?;
+        if !as_json {
+            out(&format!("run {}/{}/{}", run.tenant, run.dag, run.run))?;
+        }
+        for (name, record) in &tasks {
+            let scope = waymark_engine::TaskScope {
+                run: run.clone(),
+                task: name.clone(),
+            };
+            let attempt = waymark_engine::AttemptScope {
+                task: scope.clone(),
+                try_number: record.latest_try,
+            };
+            let entries = views.attempt_entries(&attempt)?;
+            let task_state = views.task_state_entries(&scope)?;
+            if as_json {
+                let o = json!({
+                    "tenant": run.tenant, "dag": run.dag, "run": run.run, "task": name,
+                    "try": record.latest_try, "status": task_status_name(&record.status),
+                    "state": entries.iter().map(|(k, v)| (k.clone(), json::bytes(&v.value))).collect::<serde_json::Map<_, _>>(),
+                    "task_state": task_state.iter().map(|(k, v)| (k.clone(), json::bytes(&v.value))).collect::<serde_json::Map<_, _>>(),
+                });
+                if !out(&o.to_string())? {
+                    return Ok(());
+                }
+                continue;
+            }
+            out(&format!(
+                "  task {name}  try {}  {}",
+                record.latest_try,
+                task_status_name(&record.status)
+            ))?;
+            for (k, v) in &entries {
+                out(&format!("    {k} = {}", json::bytes(&v.value)))?;
+            }
+            for (k, v) in &task_state {
+                out(&format!("    (task) {k} = {}", json::bytes(&v.value)))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn history(dir: &Path, run: &str, task: &str, key: Option<&str>, as_json: bool) -> Result<()> {
+    let reader = LogReader::open(dir)?;
+    let mut cursor = reader.cursor(Lsn(1));
+    let mut current_try: Option<u32> = None;
+    let mut found = false;
+    while let Some(frame) = cursor.next_frame()? {
+        for e in frame.decode()? {
+            if e.run().run != run || e.task() != Some(task) {
+                continue;
+            }
+            let is_clear = matches!(e.body, waymark_engine::EventBody::ClearTask { .. });
+            if let Some(k) = key
+                && e.key() != Some(k)
+                && !is_clear
+            {
+                continue;
+            }
+            found = true;
+            if as_json {
+                if !out(&json::event(frame.lsn(), &e).to_string())? {
+                    return Ok(());
+                }
+                continue;
+            }
+            if let Some(n) = e.try_number()
+                && current_try != Some(n)
+            {
+                current_try = Some(n);
+                out(&format!("attempt {n}"))?;
+            }
+            let what = match (e.key(), &e.body) {
+                (Some(k), waymark_engine::EventBody::TaskPut { .. }) => {
+                    format!("task state {k} {}", json::summary(&e))
+                }
+                (Some(k), _) => format!("{k} {}", json::summary(&e)),
+                (None, waymark_engine::EventBody::ClearTask { .. }) => {
+                    "attempt state of every try cleared (retry)".into()
+                }
+                (None, _) => json::summary(&e),
+            };
+            out(&format!(
+                "  {:>6}  {}  {:<12} {what}",
+                frame.lsn().0,
+                json::time(e.ts_micros),
+                e.kind()
+            ))?;
+        }
+    }
+    if !found {
+        bail!(
+            "no events for task {task:?} of run {run:?} in {}",
+            dir.display()
+        );
+    }
+    Ok(())
+}
