@@ -109,6 +109,63 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What changed in the state between two points (LSN or time): keys
+    /// added, changed, removed; task statuses.
+    #[command(
+        after_help = "Examples:\n  waymark diff ./state --from 100 --to 200\n  waymark diff ./state --from '1h ago' --to now --run run-42 --json"
+    )]
+    Diff {
+        /// The state directory.
+        dir: PathBuf,
+        /// The earlier point: an LSN, a time (RFC 3339 or relative), or 0.
+        #[arg(long)]
+        from: String,
+        /// The later point: an LSN, a time, or "now".
+        #[arg(long)]
+        to: String,
+        /// Only this run id.
+        #[arg(long)]
+        run: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bytes of log and of live state per tenant and run, largest first.
+    #[command(after_help = "Example:\n  waymark du ./state")]
+    Du {
+        /// The state directory.
+        dir: PathBuf,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The last events; with -f, follow new ones as they are written.
+    #[command(
+        after_help = "Examples:\n  waymark tail ./state\n  waymark tail ./state -n 50 -f --json"
+    )]
+    Tail {
+        /// The state directory.
+        dir: PathBuf,
+        /// How many of the last events to show first.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+        /// Keep following new events (stop with Ctrl-C).
+        #[arg(short, long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy what is readable up to the first corruption into a new state
+    /// directory and report exactly what was dropped.
+    #[command(after_help = "Example:\n  waymark salvage ./broken --out ./salvaged")]
+    Salvage {
+        /// The state directory (read only).
+        dir: PathBuf,
+        /// The new state directory to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Every event as JSON lines (the same objects as `dump --json`).
     #[command(after_help = "Example:\n  waymark export ./state > events.jsonl")]
     Export {

@@ -9,6 +9,7 @@
 mod cli;
 mod filter;
 mod json;
+mod more;
 mod state;
 mod verify;
 
@@ -64,6 +65,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Dump { dir, filter, json } => dump(&dir, Filter::from_args(*filter)?, json)?,
         Command::Export { dir } => dump(&dir, Filter::default(), true)?,
         Command::Runs { dir, tenant, json } => state::runs(&dir, tenant.as_deref(), json)?,
+        Command::Diff {
+            dir,
+            from,
+            to,
+            run,
+            json,
+        } => more::diff(&dir, &from, &to, run.as_deref(), json)?,
+        Command::Du { dir, json } => more::du(&dir, json)?,
+        Command::Tail {
+            dir,
+            lines,
+            follow,
+            json,
+        } => more::tail(&dir, lines, follow, json)?,
+        Command::Salvage { dir, out } => more::salvage(&dir, &out)?,
         Command::History {
             dir,
             run,

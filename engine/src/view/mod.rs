@@ -829,6 +829,22 @@ impl ViewReader {
         self.point(Table::Shared, &shared_key(run, key))
     }
 
+    /// Every shared variable of a run, by key.
+    pub fn shared_entries(&self, run: &RunScope) -> Result<Vec<(String, SharedValue)>> {
+        let prefix = KeyBuf::new(Table::Shared).run(run).into_vec();
+        self.range(&prefix)?
+            .into_iter()
+            .map(|(key, value)| {
+                let mut rest = &key[prefix.len()..];
+                let name = take_part(&mut rest).ok_or_else(|| corrupt_key(Table::Shared))?;
+                Ok((
+                    utf8(Table::Shared, name)?,
+                    decode_as(Table::Shared, &value)?,
+                ))
+            })
+            .collect()
+    }
+
     /// One named checkpoint of a run.
     pub fn checkpoint(&self, run: &RunScope, name: &str) -> Result<Option<CheckpointRecord>> {
         self.point(Table::Checkpoints, &checkpoint_key(run, name))
