@@ -166,6 +166,24 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// A run's task attempts on a time axis: bars in the terminal, or one
+    /// self-contained HTML file with --html.
+    #[command(
+        after_help = "Examples:\n  waymark timeline ./state --run run-42\n  waymark timeline ./state --run run-42 --html run-42.html"
+    )]
+    Timeline {
+        /// The state directory.
+        dir: PathBuf,
+        /// The run id.
+        #[arg(long)]
+        run: String,
+        /// Write an HTML file (inline CSS, no network) instead.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// One JSON object per attempt.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every event as JSON lines (the same objects as `dump --json`).
     #[command(after_help = "Example:\n  waymark export ./state > events.jsonl")]
     Export {

@@ -11,6 +11,7 @@ mod filter;
 mod json;
 mod more;
 mod state;
+mod timeline;
 mod verify;
 
 use std::io::Write;
@@ -73,6 +74,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             json,
         } => more::diff(&dir, &from, &to, run.as_deref(), json)?,
         Command::Du { dir, json } => more::du(&dir, json)?,
+        Command::Timeline {
+            dir,
+            run,
+            html,
+            json,
+        } => timeline::timeline(&dir, &run, html.as_deref(), json)?,
         Command::Tail {
             dir,
             lines,

@@ -482,3 +482,59 @@ fn tail_follow_sees_a_live_writer() {
     child.wait().unwrap();
     assert_eq!(seen, 13, "the 12 events before, then the live one");
 }
+
+#[test]
+fn timeline_in_the_terminal_and_as_one_self_contained_html_file() {
+    let dir = generate();
+    let d = dir.path().to_str().unwrap();
+    let out = waymark()
+        .args(["timeline", d, "--run", "run-42"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("tables") && text.contains("#2") && text.contains("failed"),
+        "{text}"
+    );
+    assert!(text.contains("retry of tables"), "{text}");
+    let attempts = json_lines(
+        &waymark()
+            .args(["timeline", d, "--run", "run-42", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let outcomes: Vec<(String, u64, String)> = attempts
+        .iter()
+        .map(|a| {
+            (
+                a["task"].as_str().unwrap().to_string(),
+                a["try"].as_u64().unwrap(),
+                a["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(outcomes.contains(&("tables".into(), 1, "failed".into())));
+    assert!(outcomes.contains(&("tables".into(), 2, "succeeded".into())));
+
+    let html_dir = tempfile::tempdir().unwrap();
+    let html = html_dir.path().join("t.html");
+    let out = waymark()
+        .args(["timeline", d, "--run", "run-42", "--html"])
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!doctype html>") && page.contains("</html>"));
+    assert!(page.contains("class=\"span failed\"") && page.contains("class=\"span succeeded\""));
+    for external in ["http://", "https://", "src=", "<link", "url(", "@import"] {
+        assert!(!page.contains(external), "the page references {external}");
+    }
+    let missing = waymark()
+        .args(["timeline", d, "--run", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+}
