@@ -184,6 +184,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The whole product in a few seconds: a worker runs a document DAG, is
+    /// killed mid-run, and the directory is reopened, resumed, retried,
+    /// finished and explained.
+    #[command(after_help = "Example:\n  waymark demo ./demo-state")]
+    Demo {
+        /// The state directory to create (it must not exist yet).
+        dir: PathBuf,
+    },
+    /// The demo's worker process (started by `waymark demo`).
+    #[command(hide = true)]
+    DemoWorker {
+        /// The state directory.
+        dir: PathBuf,
+    },
     /// Every event as JSON lines (the same objects as `dump --json`).
     #[command(after_help = "Example:\n  waymark export ./state > events.jsonl")]
     Export {

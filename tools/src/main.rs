@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod demo;
 mod filter;
 mod json;
 mod more;
@@ -74,6 +75,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             json,
         } => more::diff(&dir, &from, &to, run.as_deref(), json)?,
         Command::Du { dir, json } => more::du(&dir, json)?,
+        Command::Demo { dir } => demo::demo(&dir)?,
+        Command::DemoWorker { dir } => demo::worker(&dir)?,
         Command::Timeline {
             dir,
             run,

@@ -538,3 +538,31 @@ fn timeline_in_the_terminal_and_as_one_self_contained_html_file() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[test]
+fn the_demo_runs_kills_resumes_retries_and_explains() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("demo-state");
+    let out = waymark().arg("demo").arg(&dir).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("killed (SIGKILL)"), "{text}");
+    assert!(text.contains("interrupted"), "{text}");
+    assert!(text.contains("table_items#2 failed"), "{text}");
+    assert!(text.contains("6 of 6 tasks succeeded"), "{text}");
+    assert!(
+        text.contains("attempt 3"),
+        "history shows the retries: {text}"
+    );
+    assert!(text.contains("Explore further"), "{text}");
+    // The directory is left in place, consistent.
+    let v = waymark().arg("verify").arg(&dir).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    // A second demo into the same directory is refused.
+    let again = waymark().arg("demo").arg(&dir).output().unwrap();
+    assert_eq!(again.status.code(), Some(2));
+}
