@@ -11,6 +11,7 @@ mod demo;
 mod filter;
 mod json;
 mod more;
+mod progress;
 mod state;
 mod timeline;
 mod verify;
@@ -171,7 +172,9 @@ fn dump(dir: &Path, filter: Filter, as_json: bool) -> Result<()> {
             ))
         }
     };
+    let progress = progress::Progress::start("reading the log", as_json);
     while let Some(frame) = cursor.next_frame()? {
+        progress.tick();
         let lsn = frame.lsn();
         if filter.to_lsn.is_some_and(|to| lsn > to) {
             break;

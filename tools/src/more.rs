@@ -139,6 +139,7 @@ fn event_bytes(e: &Event) -> u64 {
 pub fn du(dir: &Path, as_json: bool) -> Result<()> {
     let reader = LogReader::open(dir)?;
     let mut log: BTreeMap<RunScope, u64> = BTreeMap::new();
+    let mut task_log: BTreeMap<(RunScope, String), u64> = BTreeMap::new();
     let mut cursor = reader.cursor(Lsn(1));
     while let Some(frame) = cursor.next_frame()? {
         let events = frame.decode()?;
@@ -148,10 +149,37 @@ pub fn du(dir: &Path, as_json: bool) -> Result<()> {
         let share = overhead / events.len().max(1) as u64;
         for e in &events {
             *log.entry(e.run().clone()).or_default() += event_bytes(e) + share;
+            if let Some(task) = e.task() {
+                *task_log
+                    .entry((e.run().clone(), task.to_string()))
+                    .or_default() += event_bytes(e) + share;
+            }
         }
     }
     let (engine, _) = replay(dir, Until::End, None, None)?;
-    let sizes = engine.views().sizes()?;
+    let views = engine.views();
+    let sizes = views.sizes()?;
+    // Live bytes per task: its attempt state (every try) and task state.
+    let mut task_rows: Vec<(RunScope, String, u64, u64)> = Vec::new();
+    for ((run, task), l) in &task_log {
+        let scope = waymark_engine::TaskScope {
+            run: run.clone(),
+            task: task.clone(),
+        };
+        let live: u64 = views
+            .task_attempt_entries(&scope)?
+            .iter()
+            .map(|(_, k, v)| (k.len() + v.value.len() + v.meta.len()) as u64)
+            .chain(
+                views
+                    .task_state_entries(&scope)?
+                    .iter()
+                    .map(|(k, v)| (k.len() + v.value.len()) as u64),
+            )
+            .sum();
+        task_rows.push((run.clone(), task.clone(), *l, live));
+    }
+    task_rows.sort_by_key(|r| std::cmp::Reverse(r.2 + r.3));
     let mut rows: Vec<(RunScope, u64, u64)> = log
         .iter()
         .map(|(r, l)| (r.clone(), *l, sizes.by_run.get(r).copied().unwrap_or(0)))
@@ -172,6 +200,9 @@ pub fn du(dir: &Path, as_json: bool) -> Result<()> {
         for (r, l, s) in &rows {
             out(&json!({"tenant": r.tenant, "dag": r.dag, "run": r.run, "log_bytes": l, "live_bytes": s}).to_string())?;
         }
+        for (r, t, l, s) in &task_rows {
+            out(&json!({"tenant": r.tenant, "dag": r.dag, "run": r.run, "task": t, "log_bytes": l, "live_bytes": s}).to_string())?;
+        }
         return Ok(());
     }
     let human = |b: u64| {
@@ -185,20 +216,41 @@ pub fn du(dir: &Path, as_json: bool) -> Result<()> {
     };
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
-    t.set_header(["tenant", "dag", "run", "log", "live state"]);
+    t.set_header(["tenant", "dag", "run", "task", "log", "live state"]);
     for (tenant, (l, s)) in &tenant_rows {
-        t.add_row([tenant.clone(), "*".into(), "*".into(), human(*l), human(*s)]);
+        t.add_row([
+            tenant.clone(),
+            "*".into(),
+            "*".into(),
+            "*".into(),
+            human(*l),
+            human(*s),
+        ]);
     }
     for (r, l, s) in &rows {
         t.add_row([
             r.tenant.clone(),
             r.dag.clone(),
             r.run.clone(),
+            "*".into(),
+            human(*l),
+            human(*s),
+        ]);
+    }
+    for (r, task, l, s) in &task_rows {
+        t.add_row([
+            r.tenant.clone(),
+            r.dag.clone(),
+            r.run.clone(),
+            task.clone(),
             human(*l),
             human(*s),
         ]);
     }
     out(&t.to_string())?;
+    out(
+        "live state: bytes the views store (records with their LSN and time) for tenants and runs; keys and values for tasks",
+    )?;
     Ok(())
 }
 

@@ -78,7 +78,9 @@ pub fn replay(
         .with_context(|| format!("creating {}", at.display()))?;
     let mut runs = BTreeSet::new();
     let mut cursor = reader.cursor(Lsn(1));
+    let progress = crate::progress::Progress::start("rebuilding state from the log", false);
     while let Some(frame) = cursor.next_frame()? {
+        progress.tick();
         if let Until::Lsn(end) = until
             && frame.lsn() > end
         {

@@ -37,7 +37,9 @@ pub fn verify(dir: &Path) -> Result<Report> {
     let mut cursor = reader.cursor(first);
     let mut frames = 0u64;
     let mut last = Lsn(first.0 - 1);
+    let progress = crate::progress::Progress::start("checking frames", false);
     loop {
+        progress.tick();
         match cursor.next_frame() {
             Ok(Some(frame)) => {
                 if let Err(e) = frame.events() {

@@ -411,6 +411,31 @@ fn diff_du_tail_and_salvage() {
         .find(|c| c["view"] == "status" && c["what"].as_str().unwrap().ends_with("/tables"))
         .expect("tables' status changed");
     assert_eq!(status["change"], "changed");
+    // Cross-check with the kernel's own view at both points: every key of
+    // tables' attempt state that differs shows up in the diff.
+    {
+        let k = Kernel::open(dir.path()).unwrap();
+        let run = RunRef::new("acme", "documents", "run-42").unwrap();
+        let at = |n: u64| {
+            k.run_as_of(&run, waymark_kernel::At::Lsn(waymark_engine::Lsn(n)))
+                .unwrap()
+        };
+        let (a, b) = (at(6), at(10));
+        for try_number in 1..=2 {
+            let ti = run.task("tables").unwrap().with_try(try_number).unwrap();
+            let before = a.context(ti.clone()).entries().unwrap();
+            let after = b.context(ti.clone()).entries().unwrap();
+            if before != after {
+                assert!(
+                    changes.iter().any(|c| c["what"]
+                        .as_str()
+                        .unwrap()
+                        .contains(&format!("tables#{try_number}"))),
+                    "the kernel sees try {try_number} change; the diff must too: {changes:?}"
+                );
+            }
+        }
+    }
     let none = String::from_utf8(run_cmd(&["diff", d, "--from", "6", "--to", "6"])).unwrap();
     assert_eq!(none.trim(), "no changes");
 
@@ -421,6 +446,11 @@ fn diff_du_tail_and_salvage() {
         .unwrap();
     assert!(acme["log_bytes"].as_u64().unwrap() > 0 && acme["live_bytes"].as_u64().unwrap() > 0);
     assert!(du.iter().any(|r| r["run"] == "run-42"));
+    let tables = du
+        .iter()
+        .find(|r| r["task"] == "tables")
+        .expect("a row per task");
+    assert!(tables["live_bytes"].as_u64().unwrap() > 0);
 
     let tail = json_lines(&run_cmd(&["tail", d, "-n", "3", "--json"]));
     let lsns: Vec<u64> = tail.iter().map(|e| e["lsn"].as_u64().unwrap()).collect();
