@@ -20,6 +20,11 @@ proptest! {
     }
 
     #[test]
+    fn view_record_decoder(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        waymark_engine::__fuzz::view_record(&data);
+    }
+
+    #[test]
     fn batch_decoder(data in proptest::collection::vec(any::<u8>(), 0..600)) {
         waymark_engine::__fuzz::batch(&data);
     }

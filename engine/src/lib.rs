@@ -177,6 +177,26 @@ pub mod __fuzz {
         }
     }
 
+    /// Decodes `buf` as every kind of view record (the bytes redb holds),
+    /// at an aligned and at an unaligned address.
+    pub fn view_record(buf: &[u8]) {
+        use crate::view::record::{
+            Capture, CheckpointRecord, KvValue, RunRecord, SharedValue, TaskRecord, decode,
+        };
+        let mut shifted = vec![0u8; buf.len() + 1];
+        shifted[1..].copy_from_slice(buf);
+        for bytes in [buf, &shifted[1..]] {
+            let _ = decode::<KvValue>(bytes);
+            let _ = decode::<SharedValue>(bytes);
+            let _ = decode::<TaskRecord>(bytes);
+            let _ = decode::<RunRecord>(bytes);
+            if let Ok(c) = decode::<CheckpointRecord>(bytes) {
+                let _ = c.verify();
+                let _ = decode::<Capture>(&c.capture);
+            }
+        }
+    }
+
     /// Validates and decodes a batch payload.
     pub fn batch(buf: &[u8]) {
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
