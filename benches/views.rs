@@ -150,18 +150,6 @@ fn open(c: &mut Criterion) {
     g.finish();
 }
 
-/// Snapshots only when asked: a timed snapshot in the middle of a
-/// measurement would move the "hot" keys into redb.
-fn manual_snapshots() -> SnapshotOptions {
-    SnapshotOptions {
-        every_events: u64::MAX,
-        every_bytes: u64::MAX - 1,
-        memtable_bytes_max: u64::MAX,
-        interval: Duration::from_secs(24 * 3600),
-        ..SnapshotOptions::default()
-    }
-}
-
 fn get(c: &mut Criterion) {
     let mut g = c.benchmark_group("get");
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -170,7 +158,9 @@ fn get(c: &mut Criterion) {
         dir.path(),
         Options {
             durability: Durability::None,
-            snapshots: manual_snapshots(),
+            // Only when asked: a timed snapshot in the middle of a measurement
+            // would move the "hot" keys into redb.
+            snapshots: SnapshotOptions::manual(),
             ..Options::default()
         },
     )
@@ -231,7 +221,7 @@ fn snapshot(c: &mut Criterion) {
         dir.path(),
         Options {
             durability: Durability::None,
-            snapshots: manual_snapshots(),
+            snapshots: SnapshotOptions::manual(),
             ..Options::default()
         },
     )

@@ -115,13 +115,7 @@ fn options(s: &Scenario) -> Options {
                 ..SnapshotOptions::default()
             }
         } else {
-            SnapshotOptions {
-                every_events: u64::MAX,
-                every_bytes: u64::MAX - 1,
-                memtable_bytes_max: u64::MAX,
-                interval: Duration::from_secs(3600),
-                ..SnapshotOptions::default()
-            }
+            SnapshotOptions::manual()
         },
         ..Options::default()
     }

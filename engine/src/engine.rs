@@ -398,6 +398,12 @@ impl Engine {
         &self.inner.options
     }
 
+    /// The highest LSN made durable by an `fdatasync` (cheap: one atomic
+    /// load, unlike [`Engine::stats`]).
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(self.inner.shared.durable_lsn.load(Ordering::Acquire))
+    }
+
     /// Counters since open.
     pub fn stats(&self) -> Stats {
         let s = &self.inner.shared;
@@ -410,7 +416,7 @@ impl Engine {
             fsyncs: s.fsyncs.load(Ordering::Relaxed),
             segments_created: s.segments_created.load(Ordering::Relaxed),
             written_lsn: Lsn(s.written_lsn.load(Ordering::Acquire)),
-            durable_lsn: Lsn(s.durable_lsn.load(Ordering::Acquire)),
+            durable_lsn: self.durable_lsn(),
             visible_lsn: self.inner.views.visible_lsn(),
             memtable_bytes: self.inner.views.memtable_bytes(),
             replayed_batches: self.inner.replay.batches,

@@ -218,6 +218,36 @@ pub struct Event {
     pub body: EventBody,
 }
 
+impl TaskStatus {
+    /// The status's name, as the CLI and the JSON output spell it:
+    /// `scheduled`, `running`, `succeeded`, `failed`, `interrupted`,
+    /// `cancelled`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskStatus::Scheduled => "scheduled",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded { .. } => "succeeded",
+            TaskStatus::Failed { .. } => "failed",
+            TaskStatus::Interrupted => "interrupted",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl RunStatus {
+    /// The status's name: `created`, `running`, `succeeded`, `failed`,
+    /// `cancelled`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Created => "created",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
 impl Event {
     /// An event made now.
     ///

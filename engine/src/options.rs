@@ -173,6 +173,21 @@ pub struct SnapshotOptions {
     pub memtable_bytes_max: u64,
 }
 
+impl SnapshotOptions {
+    /// Snapshots only when [`crate::Engine::snapshot`] is called: no
+    /// threshold, no timer, no memory bound. For tests and tools that need
+    /// to know exactly what is in `views.redb`.
+    pub fn manual() -> SnapshotOptions {
+        SnapshotOptions {
+            enabled: true,
+            every_events: u64::MAX,
+            every_bytes: u64::MAX - 1,
+            interval: Duration::from_secs(365 * 24 * 3600),
+            memtable_bytes_max: u64::MAX,
+        }
+    }
+}
+
 impl Default for SnapshotOptions {
     fn default() -> SnapshotOptions {
         SnapshotOptions {

@@ -128,6 +128,6 @@ impl Backend for EngineBackend {
     fn durable_lsn(&self) -> Lsn {
         // Under `Durability::None` or `Periodic`, what was acknowledged may
         // not be synced yet; the engine's own count says what is.
-        self.engine.stats().durable_lsn
+        self.engine.durable_lsn()
     }
 }

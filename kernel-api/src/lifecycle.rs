@@ -17,15 +17,7 @@ use crate::kernel::Kernel;
 use crate::task_ref::{RunRef, TaskRef};
 
 fn name(status: Option<&TaskStatus>) -> &'static str {
-    match status {
-        None => "none",
-        Some(TaskStatus::Scheduled) => "scheduled",
-        Some(TaskStatus::Running) => "running",
-        Some(TaskStatus::Succeeded { .. }) => "succeeded",
-        Some(TaskStatus::Failed { .. }) => "failed",
-        Some(TaskStatus::Interrupted) => "interrupted",
-        Some(TaskStatus::Cancelled) => "cancelled",
-    }
+    status.map_or("none", TaskStatus::name)
 }
 
 /// Whether an attempt may go from `from` to `to`.

@@ -134,7 +134,7 @@ pub fn demo(dir: &Path) -> Result<()> {
             if t.interrupted {
                 "interrupted"
             } else {
-                status_word(&t.status)
+                t.status.name()
             },
             ctx.len()?,
             ctx.task_state("pages_done")?
@@ -242,15 +242,4 @@ pub fn demo(dir: &Path) -> Result<()> {
         out(&format!("  {cmd}"))?;
     }
     Ok(())
-}
-
-fn status_word(s: &TaskStatus) -> &'static str {
-    match s {
-        TaskStatus::Scheduled => "scheduled",
-        TaskStatus::Running => "running",
-        TaskStatus::Succeeded { .. } => "succeeded",
-        TaskStatus::Failed { .. } => "failed",
-        TaskStatus::Interrupted => "interrupted",
-        TaskStatus::Cancelled => "cancelled",
-    }
 }

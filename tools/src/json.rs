@@ -7,7 +7,7 @@
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
-use waymark_engine::{Event, EventBody, Lsn, RunStatus, TaskStatus};
+use waymark_engine::{Event, EventBody, Lsn, TaskStatus};
 
 /// A byte value as JSON.
 pub fn bytes(v: &[u8]) -> Value {
@@ -28,24 +28,11 @@ pub fn time(micros: i64) -> String {
 
 fn task_status(s: &TaskStatus) -> Value {
     match s {
-        TaskStatus::Scheduled => json!({"status": "scheduled"}),
-        TaskStatus::Running => json!({"status": "running"}),
-        TaskStatus::Succeeded { result } => json!({"status": "succeeded", "result": bytes(result)}),
+        TaskStatus::Succeeded { result } => json!({"status": s.name(), "result": bytes(result)}),
         TaskStatus::Failed { error, kind } => {
-            json!({"status": "failed", "error": error, "error_kind": kind})
+            json!({"status": s.name(), "error": error, "error_kind": kind})
         }
-        TaskStatus::Interrupted => json!({"status": "interrupted"}),
-        TaskStatus::Cancelled => json!({"status": "cancelled"}),
-    }
-}
-
-fn run_status(s: RunStatus) -> &'static str {
-    match s {
-        RunStatus::Created => "created",
-        RunStatus::Running => "running",
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::Failed => "failed",
-        RunStatus::Cancelled => "cancelled",
+        _ => json!({"status": s.name()}),
     }
 }
 
@@ -91,7 +78,7 @@ pub fn event(lsn: Lsn, e: &Event) -> Value {
             o.insert("worker".into(), json!(worker));
         }
         EventBody::RunStatus { status, parent, .. } => {
-            o.insert("status".into(), json!(run_status(*status)));
+            o.insert("status".into(), json!(status.name()));
             if let Some(p) = parent {
                 o.insert(
                     "parent".into(),
@@ -139,12 +126,9 @@ pub fn summary(e: &Event) -> String {
         EventBody::TaskStatus { status, worker, .. } => match status {
             TaskStatus::Succeeded { result } => format!("succeeded {} by {worker}", text(result)),
             TaskStatus::Failed { error, kind } => format!("failed ({kind}): {error} by {worker}"),
-            other => format!(
-                "{} by {worker}",
-                task_status(other)["status"].as_str().unwrap_or("?")
-            ),
+            other => format!("{} by {worker}", other.name()),
         },
-        EventBody::RunStatus { status, .. } => run_status(*status).to_string(),
+        EventBody::RunStatus { status, .. } => status.name().to_string(),
         EventBody::Checkpoint { name, .. }
         | EventBody::RestoreCheckpoint { name, .. }
         | EventBody::DeleteCheckpoint { name, .. } => name.clone(),

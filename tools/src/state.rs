@@ -31,13 +31,7 @@ pub enum Until {
 fn scratch_options() -> Options {
     Options {
         durability: Durability::None,
-        snapshots: SnapshotOptions {
-            every_events: u64::MAX,
-            every_bytes: u64::MAX - 1,
-            memtable_bytes_max: u64::MAX,
-            interval: std::time::Duration::from_secs(24 * 3600),
-            ..SnapshotOptions::default()
-        },
+        snapshots: SnapshotOptions::manual(),
         ..Options::default()
     }
 }
@@ -110,24 +104,11 @@ pub fn replay(
     Ok((engine, runs))
 }
 
-fn status_name(s: waymark_engine::RunStatus) -> &'static str {
-    match s {
-        waymark_engine::RunStatus::Created => "created",
-        waymark_engine::RunStatus::Running => "running",
-        waymark_engine::RunStatus::Succeeded => "succeeded",
-        waymark_engine::RunStatus::Failed => "failed",
-        waymark_engine::RunStatus::Cancelled => "cancelled",
-    }
-}
-
+/// A task status's name, with the failure kind for a failure.
 fn task_status_name(s: &waymark_engine::TaskStatus) -> String {
     match s {
-        waymark_engine::TaskStatus::Scheduled => "scheduled".into(),
-        waymark_engine::TaskStatus::Running => "running".into(),
-        waymark_engine::TaskStatus::Succeeded { .. } => "succeeded".into(),
         waymark_engine::TaskStatus::Failed { kind, .. } => format!("failed ({kind})"),
-        waymark_engine::TaskStatus::Interrupted => "interrupted".into(),
-        waymark_engine::TaskStatus::Cancelled => "cancelled".into(),
+        other => other.name().to_string(),
     }
 }
 
@@ -163,7 +144,7 @@ pub fn runs(dir: &Path, tenant: Option<&str>, as_json: bool) -> Result<()> {
         if as_json {
             let o = json!({
                 "tenant": run.tenant, "dag": run.dag, "run": run.run,
-                "status": status_name(r.status),
+                "status": r.status.name(),
                 "tasks": c.total(), "succeeded": c.succeeded, "failed": c.failed,
                 "running": c.running, "interrupted": c.interrupted, "scheduled": c.scheduled,
                 "cancelled": c.cancelled,
@@ -178,7 +159,7 @@ pub fn runs(dir: &Path, tenant: Option<&str>, as_json: bool) -> Result<()> {
                 run.tenant.clone(),
                 run.dag.clone(),
                 run.run.clone(),
-                status_name(r.status).to_string(),
+                r.status.name().to_string(),
                 c.total().to_string(),
                 c.succeeded.to_string(),
                 c.failed.to_string(),

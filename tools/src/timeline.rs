@@ -27,17 +27,6 @@ struct Mark {
     what: String,
 }
 
-fn outcome(s: &TaskStatus) -> &'static str {
-    match s {
-        TaskStatus::Scheduled => "scheduled",
-        TaskStatus::Running => "running",
-        TaskStatus::Succeeded { .. } => "succeeded",
-        TaskStatus::Failed { .. } => "failed",
-        TaskStatus::Interrupted => "interrupted",
-        TaskStatus::Cancelled => "cancelled",
-    }
-}
-
 fn collect(dir: &Path, run: &str) -> Result<(Vec<Span>, Vec<Mark>, i64, i64)> {
     let reader = LogReader::open(dir)?;
     let mut cursor = reader.cursor(Lsn(1));
@@ -69,7 +58,7 @@ fn collect(dir: &Path, run: &str) -> Result<(Vec<Span>, Vec<Mark>, i64, i64)> {
                     if matches!(status, TaskStatus::Running) {
                         span.start = e.ts_micros;
                     }
-                    span.outcome = outcome(status);
+                    span.outcome = status.name();
                     span.detail = match status {
                         TaskStatus::Failed { error, kind } => format!("{kind}: {error} ({worker})"),
                         _ => worker.clone(),

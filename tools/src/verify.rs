@@ -2,10 +2,11 @@
 //! rebuild from the log.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use waymark_engine::{Durability, Engine, LogReader, Lsn, Options, SnapshotOptions};
+use waymark_engine::{LogReader, Lsn};
+
+use crate::state::Until;
 
 /// What verify found; `problems` empty means consistent.
 pub struct Report {
@@ -124,10 +125,15 @@ pub fn verify(dir: &Path) -> Result<Report> {
         r.problems += 1;
         return Ok(r);
     }
-    let scratch = rebuild(&reader, views.applied_lsn)?;
-    let ours = scratch
-        .path()
-        .join(waymark_engine::inspect::VIEWS_FILE_NAME);
+    // The same replay `waymark replay --out` does, into a scratch
+    // directory, so that its views file can be read like the real one.
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let rebuilt = scratch.path().join("rebuilt");
+    let (engine, _) =
+        crate::state::replay(dir, Until::Lsn(views.applied_lsn), None, Some(&rebuilt))?;
+    engine.close()?;
+    drop(engine);
+    let ours = rebuilt.join(waymark_engine::inspect::VIEWS_FILE_NAME);
     let theirs = dir.join(waymark_engine::inspect::VIEWS_FILE_NAME);
     let mut differences = 0usize;
     for table in waymark_engine::inspect::view_table_names() {
@@ -212,38 +218,4 @@ fn show_key(key: &[u8]) -> String {
         }
     }
     parts.join(" | ")
-}
-
-/// Replays the log up to `until` into a scratch state directory and
-/// snapshots it, so its views file can be compared.
-fn rebuild(reader: &LogReader, until: Lsn) -> Result<tempfile::TempDir> {
-    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-    let engine = Engine::open_with(
-        Arc::new(waymark_engine::storage::FsStorage),
-        scratch.path(),
-        Options {
-            durability: Durability::None,
-            snapshots: SnapshotOptions {
-                every_events: u64::MAX,
-                every_bytes: u64::MAX - 1,
-                memtable_bytes_max: u64::MAX,
-                interval: std::time::Duration::from_secs(24 * 3600),
-                ..SnapshotOptions::default()
-            },
-            ..Options::default()
-        },
-    )?;
-    let mut cursor = reader.cursor(Lsn(1));
-    while let Some(frame) = cursor.next_frame()? {
-        if frame.lsn() > until {
-            break;
-        }
-        engine.append(frame.decode()?)?;
-    }
-    if until > Lsn(0) {
-        engine.snapshot()?;
-    }
-    engine.close()?;
-    drop(engine);
-    Ok(scratch)
 }

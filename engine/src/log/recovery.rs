@@ -29,7 +29,7 @@ use super::frame::{
     Decoded, FRAME_HEADER_BYTES, crc_seed, decode_frame, find_frame_vouching_for, peek_frame_len,
 };
 use super::reader::{LoadedSegment, check_header};
-use super::segment::{SEGMENT_HEADER_BYTES, list_segments};
+use super::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, list_segments};
 use crate::error::{Error, Invalid, Result};
 use crate::event::access_batch;
 use crate::options::RecoveryMode;
@@ -184,9 +184,10 @@ fn scan_clean_last(
     }
     let mut seg = super::reader::OpenSegment::open(storage, path, base)?;
     let (start, end) = seg.window(0, SEGMENT_HEADER_BYTES)?;
-    let header = match check_header(path, base, &seg.buf[start..end]) {
-        Ok(header) if log_id.is_none_or(|id| id == header.log_id) => header,
-        _ => return Ok(None),
+    let Ok(header) = check_header(path, base, &seg.buf[start..end])
+        .and_then(|h| same_log(path, base, log_id, h))
+    else {
+        return Ok(None);
     };
     let seed = crc_seed(header.log_id);
     let mut offset = SEGMENT_HEADER_BYTES as u64;
@@ -248,6 +249,25 @@ fn scan_clean_last(
     }))
 }
 
+/// Checks that a segment's header belongs to the log whose id recovery has
+/// seen so far (if any).
+fn same_log(
+    path: &Path,
+    base: Lsn,
+    log_id: Option<u128>,
+    header: SegmentHeader,
+) -> Result<SegmentHeader> {
+    if log_id.is_some_and(|id| id != header.log_id) {
+        return Err(Error::Corruption {
+            segment: path.to_path_buf(),
+            offset: 0,
+            expected_lsn: base,
+            reason: Invalid::LogIdMismatch,
+        });
+    }
+    Ok(header)
+}
+
 /// Zeros the segment from `offset` on and syncs it. Returns the non-zero
 /// bytes dropped.
 fn cut(
@@ -303,6 +323,18 @@ pub(crate) fn recover(
     let count = segments.len();
     for (i, (base, path)) in segments.iter().enumerate() {
         let last = i + 1 == count;
+        // Corruption from this segment on: refused, or cut in salvage mode.
+        let salvage = |e: Error, report: &mut RecoveryReport| {
+            salvage_or(
+                e,
+                mode,
+                storage,
+                log_dir,
+                &segments[i..],
+                report,
+                preallocate_bytes,
+            )
+        };
         if let Some((next_base, _)) = segments.get(i + 1)
             && *next_base <= verify_from
             && expected.is_none_or(|e| e == *base)
@@ -312,18 +344,9 @@ pub(crate) fn recover(
                 .open(path, OpenMode::Read)
                 .map_err(|e| Error::io(path, e))?;
             let n = read_up_to(file.as_ref(), &mut head, 0).map_err(|e| Error::io(path, e))?;
-            let checked = check_header(path, *base, &head[..n]).and_then(|header| {
-                if log_id.is_some_and(|id| id != header.log_id) {
-                    return Err(Error::Corruption {
-                        segment: path.clone(),
-                        offset: 0,
-                        expected_lsn: *base,
-                        reason: Invalid::LogIdMismatch,
-                    });
-                }
-                Ok(header)
-            });
-            match checked {
+            match check_header(path, *base, &head[..n])
+                .and_then(|h| same_log(path, *base, log_id, h))
+            {
                 Ok(header) => {
                     log_id = Some(header.log_id);
                     report.segments += 1;
@@ -333,15 +356,7 @@ pub(crate) fn recover(
                     continue;
                 }
                 Err(e) => {
-                    return salvage_or(
-                        e,
-                        mode,
-                        storage,
-                        log_dir,
-                        &segments[i..],
-                        &mut report,
-                        preallocate_bytes,
-                    );
+                    return salvage(e, &mut report);
                 }
             }
         }
@@ -390,34 +405,13 @@ pub(crate) fn recover(
                 break;
             }
             Err(e) => {
-                return salvage_or(
-                    e,
-                    mode,
-                    storage,
-                    log_dir,
-                    &segments[i..],
-                    &mut report,
-                    preallocate_bytes,
-                );
+                return salvage(e, &mut report);
             }
         };
-        if log_id.is_some_and(|id| id != header.log_id) {
-            let e = Error::Corruption {
-                segment: path.clone(),
-                offset: 0,
-                expected_lsn: *base,
-                reason: Invalid::LogIdMismatch,
-            };
-            return salvage_or(
-                e,
-                mode,
-                storage,
-                log_dir,
-                &segments[i..],
-                &mut report,
-                preallocate_bytes,
-            );
-        }
+        let header = match same_log(path, *base, log_id, header) {
+            Ok(header) => header,
+            Err(e) => return salvage(e, &mut report),
+        };
         log_id = Some(header.log_id);
         let mut next = expected.unwrap_or(*base);
         if next != *base {
@@ -426,15 +420,7 @@ pub(crate) fn recover(
                 expected: next,
                 found: *base,
             };
-            return salvage_or(
-                e,
-                mode,
-                storage,
-                log_dir,
-                &segments[i..],
-                &mut report,
-                preallocate_bytes,
-            );
+            return salvage(e, &mut report);
         }
         let seed = crc_seed(header.log_id);
         let (end, frames) = scan(&seg, seed, &mut next, last);

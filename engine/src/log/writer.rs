@@ -457,13 +457,16 @@ impl Writer {
     /// snapshotter to write the frozen memtable. Appends wait here rather
     /// than grow memory without bound.
     fn hold_memory_bound(&mut self) -> Result<()> {
-        let (Some(wake), Some(views)) = (self.snap_wake.clone(), self.views.clone()) else {
+        let max = self.options.snapshots.memtable_bytes_max;
+        let (Some(wake), Some(views)) = (&self.snap_wake, &self.views) else {
             return Ok(());
         };
-        let max = self.options.snapshots.memtable_bytes_max;
+        // The common case, checked before anything is cloned: this runs
+        // before every group.
         if views.memtable_bytes() < max {
             return Ok(());
         }
+        let (wake, views) = (wake.clone(), Arc::clone(views));
         if views.levels().frozen.is_none() {
             self.sync()?;
             views.freeze();

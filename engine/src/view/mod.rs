@@ -684,6 +684,25 @@ impl ViewReader {
         self.views.scan_at(&levels, &start, &end, at)
     }
 
+    /// Every entry under `prefix` whose key ends in one name after it, as
+    /// (name, record).
+    fn named<T>(&self, table: Table, prefix: &[u8]) -> Result<Vec<(String, T)>>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'a, rkyv::rancor::BoxedError>,
+            > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::BoxedError>>,
+    {
+        self.range(prefix)?
+            .into_iter()
+            .map(|(key, value)| {
+                let mut rest = &key[prefix.len()..];
+                let name = take_part(&mut rest).ok_or_else(|| corrupt_key(table))?;
+                Ok((utf8(table, name)?, decode_as(table, &value)?))
+            })
+            .collect()
+    }
+
     /// One key of a task attempt's state.
     pub fn get(&self, attempt: &AttemptScope, key: &str) -> Result<Option<KvValue>> {
         self.point(Table::Kv, &kv_key(attempt, key))
@@ -691,15 +710,10 @@ impl ViewReader {
 
     /// Every key of a task attempt's state, in key-encoding order.
     pub fn attempt_entries(&self, attempt: &AttemptScope) -> Result<Vec<(String, KvValue)>> {
-        let prefix = KeyBuf::new(Table::Kv).attempt(attempt).into_vec();
-        self.range(&prefix)?
-            .into_iter()
-            .map(|(key, value)| {
-                let mut rest = &key[prefix.len()..];
-                let name = take_part(&mut rest).ok_or_else(|| corrupt_key(Table::Kv))?;
-                Ok((utf8(Table::Kv, name)?, decode_as(Table::Kv, &value)?))
-            })
-            .collect()
+        self.named(
+            Table::Kv,
+            &KeyBuf::new(Table::Kv).attempt(attempt).into_vec(),
+        )
     }
 
     /// Every key of every attempt of a task: `(try_number, key, value)`,
@@ -729,18 +743,10 @@ impl ViewReader {
 
     /// Every key of a task's state.
     pub fn task_state_entries(&self, task: &TaskScope) -> Result<Vec<(String, KvValue)>> {
-        let prefix = KeyBuf::new(Table::TaskKv).task(task).into_vec();
-        self.range(&prefix)?
-            .into_iter()
-            .map(|(key, value)| {
-                let mut rest = &key[prefix.len()..];
-                let name = take_part(&mut rest).ok_or_else(|| corrupt_key(Table::TaskKv))?;
-                Ok((
-                    utf8(Table::TaskKv, name)?,
-                    decode_as(Table::TaskKv, &value)?,
-                ))
-            })
-            .collect()
+        self.named(
+            Table::TaskKv,
+            &KeyBuf::new(Table::TaskKv).task(task).into_vec(),
+        )
     }
 
     /// A task's lifecycle: latest try, status, attempts.
@@ -753,15 +759,7 @@ impl ViewReader {
 
     /// Every task of a run that has a status, by task name.
     pub fn tasks(&self, run: &RunScope) -> Result<Vec<(String, TaskRecord)>> {
-        let prefix = KeyBuf::new(Table::Tasks).run(run).into_vec();
-        self.range(&prefix)?
-            .into_iter()
-            .map(|(key, value)| {
-                let mut rest = &key[prefix.len()..];
-                let name = take_part(&mut rest).ok_or_else(|| corrupt_key(Table::Tasks))?;
-                Ok((utf8(Table::Tasks, name)?, decode_as(Table::Tasks, &value)?))
-            })
-            .collect()
+        self.named(Table::Tasks, &KeyBuf::new(Table::Tasks).run(run).into_vec())
     }
 
     /// A run's status, times, task counts and parent.
@@ -831,18 +829,10 @@ impl ViewReader {
 
     /// Every shared variable of a run, by key.
     pub fn shared_entries(&self, run: &RunScope) -> Result<Vec<(String, SharedValue)>> {
-        let prefix = KeyBuf::new(Table::Shared).run(run).into_vec();
-        self.range(&prefix)?
-            .into_iter()
-            .map(|(key, value)| {
-                let mut rest = &key[prefix.len()..];
-                let name = take_part(&mut rest).ok_or_else(|| corrupt_key(Table::Shared))?;
-                Ok((
-                    utf8(Table::Shared, name)?,
-                    decode_as(Table::Shared, &value)?,
-                ))
-            })
-            .collect()
+        self.named(
+            Table::Shared,
+            &KeyBuf::new(Table::Shared).run(run).into_vec(),
+        )
     }
 
     /// One named checkpoint of a run.
@@ -852,17 +842,9 @@ impl ViewReader {
 
     /// Every checkpoint of a run, by name.
     pub fn checkpoints(&self, run: &RunScope) -> Result<Vec<(String, CheckpointRecord)>> {
-        let prefix = KeyBuf::new(Table::Checkpoints).run(run).into_vec();
-        self.range(&prefix)?
-            .into_iter()
-            .map(|(key, value)| {
-                let mut rest = &key[prefix.len()..];
-                let name = take_part(&mut rest).ok_or_else(|| corrupt_key(Table::Checkpoints))?;
-                Ok((
-                    utf8(Table::Checkpoints, name)?,
-                    decode_as(Table::Checkpoints, &value)?,
-                ))
-            })
-            .collect()
+        self.named(
+            Table::Checkpoints,
+            &KeyBuf::new(Table::Checkpoints).run(run).into_vec(),
+        )
     }
 }
