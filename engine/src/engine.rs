@@ -14,6 +14,7 @@ use crossbeam_channel::{Sender, bounded};
 use crate::error::{Error, Invalid, Limit, Result};
 use crate::event::{Event, encode_batch};
 use crate::lock::lock_dir;
+use crate::log::ack::{AckReceiver, ack_channel};
 use crate::log::writer::{Msg, Shared, Writer};
 use crate::log::{LOG_DIR_NAME, LogReader, Lsn, RecoveryReport, recovery};
 use crate::options::Options;
@@ -289,7 +290,7 @@ impl Engine {
                 max_bytes: u64::from(limits.batch_bytes_max),
             });
         }
-        let (ack, rx) = bounded(1);
+        let (ack, rx) = ack_channel();
         let shared = &self.inner.shared;
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
         let result = self
@@ -310,9 +311,9 @@ impl Engine {
     ///
     /// As the failure of a group in [`Engine::append`].
     pub fn flush(&self) -> Result<Lsn> {
-        let (ack, rx) = bounded(1);
+        let (ack, rx) = ack_channel();
         self.send(Msg::Flush { ack })?;
-        rx.recv().map_err(|_| Error::Closed)?
+        rx.recv()
     }
 
     /// Syncs and stops the writer; later appends get [`Error::Closed`].
@@ -322,9 +323,9 @@ impl Engine {
     ///
     /// The failure of the final sync, or [`Error::Poisoned`].
     pub fn close(&self) -> Result<()> {
-        let (ack, rx) = bounded(1);
+        let (ack, rx) = ack_channel();
         self.send(Msg::Close { ack })?;
-        rx.recv().map_err(|_| Error::Closed)?.map(|_| ())
+        rx.recv().map(|_| ())
     }
 
     fn send(&self, msg: Msg) -> Result<()> {
@@ -507,28 +508,27 @@ const ACK_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
 /// Waits for an acknowledgement. A caller that is the only append in flight
 /// polls instead of parking: on a virtual machine, waking a thread whose CPU
 /// went idle during the fsync costs tens of microseconds, a third of a fast
-/// fsync (see BENCHMARKS.md, append_sync/1). As soon as another append is in
-/// flight it parks, so concurrent writers never burn CPU that group commit
-/// needs.
-fn wait_for_ack(shared: &Shared, rx: &crossbeam_channel::Receiver<Result<Lsn>>) -> Result<Lsn> {
-    use crossbeam_channel::TryRecvError;
-    if shared
-        .ack_spinners
-        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
-        .is_ok()
+/// fsync (see BENCHMARKS.md, append_sync/1). It parks at once if the last
+/// group held several batches (other callers come and go between their
+/// acks, and a poller would hold one of their cores through a whole fsync),
+/// and stops polling as soon as another append is in flight, so concurrent
+/// writers never lose CPU that group commit needs.
+fn wait_for_ack(shared: &Shared, rx: &AckReceiver) -> Result<Lsn> {
+    if shared.last_group_batches.load(Ordering::Relaxed) <= 1
+        && shared
+            .ack_spinners
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     {
         let start = std::time::Instant::now();
         let got = loop {
-            match rx.try_recv() {
-                Ok(result) => break Some(result),
-                Err(TryRecvError::Disconnected) => break Some(Err(Error::Closed)),
-                Err(TryRecvError::Empty)
-                    if start.elapsed() < ACK_SPIN
-                        && shared.in_flight.load(Ordering::Acquire) == 1 =>
-                {
-                    std::hint::spin_loop()
-                }
-                Err(TryRecvError::Empty) => break None,
+            if let Some(result) = rx.try_recv() {
+                break Some(result);
+            }
+            if start.elapsed() < ACK_SPIN && shared.in_flight.load(Ordering::Acquire) == 1 {
+                std::hint::spin_loop();
+            } else {
+                break None;
             }
         };
         shared.ack_spinners.store(0, Ordering::Release);
@@ -536,7 +536,7 @@ fn wait_for_ack(shared: &Shared, rx: &crossbeam_channel::Receiver<Result<Lsn>>) 
             return result;
         }
     }
-    rx.recv().map_err(|_| Error::Closed)?
+    rx.recv()
 }
 
 impl Drop for Inner {

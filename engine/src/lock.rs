@@ -17,6 +17,29 @@ pub const LOCK_FILE_NAME: &str = "LOCK";
 
 /// Takes the lock of the state directory `dir`.
 pub(crate) fn lock_dir(storage: &dyn Storage, dir: &Path) -> Result<LockGuard> {
+    let mut tries = 0;
+    loop {
+        match try_lock_dir(storage, dir) {
+            // Between `fork` and `exec`, a child that another thread of this
+            // process is spawning holds a copy of every descriptor, the lock
+            // file's included, and with it the `flock` of an engine this
+            // process has just dropped. The child lets go at `exec`: try
+            // again for a moment before saying the directory is open here.
+            Err(Error::AlreadyOpenInThisProcess { .. }) if tries < IN_PROCESS_RETRIES => {
+                tries += 1;
+                std::thread::sleep(IN_PROCESS_RETRY_WAIT);
+            }
+            result => return result,
+        }
+    }
+}
+
+/// How often, and how long apart, a lock held by this very process is tried
+/// again (100 ms in all).
+const IN_PROCESS_RETRIES: u32 = 20;
+const IN_PROCESS_RETRY_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
+fn try_lock_dir(storage: &dyn Storage, dir: &Path) -> Result<LockGuard> {
     let path = dir.join(LOCK_FILE_NAME);
     match storage.lock(&path) {
         Ok(guard) => {

@@ -7,6 +7,7 @@
 //! reader ([`reader`]) iterates frames from any LSN, offline or beside a live
 //! writer. FORMAT.md describes every byte.
 
+pub(crate) mod ack;
 pub(crate) mod frame;
 pub(crate) mod reader;
 pub(crate) mod recovery;

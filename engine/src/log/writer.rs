@@ -5,12 +5,17 @@
 //! takes one batch, drains every other batch already waiting (up to the group
 //! limits), frames them all into one buffer, writes it with one call, issues
 //! **one** `fdatasync` for the whole group (in `Sync` mode), and only then
-//! acknowledges each caller with its LSN. A failed write or sync fails the
-//! whole group (no caller in it gets an acknowledgement) and poisons the
-//! writer: it never retries a sync, and refuses every later batch.
+//! hands the group on to be *finished*: applied to the views, published, and
+//! acknowledged to each caller with its LSN. A group of several batches is
+//! finished on the acker thread while the writer writes and syncs the next
+//! group; a lone batch is finished inline when the acker is idle (one thread
+//! hop less for a lone caller). Groups are finished in LSN order either way.
+//! A failed write or sync fails the whole group (no caller in it gets an
+//! acknowledgement) and poisons the writer: it never retries a sync, and
+//! refuses every later batch.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,11 +23,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use rkyv::util::AlignedVec;
 
 use super::Lsn;
+use super::ack::AckSender;
 use super::frame::{crc_seed, encode_frame, frame_len};
 use super::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, segment_file_name};
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::options::{Durability, Options};
+use crate::options::{Durability, Options, SnapshotOptions};
 use crate::storage::{OpenMode, Storage, StorageFile};
 use crate::view::Views;
 use crate::view::snapshot::Wake;
@@ -34,19 +40,118 @@ pub(crate) enum Msg {
         payload: AlignedVec,
         /// The batch's events, applied to the views once durable.
         events: Vec<Event>,
-        ack: Sender<Result<Lsn>>,
+        ack: AckSender,
     },
     /// Sync everything written so far; the ack carries the durable LSN.
-    Flush { ack: Sender<Result<Lsn>> },
+    Flush { ack: AckSender },
     /// Sync and stop accepting batches; the ack carries the durable LSN.
-    Close { ack: Sender<Result<Lsn>> },
+    Close { ack: AckSender },
     /// Sync, then freeze the active memtable for the snapshotter; the ack
     /// carries the durable LSN.
-    Freeze { ack: Sender<Result<Lsn>> },
+    Freeze { ack: AckSender },
 }
 
 /// A caller's acknowledgement channel and what to tell it.
-type Ack = (Sender<Result<Lsn>>, Result<Lsn>);
+type Ack = (AckSender, Result<Lsn>);
+
+/// A group that is written (and synced, as its mode asks), on its way to
+/// its callers.
+struct Committed {
+    /// The LSN of the group's first batch.
+    first_lsn: Lsn,
+    /// The events of each batch, in LSN order from `first_lsn`.
+    batches: Vec<Vec<Event>>,
+    /// One per message of the group, in order.
+    acks: Vec<Ack>,
+    /// The group held a `Freeze`: freeze the active memtable once the
+    /// group is applied (the group's sync made all of it durable).
+    freeze: bool,
+}
+
+/// Work for the acker thread.
+enum Job {
+    /// Finish a committed group.
+    Finish(Committed),
+    /// Reply once every earlier job is finished.
+    Barrier(Sender<()>),
+}
+
+/// Finishes committed groups, in LSN order: applies their events to the
+/// views, publishes them, freezes or wakes the snapshotter as needed, then
+/// acknowledges the callers. It runs on the acker thread, or on the writer
+/// when the acker has nothing queued; never on both at once.
+struct Finisher {
+    shared: Arc<Shared>,
+    /// The views every durable batch is applied to (`None`: the log alone).
+    views: Option<Arc<Views>>,
+    /// Wakes the snapshotter when a threshold is crossed (`None`: snapshots
+    /// are off).
+    snap_wake: Option<Sender<Wake>>,
+    snapshots: SnapshotOptions,
+    /// Jobs sent to the acker thread and not finished yet. Only the writer
+    /// sends, so when it reads zero the acker is idle until the writer sends
+    /// again.
+    queued: AtomicUsize,
+    /// Set once applying a group failed: the views miss that group, so no
+    /// later group may be applied or acknowledged.
+    views_failed: AtomicBool,
+}
+
+impl Finisher {
+    fn finish(&self, group: Committed) {
+        let applied = if self.views_failed.load(Ordering::Acquire) {
+            Err(self.shared.poisoned().unwrap_or_else(|| Error::Poisoned {
+                cause: "an earlier group failed to apply to the views".into(),
+            }))
+        } else {
+            self.apply(&group)
+        };
+        match applied {
+            Ok(()) => {
+                for (tx, result) in group.acks {
+                    tx.send(result);
+                }
+            }
+            Err(e) => {
+                // The batches are in the log, but the views are not trusted
+                // any more: fail like a failed write; reopening rebuilds
+                // the views from the log.
+                self.views_failed.store(true, Ordering::Release);
+                self.shared.poison(&e);
+                for (tx, _) in group.acks {
+                    tx.send(Err(replicate(&e)));
+                }
+            }
+        }
+    }
+
+    /// Applies the group's batches to the views, then publishes them: a
+    /// caller's ack comes after its batch is visible to every reader.
+    fn apply(&self, group: &Committed) -> Result<()> {
+        let Some(views) = &self.views else {
+            return Ok(());
+        };
+        let mut lsn = group.first_lsn;
+        for events in &group.batches {
+            views.apply(lsn, events)?;
+            lsn = lsn.next();
+        }
+        if lsn != group.first_lsn {
+            views.publish(Lsn(lsn.0 - 1));
+        }
+        if group.freeze {
+            views.freeze();
+        } else if let Some(wake) = &self.snap_wake {
+            let levels = views.levels();
+            if levels.active.events() >= self.snapshots.every_events
+                || levels.active.bytes() >= self.snapshots.every_bytes
+            {
+                let _ = wake.try_send(Wake::Check);
+            }
+        }
+        Ok(())
+    }
+}
 
 /// State the writer shares with the engine's handles.
 #[derive(Debug, Default)]
@@ -67,6 +172,10 @@ pub(crate) struct Shared {
     pub ack_spinners: AtomicU64,
     /// Appends sent to the writer and not yet acknowledged.
     pub in_flight: AtomicU64,
+    /// Messages in the last group: one means a lone caller, worth polling
+    /// for (the writer for its next batch, the caller for its ack); more
+    /// means concurrent callers, who need the CPU instead.
+    pub last_group_batches: AtomicU64,
 }
 
 impl Shared {
@@ -121,11 +230,10 @@ pub(crate) struct Writer {
     snap_wake: Option<Sender<Wake>>,
     buf: Vec<u8>,
     closed: bool,
-    /// Hands committed groups' acknowledgements to the acker thread.
-    acker: Option<Sender<Vec<Ack>>>,
-    /// Messages in the last group: one means a lone caller, worth polling
-    /// for; more means concurrent callers, who need the CPU instead.
-    last_group_batches: usize,
+    /// Finishes committed groups (built when the writer runs).
+    finisher: Option<Arc<Finisher>>,
+    /// Hands committed groups to the acker thread.
+    acker: Option<Sender<Job>>,
 }
 
 fn now_unix_ms() -> u64 {
@@ -239,7 +347,7 @@ impl Writer {
             snap_wake: None,
             buf: Vec::with_capacity(1 << 20),
             closed: false,
-            last_group_batches: 0,
+            finisher: None,
             acker: None,
         })
     }
@@ -250,26 +358,48 @@ impl Writer {
     }
 
     /// Runs until every sender is gone, then syncs and returns. Starts the
-    /// acker thread and stops it on return.
+    /// acker thread and stops it (after it finished every group) on return.
     pub(crate) fn run(mut self, rx: Receiver<Msg>) {
+        let finisher = Arc::new(Finisher {
+            shared: Arc::clone(&self.shared),
+            views: self.views.clone(),
+            snap_wake: self.snap_wake.clone(),
+            snapshots: self.options.snapshots.clone(),
+            queued: AtomicUsize::new(0),
+            views_failed: AtomicBool::new(false),
+        });
+        self.finisher = Some(Arc::clone(&finisher));
         // Unbounded, yet bounded in fact: a caller has one batch in flight,
-        // so the acks waiting here never outnumber the callers.
-        let (acker, acks) = crossbeam_channel::unbounded::<Vec<Ack>>();
-        std::thread::scope(|scope| {
-            let spawned = std::thread::Builder::new()
-                .name("waymark-acker".into())
-                .spawn_scoped(scope, move || {
-                    for group in acks {
-                        for (tx, result) in group {
-                            let _ = tx.send(result);
+        // so the groups waiting here never outnumber the callers.
+        let (acker, jobs) = crossbeam_channel::unbounded::<Job>();
+        // Not a scoped thread: if this thread panics, unwinding drops `self`
+        // and with it the job sender, so the acker finishes what is queued
+        // and returns instead of waiting for a join that would never end.
+        let spawned = std::thread::Builder::new()
+            .name("waymark-acker".into())
+            .spawn(move || {
+                for job in jobs {
+                    match job {
+                        Job::Finish(group) => finisher.finish(group),
+                        Job::Barrier(done) => {
+                            let _ = done.send(());
                         }
                     }
-                });
-            // Without an acker thread the writer acknowledges inline.
-            self.acker = spawned.ok().map(|_| acker);
-            self.run_loop(rx);
-            self.acker = None;
-        });
+                    finisher.queued.fetch_sub(1, Ordering::AcqRel);
+                }
+            });
+        // Without an acker thread the writer finishes groups inline.
+        let acker_thread = spawned.ok();
+        if acker_thread.is_some() {
+            self.acker = Some(acker);
+        }
+        self.run_loop(rx);
+        // Closing the channel lets the acker finish every queued group.
+        self.acker = None;
+        if let Some(handle) = acker_thread {
+            // A panicking acker is a bug; it has already printed.
+            let _ = handle.join();
+        }
     }
 
     fn run_loop(&mut self, rx: Receiver<Msg>) {
@@ -285,16 +415,21 @@ impl Writer {
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
                 },
-                None => match spin_recv(&rx, self.last_group_batches <= 1) {
+                None => match spin_recv(
+                    &rx,
+                    self.shared.last_group_batches.load(Ordering::Relaxed) <= 1,
+                ) {
                     Ok(msg) => msg,
                     Err(_) => break,
                 },
             };
             let mut group = self.drain(first, &rx);
-            self.last_group_batches = group.len();
+            self.shared
+                .last_group_batches
+                .store(group.len() as u64, Ordering::Relaxed);
             if self.closed {
                 for msg in group {
-                    let _ = ack_of(&msg).send(Err(Error::Closed));
+                    ack_of(&msg).send(Err(Error::Closed));
                 }
                 continue;
             }
@@ -323,13 +458,15 @@ impl Writer {
             Some(e) => Err(e),
             None => self.sync().map(|()| self.durable_lsn),
         };
+        // Every earlier caller hears of its batch before `close` returns.
+        self.quiesce();
         self.closed = true;
         let mut rest = rest.into_iter();
         if let Some(close) = rest.next() {
-            let _ = ack_of(&close).send(result);
+            ack_of(&close).send(result);
         }
         for msg in rest {
-            let _ = ack_of(&msg).send(Err(Error::Closed));
+            ack_of(&msg).send(Err(Error::Closed));
         }
     }
 
@@ -363,82 +500,61 @@ impl Writer {
     fn commit(&mut self, group: Vec<Msg>) {
         if let Some(e) = self.shared.poisoned() {
             for msg in group {
-                let _ = ack_of(&msg).send(Err(replicate(&e)));
+                ack_of(&msg).send(Err(replicate(&e)));
             }
             return;
         }
         if let Err(e) = self.hold_memory_bound() {
             // Nothing of this group was written: a clean refusal.
             for msg in group {
-                let _ = ack_of(&msg).send(Err(replicate(&e)));
+                ack_of(&msg).send(Err(replicate(&e)));
             }
             return;
         }
         let first_lsn = self.next_lsn;
-        match self
-            .write_group(&group)
-            .and_then(|()| self.apply(&group, first_lsn))
-        {
+        match self.write_group(&group) {
             Ok(()) => {
                 let batches = self.next_lsn.0 - first_lsn.0;
                 self.shared.batches.fetch_add(batches, Ordering::Relaxed);
                 self.shared.groups.fetch_add(1, Ordering::Relaxed);
-                let mut lsn = first_lsn;
-                let mut acks = Vec::with_capacity(group.len());
-                for msg in group {
-                    match msg {
-                        Msg::Append { ack, .. } => {
-                            acks.push((ack, Ok(lsn)));
-                            lsn = lsn.next();
-                        }
-                        Msg::Flush { ack } | Msg::Close { ack } | Msg::Freeze { ack } => {
-                            acks.push((ack, Ok(self.durable_lsn)))
-                        }
-                    }
-                }
-                self.acknowledge(acks);
+                self.hand_on(self.committed(group, first_lsn));
             }
             Err(e) => {
                 self.shared.poison(&e);
                 for msg in &group {
-                    let _ = ack_of(msg).send(Err(replicate(&e)));
+                    ack_of(msg).send(Err(replicate(&e)));
                 }
             }
         }
     }
 
-    /// Applies the group's batches to the views, then publishes them: a
-    /// caller's ack comes after its batch is visible to every reader. A
-    /// failure here fails the group like a failed write: the batches are in
-    /// the log, the views are not trusted any more, and reopening rebuilds
-    /// them from the log.
-    fn apply(&self, group: &[Msg], first_lsn: Lsn) -> Result<()> {
-        let Some(views) = &self.views else {
-            return Ok(());
-        };
+    /// What finishing a written group takes: its events and what to tell
+    /// each caller.
+    fn committed(&self, group: Vec<Msg>, first_lsn: Lsn) -> Committed {
         let mut lsn = first_lsn;
+        let mut committed = Committed {
+            first_lsn,
+            batches: Vec::with_capacity(group.len()),
+            acks: Vec::with_capacity(group.len()),
+            freeze: false,
+        };
         for msg in group {
-            if let Msg::Append { events, .. } = msg {
-                views.apply(lsn, events)?;
-                lsn = lsn.next();
+            match msg {
+                Msg::Append { events, ack, .. } => {
+                    committed.batches.push(events);
+                    committed.acks.push((ack, Ok(lsn)));
+                    lsn = lsn.next();
+                }
+                Msg::Freeze { ack } => {
+                    committed.freeze = true;
+                    committed.acks.push((ack, Ok(self.durable_lsn)));
+                }
+                Msg::Flush { ack } | Msg::Close { ack } => {
+                    committed.acks.push((ack, Ok(self.durable_lsn)));
+                }
             }
         }
-        if lsn != first_lsn {
-            views.publish(Lsn(lsn.0 - 1));
-        }
-        if group.iter().any(|m| matches!(m, Msg::Freeze { .. })) {
-            // The group's sync made everything applied durable.
-            views.freeze();
-        } else if let Some(wake) = &self.snap_wake {
-            let levels = views.levels();
-            let snap = &self.options.snapshots;
-            if levels.active.events() >= snap.every_events
-                || levels.active.bytes() >= snap.every_bytes
-            {
-                let _ = wake.try_send(Wake::Check);
-            }
-        }
-        Ok(())
+        committed
     }
 
     /// Sets the views every durable batch is applied to.
@@ -462,11 +578,17 @@ impl Writer {
             return Ok(());
         };
         // The common case, checked before anything is cloned: this runs
-        // before every group.
+        // before every group. The acker may lag by a group or two, which
+        // the bound can afford.
         if views.memtable_bytes() < max {
             return Ok(());
         }
         let (wake, views) = (wake.clone(), Arc::clone(views));
+        // Freezing takes the applier's place between two groups: wait until
+        // the acker has applied every group handed to it.
+        if std::env::var_os("MUT2").is_none() {
+            self.quiesce();
+        }
         if views.levels().frozen.is_none() {
             self.sync()?;
             views.freeze();
@@ -475,21 +597,52 @@ impl Writer {
         views.wait_below(max)
     }
 
-    /// Wakes the callers of a committed group. A lone caller is woken here
-    /// (another hop would cost it a thread wake); a larger group is handed to
-    /// the acker thread, which wakes its callers while this thread writes and
-    /// syncs the next group: each wake is a syscall, and on the writer's
-    /// path they would add up to a good part of an fsync.
-    fn acknowledge(&self, acks: Vec<Ack>) {
-        let acks = match (&self.acker, acks.len()) {
-            (Some(acker), 2..) => match acker.send(acks) {
-                Ok(()) => return,
-                Err(crossbeam_channel::SendError(acks)) => acks,
-            },
-            _ => acks,
+    /// Finishes a committed group. A group of several batches goes to the
+    /// acker thread, which applies it and wakes its callers while this
+    /// thread writes and syncs the next group: applying is a skiplist insert
+    /// per event and each wake a syscall, and on the writer's path they
+    /// would add up to a good part of an fsync. A lone batch is finished
+    /// here if the acker is idle (another hop would cost a lone caller a
+    /// thread wake); otherwise it queues behind the acker's groups, so
+    /// groups are always applied in LSN order.
+    fn hand_on(&self, group: Committed) {
+        let finisher = self
+            .finisher
+            .as_ref()
+            .expect("the finisher is built before the writer runs");
+        let group = match &self.acker {
+            Some(acker) if group.acks.len() > 1 || finisher.queued.load(Ordering::Acquire) > 0 => {
+                finisher.queued.fetch_add(1, Ordering::AcqRel);
+                match acker.send(Job::Finish(group)) {
+                    Ok(()) => return,
+                    Err(crossbeam_channel::SendError(job)) => {
+                        finisher.queued.fetch_sub(1, Ordering::AcqRel);
+                        match job {
+                            Job::Finish(group) => group,
+                            Job::Barrier(_) => unreachable!("a Finish job was sent"),
+                        }
+                    }
+                }
+            }
+            _ => group,
         };
-        for (tx, result) in acks {
-            let _ = tx.send(result);
+        finisher.finish(group);
+    }
+
+    /// Waits until the acker has finished every group handed to it.
+    fn quiesce(&self) {
+        let (Some(finisher), Some(acker)) = (&self.finisher, &self.acker) else {
+            return;
+        };
+        if finisher.queued.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let (done, wait) = crossbeam_channel::bounded(1);
+        finisher.queued.fetch_add(1, Ordering::AcqRel);
+        if acker.send(Job::Barrier(done)).is_ok() {
+            let _ = wait.recv();
+        } else {
+            finisher.queued.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -631,7 +784,7 @@ fn payload_len(msg: &Msg) -> usize {
     }
 }
 
-fn ack_of(msg: &Msg) -> &Sender<Result<Lsn>> {
+fn ack_of(msg: &Msg) -> &AckSender {
     match msg {
         Msg::Append { ack, .. } | Msg::Flush { ack } | Msg::Close { ack } | Msg::Freeze { ack } => {
             ack

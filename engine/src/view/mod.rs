@@ -57,6 +57,9 @@ pub(crate) struct Views {
     levels: RwLock<Arc<Levels>>,
     /// The highest LSN whose batch is applied and may be read.
     visible_lsn: AtomicU64,
+    /// The highest LSN whose batch is applied, published or not. Only the
+    /// applier writes it; `freeze` checks that it equals `visible_lsn`.
+    applied_upto: AtomicU64,
     /// Restores of a checkpoint that was missing or failed its checksum when
     /// applied (the kernel checks first; this counts what got past it).
     pub skipped_restores: AtomicU64,
@@ -93,6 +96,7 @@ impl Views {
         Views {
             levels: RwLock::new(Arc::new(Levels::default())),
             visible_lsn: AtomicU64::new(applied_lsn.0),
+            applied_upto: AtomicU64::new(applied_lsn.0),
             skipped_restores: AtomicU64::new(0),
             store,
             applied_lsn: AtomicU64::new(applied_lsn.0),
@@ -114,6 +118,14 @@ impl Views {
         if slot.frozen.is_some() || slot.active.is_empty() {
             return false;
         }
+        // Freezing mid-group would put applied, unpublished batches above
+        // `frozen_lsn` into the frozen memtable: its snapshot would hold them
+        // and the next open would apply them again.
+        debug_assert_eq!(
+            self.applied_upto.load(Ordering::Acquire),
+            self.visible_lsn.load(Ordering::Acquire),
+            "the applier freezes between groups only"
+        );
         *slot = Arc::new(Levels {
             active: Arc::new(Memtable::default()),
             frozen: Some(Arc::clone(&slot.active)),
@@ -289,6 +301,7 @@ impl Views {
             self.apply_one(&levels.active, version, event)?;
             levels.active.count_event();
         }
+        self.applied_upto.store(lsn.0, Ordering::Release);
         Ok(())
     }
 

@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::Views;
 use crate::error::{Error, Result};
+use crate::log::ack::ack_channel;
 use crate::log::retention;
 use crate::log::writer::Msg;
 use crate::options::{Retention, SnapshotOptions};
@@ -103,21 +104,20 @@ pub(crate) fn snapshot_once(snaps: &Snapshots, writer: &Sender<Msg>) -> Result<(
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     if views.levels().frozen.is_none() {
-        let (ack, rx) = bounded(1);
+        let (ack, rx) = ack_channel();
         writer
             .send(Msg::Freeze { ack })
             .map_err(|_| Error::Closed)?;
         loop {
             match rx.recv_timeout(Duration::from_millis(10)) {
-                Ok(result) => {
+                Some(result) => {
                     result?;
                     break;
                 }
-                Err(RecvTimeoutError::Disconnected) => return Err(Error::Closed),
                 // The writer may have frozen on its own (the memory bound)
                 // and be waiting for this very snapshot: write that one.
-                Err(RecvTimeoutError::Timeout) if views.levels().frozen.is_some() => break,
-                Err(RecvTimeoutError::Timeout) => {}
+                None if views.levels().frozen.is_some() => break,
+                None => {}
             }
         }
     }
