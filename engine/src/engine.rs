@@ -536,8 +536,21 @@ fn wait_for_ack(shared: &Shared, rx: &AckReceiver) -> Result<Lsn> {
             return result;
         }
     }
-    rx.recv()
+    loop {
+        if let Some(result) = rx.recv_timeout(WRITER_GONE_CHECK) {
+            return result;
+        }
+        // A message the writer never took (it panicked) holds our ack's
+        // sender for as long as any engine handle lives.
+        if shared.writer_gone.load(Ordering::Acquire) {
+            return rx.try_recv().unwrap_or(Err(Error::Closed));
+        }
+    }
 }
+
+/// How often a parked caller checks that the writer thread is still there.
+/// An fsync takes well under this, so a healthy caller never wakes for it.
+const WRITER_GONE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Drop for Inner {
     fn drop(&mut self) {

@@ -741,3 +741,40 @@ fn a_failed_snapshot_stops_the_snapshotter_leaves_the_log_and_bounds_memory() {
         );
     }
 }
+
+/// A caller whose message the writer never took (the writer thread panicked,
+/// and a bounded channel keeps queued messages while any sender lives) must
+/// not wait forever: once the writer is gone it gets `Closed`.
+#[test]
+fn a_caller_stops_waiting_once_the_writer_is_gone() {
+    let shared = Shared::default();
+    // Two in flight: the caller parks instead of polling.
+    shared.in_flight.store(2, Ordering::Release);
+    shared.last_group_batches.store(2, Ordering::Release);
+    let (ack, rx) = ack_channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            shared.writer_gone.store(true, Ordering::Release);
+        });
+        assert!(matches!(wait_for_ack(&shared, &rx), Err(Error::Closed)));
+    });
+    // The message (and its ack sender) was still queued all along.
+    drop(ack);
+}
+
+/// A parked caller whose answer takes longer than the gone-writer check
+/// still gets its answer.
+#[test]
+fn a_slow_ack_still_arrives() {
+    let shared = Shared::default();
+    shared.in_flight.store(2, Ordering::Release);
+    let (ack, rx) = ack_channel();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(WRITER_GONE_CHECK + Duration::from_millis(50));
+            ack.send(Ok(Lsn(9)));
+        });
+        assert_eq!(wait_for_ack(&shared, &rx).unwrap(), Lsn(9));
+    });
+}

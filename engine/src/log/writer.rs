@@ -172,6 +172,9 @@ pub(crate) struct Shared {
     pub ack_spinners: AtomicU64,
     /// Appends sent to the writer and not yet acknowledged.
     pub in_flight: AtomicU64,
+    /// Set when the writer thread has stopped, normally or by a panic: a
+    /// caller still waiting then stops waiting (see `Engine::append`).
+    pub writer_gone: AtomicBool,
     /// Messages in the last group: one means a lone caller, worth polling
     /// for (the writer for its next batch, the caller for its ack); more
     /// means concurrent callers, who need the CPU instead.
@@ -360,6 +363,10 @@ impl Writer {
     /// Runs until every sender is gone, then syncs and returns. Starts the
     /// acker thread and stops it (after it finished every group) on return.
     pub(crate) fn run(mut self, rx: Receiver<Msg>) {
+        let _gone = WriterGone {
+            shared: Arc::clone(&self.shared),
+            rx: rx.clone(),
+        };
         let finisher = Arc::new(Finisher {
             shared: Arc::clone(&self.shared),
             views: self.views.clone(),
@@ -749,6 +756,30 @@ impl Writer {
         self.shared.segments_created.fetch_add(1, Ordering::Relaxed);
         self.active = active;
         Ok(())
+    }
+}
+
+/// Runs when the writer thread stops, normally or by a panic (a bug). A
+/// bounded crossbeam channel keeps its queued messages while any sender
+/// lives, so after a panic every queued caller would wait for an ack that
+/// never comes: fail them, poison the engine so that later appends say why,
+/// and mark the writer gone for callers that are already waiting.
+struct WriterGone {
+    shared: Arc<Shared>,
+    rx: Receiver<Msg>,
+}
+
+impl Drop for WriterGone {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared.poison(&Error::Poisoned {
+                cause: "the writer thread panicked".into(),
+            });
+        }
+        self.shared.writer_gone.store(true, Ordering::Release);
+        for msg in self.rx.try_iter() {
+            ack_of(&msg).send(Err(Error::Closed));
+        }
     }
 }
 
