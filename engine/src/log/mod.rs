@@ -9,6 +9,7 @@
 
 pub(crate) mod ack;
 pub(crate) mod frame;
+pub(crate) mod readahead;
 pub(crate) mod reader;
 pub(crate) mod recovery;
 pub(crate) mod retention;
@@ -17,7 +18,9 @@ pub(crate) mod writer;
 
 use std::fmt;
 
-pub use reader::{Cursor, FrameView, LogReader, TailStop};
+pub use reader::{
+    Cursor, FrameView, LogReader, READ_AHEAD_AFTER_FRAMES, READ_AHEAD_MIN_BYTES, TailStop,
+};
 pub use recovery::{Cut, RecoveryReport, Salvaged};
 pub use segment::SegmentHeader;
 

@@ -19,6 +19,7 @@ use super::frame::{
     Decoded, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, FrameInfo, crc_seed, decode_frame,
     frame_len, peek_frame_len,
 };
+use super::readahead::ReadAhead;
 use super::segment::{HeaderError, SEGMENT_HEADER_BYTES, SegmentHeader, list_segments};
 use crate::error::{Error, Invalid, Result};
 use crate::event::{ArchivedBatch, Event, access_batch, decode_batch};
@@ -121,6 +122,8 @@ pub(crate) fn check_header(path: &Path, base: Lsn, bytes: &[u8]) -> Result<Segme
 pub struct LogReader {
     storage: Arc<dyn Storage>,
     log_dir: PathBuf,
+    /// Whether cursors may hand long scans to a read-ahead thread.
+    read_ahead: bool,
 }
 
 impl LogReader {
@@ -155,7 +158,12 @@ impl LogReader {
                 why,
             });
         }
-        Ok(LogReader { storage, log_dir })
+        let read_ahead = storage.read_ahead();
+        Ok(LogReader {
+            storage,
+            log_dir,
+            read_ahead,
+        })
     }
 
     /// The segments, as (base LSN, path), in LSN order.
@@ -165,6 +173,17 @@ impl LogReader {
     /// An I/O error listing the log directory.
     pub fn segments(&self) -> Result<Vec<(Lsn, PathBuf)>> {
         list_segments(self.storage.as_ref(), &self.log_dir).map_err(|e| Error::io(&self.log_dir, e))
+    }
+
+    /// Whether cursors hand long sequential scans to a read-ahead thread
+    /// (the default on real files; never on the simulated disk): after [`READ_AHEAD_AFTER_FRAMES`] frames of a segment
+    /// with at least [`READ_AHEAD_MIN_BYTES`] left, a helper thread reads and
+    /// checks the next windows while the caller uses the current one. The
+    /// frames a cursor yields, and where and why it stops, are the same
+    /// either way.
+    pub fn with_read_ahead(mut self, read_ahead: bool) -> LogReader {
+        self.read_ahead = read_ahead;
+        self
     }
 
     /// A cursor that yields frames from `from` on (from the log's first LSN
@@ -178,6 +197,8 @@ impl LogReader {
             seed: None,
             tail: None,
             hint: None,
+            ahead: None,
+            read_in_segment: 0,
         }
     }
 
@@ -216,7 +237,18 @@ pub struct Cursor {
     tail: Option<TailStop>,
     /// Where the frame `next_lsn` starts, if known: (segment base, offset).
     hint: Option<(Lsn, u64)>,
+    /// The read-ahead of a long scan through `seg`, once started.
+    ahead: Option<ReadAhead>,
+    /// Frames read from `seg` without read-ahead.
+    read_in_segment: u32,
 }
+
+/// Frames a cursor reads from one segment by itself before it starts a
+/// read-ahead: short reads (a `tail`, a watch catching up, a small dump)
+/// never pay for a thread.
+pub const READ_AHEAD_AFTER_FRAMES: u32 = 256;
+/// Bytes that must be left in the segment for a read-ahead to start.
+pub const READ_AHEAD_MIN_BYTES: u64 = 4 * READ_CHUNK_BYTES as u64;
 
 /// Bytes a cursor reads at a time: big enough that a read costs little per
 /// frame, small enough that a cursor's memory stays bounded whatever the
@@ -339,6 +371,13 @@ impl<'a> FrameView<'a> {
         self.payload.len()
     }
 
+    /// The payload's bytes as stored: the archived batch, its checksum
+    /// verified but its structure not yet validated (see
+    /// [`FrameView::events`]).
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
     /// Validates the payload and returns the archived batch, read in place.
     ///
     /// # Errors
@@ -394,20 +433,82 @@ impl Cursor {
                     .seg
                     .as_ref()
                     .expect("advance returned a frame from an open segment");
+                let buf: &[u8] = match &self.ahead {
+                    Some(ahead) => ahead.buf(),
+                    None => &seg.buf,
+                };
                 Ok(Some(FrameView {
                     lsn: info.lsn,
                     durable_lsn: info.durable_lsn,
                     segment: &seg.path,
                     offset: frame_offset,
-                    payload: &seg.buf[info.payload],
+                    payload: &buf[info.payload],
                 }))
             }
+        }
+    }
+
+    /// The next frame from the read-ahead, if one is running; stops it
+    /// once it has nothing more (the cursor then reads on by itself from
+    /// the end of the last frame it handed out).
+    fn next_ahead(&mut self) -> Option<(u64, FrameInfo)> {
+        let ahead = self.ahead.as_mut()?;
+        match ahead.next_frame() {
+            Some((frame_offset, info)) => {
+                debug_assert_eq!(
+                    frame_offset, self.offset,
+                    "read-ahead frames are contiguous"
+                );
+                debug_assert_eq!(info.lsn, self.next_lsn, "read-ahead LSNs are consecutive");
+                self.offset =
+                    frame_offset + (info.next - (info.payload.start - FRAME_HEADER_BYTES)) as u64;
+                self.next_lsn = self.next_lsn.next();
+                self.tail = None;
+                Some((frame_offset, info))
+            }
+            None => {
+                self.ahead = None;
+                None
+            }
+        }
+    }
+
+    /// Starts a read-ahead after enough frames of a segment with enough
+    /// left in it. Called before the cursor reads its next frame, so the
+    /// frame last handed out stays where it is.
+    fn maybe_read_ahead(&mut self) {
+        if !self.reader.read_ahead
+            || self.ahead.is_some()
+            || self.read_in_segment != READ_AHEAD_AFTER_FRAMES
+        {
+            return;
+        }
+        // Once per segment, whether it starts or not.
+        self.read_in_segment += 1;
+        let (Some(seg), Some(seed)) = (&self.seg, self.seed) else {
+            return;
+        };
+        let Ok(len) = seg.file.len() else {
+            return;
+        };
+        if len.saturating_sub(self.offset) >= READ_AHEAD_MIN_BYTES {
+            self.ahead = ReadAhead::start(
+                Arc::clone(&seg.file),
+                seed,
+                self.offset,
+                self.next_lsn,
+                READ_CHUNK_BYTES,
+            );
         }
     }
 
     /// Moves to the next frame; returns its file offset and where its
     /// payload is in the open segment's buffer.
     fn advance(&mut self) -> Result<Option<(u64, FrameInfo)>> {
+        self.maybe_read_ahead();
+        if let Some(found) = self.next_ahead() {
+            return Ok(Some(found));
+        }
         let mut reread = false;
         loop {
             if self.seg.is_none() && !self.enter_segment()? {
@@ -424,6 +525,7 @@ impl Cursor {
                     self.offset = offset + (info.next - start) as u64;
                     self.next_lsn = self.next_lsn.next();
                     self.tail = None;
+                    self.read_in_segment = self.read_in_segment.saturating_add(1);
                     return Ok(Some((offset, info)));
                 }
                 Decoded::End => None,
@@ -512,6 +614,8 @@ impl Cursor {
             Some(_) => {}
         }
         self.seg = Some(seg);
+        self.ahead = None;
+        self.read_in_segment = 0;
         self.offset = SEGMENT_HEADER_BYTES as u64;
         // Skip the frames before `next_lsn` in this segment by their length
         // and LSN fields: the caller does not read them, so their CRC and

@@ -105,6 +105,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// A fresh random 128-bit id for a new log. The simulated disk draws it
     /// from its seed so that a run replays exactly.
     fn new_log_id(&self) -> u128;
+    /// Whether log cursors may read ahead on a helper thread (see
+    /// [`crate::LogReader::with_read_ahead`]). The simulated disk says no:
+    /// a helper's reads would count towards its scheduled crash in an order
+    /// no seed fixes, and every run must replay from its seed.
+    fn read_ahead(&self) -> bool {
+        true
+    }
 }
 
 /// Reads the whole file at `path` (used for small files such as the lock).

@@ -692,6 +692,10 @@ impl Drop for SimLock {
 }
 
 impl Storage for SimDisk {
+    fn read_ahead(&self) -> bool {
+        false
+    }
+
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
         let mut state = self.state();
         let kind = if mode == OpenMode::CreateNew {
