@@ -176,11 +176,11 @@ impl LogReader {
     }
 
     /// Whether cursors hand long sequential scans to a read-ahead thread
-    /// (the default on real files; never on the simulated disk): after [`READ_AHEAD_AFTER_FRAMES`] frames of a segment
-    /// with at least [`READ_AHEAD_MIN_BYTES`] left, a helper thread reads and
-    /// checks the next windows while the caller uses the current one. The
-    /// frames a cursor yields, and where and why it stops, are the same
-    /// either way.
+    /// (the default on real files; never on the simulated disk): after
+    /// [`READ_AHEAD_AFTER_FRAMES`] frames of a segment with at least
+    /// [`READ_AHEAD_MIN_BYTES`] left, a helper thread reads and checks the
+    /// next windows while the caller uses the current one. The frames a
+    /// cursor yields, and where and why it stops, are the same either way.
     pub fn with_read_ahead(mut self, read_ahead: bool) -> LogReader {
         self.read_ahead = read_ahead;
         self
