@@ -151,8 +151,15 @@ fn read_windows(
         if window.frames.is_empty() {
             // A frame larger than the window gets a buffer of its size;
             // anything else that is not a whole frame ends the read-ahead.
+            // The file must hold the whole frame: a damaged length field
+            // must not make the helper allocate up to the format's 1 GiB
+            // ceiling for nothing.
+            let fits = |len: usize| {
+                file.len()
+                    .is_ok_and(|file_len| offset + len as u64 <= file_len)
+            };
             match frame_larger_than(&window.buf[..n], size) {
-                Some(len) if n == size => {
+                Some(len) if n == size && fits(len) => {
                     size = len;
                     continue;
                 }
