@@ -313,7 +313,7 @@ impl Engine {
     pub fn flush(&self) -> Result<Lsn> {
         let (ack, rx) = ack_channel();
         self.send(Msg::Flush { ack })?;
-        rx.recv()
+        wait_parked(&self.inner.shared, &rx)
     }
 
     /// Syncs and stops the writer; later appends get [`Error::Closed`].
@@ -325,7 +325,7 @@ impl Engine {
     pub fn close(&self) -> Result<()> {
         let (ack, rx) = ack_channel();
         self.send(Msg::Close { ack })?;
-        rx.recv().map(|_| ())
+        wait_parked(&self.inner.shared, &rx).map(|_| ())
     }
 
     fn send(&self, msg: Msg) -> Result<()> {
@@ -536,6 +536,12 @@ fn wait_for_ack(shared: &Shared, rx: &AckReceiver) -> Result<Lsn> {
             return result;
         }
     }
+    wait_parked(shared, rx)
+}
+
+/// Waits parked for an acknowledgement, and stops waiting once the writer
+/// thread is gone.
+fn wait_parked(shared: &Shared, rx: &AckReceiver) -> Result<Lsn> {
     loop {
         if let Some(result) = rx.recv_timeout(WRITER_GONE_CHECK) {
             return result;

@@ -225,16 +225,11 @@ pub(crate) struct Writer {
     /// When the oldest unsynced write was made (`Periodic` mode).
     unsynced_since: Option<Instant>,
     shared: Arc<Shared>,
-    /// The views every durable batch is applied to before its ack (set
-    /// before the writer runs).
-    views: Option<Arc<Views>>,
-    /// Wakes the snapshotter when a threshold is crossed (`None`: snapshots
-    /// are off).
-    snap_wake: Option<Sender<Wake>>,
     buf: Vec<u8>,
     closed: bool,
-    /// Finishes committed groups (built when the writer runs).
-    finisher: Option<Arc<Finisher>>,
+    /// Finishes committed groups; holds the views and the snapshotter's
+    /// wake, which are set before the writer runs.
+    finisher: Arc<Finisher>,
     /// Hands committed groups to the acker thread.
     acker: Option<Sender<Job>>,
 }
@@ -335,6 +330,14 @@ impl Writer {
         let durable_lsn = Lsn(next_lsn.0 - 1);
         shared.written_lsn.store(durable_lsn.0, Ordering::Release);
         shared.durable_lsn.store(durable_lsn.0, Ordering::Release);
+        let finisher = Arc::new(Finisher {
+            shared: Arc::clone(&shared),
+            views: None,
+            snap_wake: None,
+            snapshots: options.snapshots.clone(),
+            queued: AtomicUsize::new(0),
+            views_failed: AtomicBool::new(false),
+        });
         Ok(Writer {
             storage,
             log_dir,
@@ -345,12 +348,10 @@ impl Writer {
             next_lsn,
             durable_lsn,
             unsynced_since: None,
+            finisher,
             shared,
-            views: None,
-            snap_wake: None,
             buf: Vec::with_capacity(1 << 20),
             closed: false,
-            finisher: None,
             acker: None,
         })
     }
@@ -367,15 +368,7 @@ impl Writer {
             shared: Arc::clone(&self.shared),
             rx: rx.clone(),
         };
-        let finisher = Arc::new(Finisher {
-            shared: Arc::clone(&self.shared),
-            views: self.views.clone(),
-            snap_wake: self.snap_wake.clone(),
-            snapshots: self.options.snapshots.clone(),
-            queued: AtomicUsize::new(0),
-            views_failed: AtomicBool::new(false),
-        });
-        self.finisher = Some(Arc::clone(&finisher));
+        let finisher = Arc::clone(&self.finisher);
         // Unbounded, yet bounded in fact: a caller has one batch in flight,
         // so the groups waiting here never outnumber the callers.
         let (acker, jobs) = crossbeam_channel::unbounded::<Job>();
@@ -566,12 +559,17 @@ impl Writer {
 
     /// Sets the views every durable batch is applied to.
     pub(crate) fn set_views(&mut self, views: Arc<Views>) {
-        self.views = Some(views);
+        self.finisher_before_run().views = Some(views);
     }
 
     /// Sets the channel that wakes the snapshotter.
     pub(crate) fn set_snapshot_wake(&mut self, wake: Sender<Wake>) {
-        self.snap_wake = Some(wake);
+        self.finisher_before_run().snap_wake = Some(wake);
+    }
+
+    fn finisher_before_run(&mut self) -> &mut Finisher {
+        Arc::get_mut(&mut self.finisher)
+            .expect("the finisher is shared with the acker only once the writer runs")
     }
 
     /// The memory bound: when the memtables hold more than
@@ -581,7 +579,7 @@ impl Writer {
     /// than grow memory without bound.
     fn hold_memory_bound(&mut self) -> Result<()> {
         let max = self.options.snapshots.memtable_bytes_max;
-        let (Some(wake), Some(views)) = (&self.snap_wake, &self.views) else {
+        let (Some(wake), Some(views)) = (&self.finisher.snap_wake, &self.finisher.views) else {
             return Ok(());
         };
         // The common case, checked before anything is cloned: this runs
@@ -611,23 +609,18 @@ impl Writer {
     /// thread wake); otherwise it queues behind the acker's groups, so
     /// groups are always applied in LSN order.
     fn hand_on(&self, group: Committed) {
-        let finisher = self
-            .finisher
-            .as_ref()
-            .expect("the finisher is built before the writer runs");
+        let finisher = &self.finisher;
         let group = match &self.acker {
             Some(acker) if group.acks.len() > 1 || finisher.queued.load(Ordering::Acquire) > 0 => {
                 finisher.queued.fetch_add(1, Ordering::AcqRel);
-                match acker.send(Job::Finish(group)) {
-                    Ok(()) => return,
-                    Err(crossbeam_channel::SendError(job)) => {
-                        finisher.queued.fetch_sub(1, Ordering::AcqRel);
-                        match job {
-                            Job::Finish(group) => group,
-                            Job::Barrier(_) => unreachable!("a Finish job was sent"),
-                        }
-                    }
-                }
+                // Only a dead acker (a bug) refuses a job: finish it here.
+                let Err(crossbeam_channel::SendError(Job::Finish(group))) =
+                    acker.send(Job::Finish(group))
+                else {
+                    return;
+                };
+                finisher.queued.fetch_sub(1, Ordering::AcqRel);
+                group
             }
             _ => group,
         };
@@ -636,7 +629,7 @@ impl Writer {
 
     /// Waits until the acker has finished every group handed to it.
     fn quiesce(&self) {
-        let (Some(finisher), Some(acker)) = (&self.finisher, &self.acker) else {
+        let (finisher, Some(acker)) = (&self.finisher, &self.acker) else {
             return;
         };
         if finisher.queued.load(Ordering::Acquire) == 0 {
