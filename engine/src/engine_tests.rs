@@ -99,6 +99,72 @@ fn append_then_reopen_on_real_files() {
 }
 
 #[test]
+fn a_preallocated_segment_is_zero_filled_ahead_of_its_frames() {
+    use crate::log::writer::ZERO_AHEAD_BYTES;
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let segment = dir
+        .path()
+        .join("log")
+        .join(crate::log::segment::segment_file_name(Lsn(1)));
+    // `set_len` alone leaves the file sparse: blocks are allocated by the
+    // writes that land in them, and with them every other fsync.
+    let allocated = || std::fs::metadata(&segment).unwrap().blocks() * 512;
+    let before = allocated();
+    assert!(
+        before < 64 << 10,
+        "{before} bytes allocated before any frame"
+    );
+    engine.append(vec![event(1, 10)]).unwrap();
+    let first = allocated();
+    assert!(
+        first >= ZERO_AHEAD_BYTES,
+        "{first} bytes allocated after the first frame"
+    );
+    assert!(
+        first < 4 * ZERO_AHEAD_BYTES,
+        "the whole segment was filled: {first}"
+    );
+    // Frames past the first mebibyte get the next one zeroed.
+    let mut lsn = 1;
+    while engine.stats().log_bytes < ZERO_AHEAD_BYTES {
+        lsn += 1;
+        engine.append(vec![event(lsn, 60 << 10)]).unwrap();
+    }
+    assert!(allocated() >= 2 * ZERO_AHEAD_BYTES);
+    // Every frame reads back; the zeros read as the end of the data.
+    drop(engine);
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.recovery_report().last_lsn, Some(Lsn(lsn)));
+    assert!(engine.recovery_report().torn_tail.is_none());
+}
+
+#[test]
+fn zero_filling_never_touches_a_frame() {
+    // Segments of 64 KiB are zero-filled 16 KiB at a time: batches of
+    // every size cross the chunk edges, a segment edge, and a reopen (which
+    // starts zero-filling again from the recovered tail).
+    let (_disk, storage) = sim(3);
+    let options = Options {
+        segment_bytes_max: 64 << 10,
+        ..Options::default()
+    };
+    let mut expected = Vec::new();
+    for round in 0..2u64 {
+        let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
+        for i in 0..150u64 {
+            let n = round * 1000 + i;
+            let batch = vec![event(n, (n as usize * 37) % 1500)];
+            let lsn = engine.append(batch.clone()).unwrap();
+            expected.push((lsn, batch));
+        }
+    }
+    assert!(segments(storage.as_ref()).len() > 2);
+    assert_eq!(read_all(storage, DIR), expected);
+}
+
+#[test]
 fn segments_roll_over_and_read_back_in_order() {
     let (_disk, storage) = sim(1);
     let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
