@@ -227,7 +227,7 @@ struct Active {
 /// every other sync. PostgreSQL zero-fills its WAL segments for the same
 /// reason. A segment smaller than four times this is zero-filled a quarter
 /// at a time, so that its first frame does not pay for all of it.
-pub(crate) const ZERO_AHEAD_BYTES: u64 = 1 << 20;
+pub(crate) const ZERO_AHEAD_BYTES: u64 = ZEROS.len() as u64;
 
 /// Bytes of zeros written ahead at a time in a segment of `segment_bytes`.
 fn zero_ahead_bytes(segment_bytes: u64) -> u64 {
@@ -235,7 +235,7 @@ fn zero_ahead_bytes(segment_bytes: u64) -> u64 {
 }
 
 /// A mebibyte of zeros to write from.
-static ZEROS: [u8; ZERO_AHEAD_BYTES as usize] = [0; ZERO_AHEAD_BYTES as usize];
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 
 /// The writer thread's state.
 pub(crate) struct Writer {
