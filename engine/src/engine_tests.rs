@@ -931,3 +931,40 @@ fn read_ahead_yields_what_the_cursor_reads_by_itself() {
     assert!(ahead_frames == plain_frames);
     assert_eq!(ahead_stop, plain_stop);
 }
+
+#[test]
+fn a_damaged_length_field_does_not_grow_the_read_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    for i in 1..=3u64 {
+        engine.append(vec![event(i, 10)]).unwrap();
+    }
+    drop(engine);
+    let reader = LogReader::open(dir.path()).unwrap().with_read_ahead(false);
+    let (frames, stop) = scan(&reader);
+    assert_eq!(frames.len(), 3);
+    let tail = stop.unwrap().expect("a clean end").offset;
+    // Where frame 4 would start: a header whose length field claims
+    // 900 MiB, within the format's ceiling, in a 64 MiB file.
+    let (_, path) = reader.segments().unwrap().remove(0);
+    let mut head = [0u8; 24];
+    head[4..8].copy_from_slice(&(900u32 << 20).to_le_bytes());
+    head[8..16].copy_from_slice(&4u64.to_le_bytes());
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &head, tail).unwrap();
+    let mut cursor = reader.cursor(Lsn(1));
+    let mut n = 0;
+    while cursor.next_frame().unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    assert_eq!(
+        cursor.tail().and_then(|t| t.invalid.clone()),
+        Some(Invalid::Truncated)
+    );
+    assert!(
+        cursor.window_bytes() <= 1 << 20,
+        "the window grew to {} bytes",
+        cursor.window_bytes()
+    );
+}

@@ -327,7 +327,15 @@ impl OpenSegment {
         if u64::from(payload_len) > FRAME_PAYLOAD_BYTES_MAX {
             return Ok((start, decoded));
         }
-        let (start, end) = self.window(offset, frame_len(payload_len as usize))?;
+        // A frame the file does not hold (yet) is truncated, whatever its
+        // length field says: a damaged one must not make the window grow
+        // to the format's 1 GiB ceiling before the read comes up short.
+        let len = frame_len(payload_len as usize);
+        let file_len = self.file.len().map_err(|e| Error::io(&self.path, e))?;
+        if offset + len as u64 > file_len {
+            return Ok((start, decoded));
+        }
+        let (start, end) = self.window(offset, len)?;
         Ok((
             start,
             decode_frame(&self.buf[..end], start, seed, Some(expected)),
@@ -464,6 +472,12 @@ impl Cursor {
                 }))
             }
         }
+    }
+
+    /// Bytes of the plain cursor's window buffer (for tests of its bound).
+    #[cfg(test)]
+    pub(crate) fn window_bytes(&self) -> usize {
+        self.seg.as_ref().map_or(0, |seg| seg.buf.len())
     }
 
     /// The next frame from the read-ahead, if one is running; stops it
