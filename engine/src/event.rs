@@ -492,8 +492,8 @@ pub fn access_batch(payload: &[u8]) -> std::result::Result<&ArchivedBatch, Strin
     // Validate with rkyv's zero-sized error first: the same checks, but
     // about half the instructions of validating with a boxed error (the
     // error plumbing keeps the checks from inlining; BENCHMARKS.md, "Replay:
-    // validating with a zero-sized error"). Only a payload that fails is
-    // validated again, to say why.
+    // validating with rkyv's zero-sized error"). Only a payload that fails
+    // is validated again, to say why.
     match rkyv::access::<ArchivedBatch, rkyv::rancor::Failure>(payload) {
         Ok(batch) => Ok(batch),
         Err(_) => match rkyv::access::<ArchivedBatch, rkyv::rancor::BoxedError>(payload) {

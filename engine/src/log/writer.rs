@@ -219,12 +219,12 @@ struct Active {
 /// of the frames. `set_len` leaves the file sparse, and a frame that lands
 /// in a block never written makes its `fdatasync` allocate the block and
 /// commit the file system's journal too: measured here, a 1,792-byte group
-/// with `fdatasync` took 1.3x as long in a sparse file as in a zero-filled
-/// one, and a group that size lands in a new 4 KiB block every second or
-/// third sync (BENCHMARKS.md, "Zero-filling ahead of the frames"). Writing
-/// zeros ahead allocates a mebibyte's blocks in one sync (about a
-/// millisecond more, once per mebibyte of log) instead of one block in
-/// every other sync. PostgreSQL zero-fills its WAL segments for the same
+/// with `fdatasync` took about 1.2x as long in a sparse file as in a
+/// zero-filled one, and a group that size lands in a new 4 KiB block every
+/// second or third sync (BENCHMARKS.md, "Zero-filling ahead of the
+/// frames"). Writing zeros ahead allocates a mebibyte's blocks in one sync
+/// (about a millisecond more, once per mebibyte of log) instead of one
+/// block in every other sync. PostgreSQL zero-fills its WAL segments for the same
 /// reason. A segment smaller than four times this is zero-filled a quarter
 /// at a time, so that its first frame does not pay for all of it.
 pub(crate) const ZERO_AHEAD_BYTES: u64 = ZEROS.len() as u64;
@@ -737,11 +737,12 @@ impl Writer {
 
     /// In a preallocated segment, writes zeros past the end of the frames
     /// about to be written when they would reach beyond what is written
-    /// already: [`ZERO_AHEAD_BYTES`] at a time (less in a small segment), never past the segment's
-    /// preallocated size, never over a frame. Written before the frames,
-    /// so that the frames stay the last write a crash can tear. Zeros read
-    /// as the end of the data (no frame has length zero), exactly as the
-    /// sparse file's holes do, so recovery and readers see no difference.
+    /// already: [`ZERO_AHEAD_BYTES`] at a time (less in a small segment),
+    /// never past the segment's preallocated size, never over a frame.
+    /// Written before the frames, so that the frames stay the last write a
+    /// crash can tear. Zeros read as the end of the data (no frame has
+    /// length zero), exactly as the sparse file's holes do, so recovery and
+    /// readers see no difference.
     fn zero_ahead(&mut self) -> Result<()> {
         let a = &mut self.active;
         let end = a.offset + self.buf.len() as u64;
