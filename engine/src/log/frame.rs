@@ -113,12 +113,24 @@ pub(crate) struct FrameInfo {
 /// `None` (or a later mismatch) by decoding with [`decode_frame`].
 pub(crate) fn peek_frame_len(buf: &[u8], expected: Lsn) -> Option<usize> {
     let head = buf.get(..FRAME_HEADER_BYTES)?;
-    let len = u32::from_le_bytes(head[4..8].try_into().expect("four bytes"));
     let lsn = u64::from_le_bytes(head[8..16].try_into().expect("eight bytes"));
-    if len == 0 || lsn != expected.0 || u64::from(len) > FRAME_PAYLOAD_BYTES_MAX {
+    if lsn != expected.0 {
         return None;
     }
-    Some(frame_len(len as usize))
+    claimed_frame_len(head)
+}
+
+/// The whole length of the frame whose header starts `buf`, as its length
+/// field claims it, if the field is there and plausible (not zero, within
+/// the format's ceiling). Checks nothing else: for sizing a read, never for
+/// trusting the frame.
+pub(crate) fn claimed_frame_len(buf: &[u8]) -> Option<usize> {
+    let head = buf.get(..8)?;
+    let payload_len = read_u32(head, 4);
+    if payload_len == 0 || u64::from(payload_len) > FRAME_PAYLOAD_BYTES_MAX {
+        return None;
+    }
+    Some(frame_len(payload_len as usize))
 }
 
 /// What [`decode_frame`] found at a position.

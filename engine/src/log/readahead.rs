@@ -22,9 +22,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use rkyv::util::AlignedVec;
 
 use super::Lsn;
-use super::frame::{
-    Decoded, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, FrameInfo, decode_frame, frame_len,
-};
+use super::frame::{Decoded, FRAME_HEADER_BYTES, FrameInfo, claimed_frame_len, decode_frame};
 use crate::storage::{StorageFile, read_up_to};
 
 /// Windows the helper may read ahead of the cursor: enough to keep it busy
@@ -158,7 +156,7 @@ fn read_windows(
                 file.len()
                     .is_ok_and(|file_len| offset + len as u64 <= file_len)
             };
-            match frame_larger_than(&window.buf[..n], size) {
+            match claimed_frame_len(&window.buf[..n]).filter(|len| *len > size) {
                 Some(len) if n == size && fits(len) => {
                     size = len;
                     continue;
@@ -174,16 +172,4 @@ fn read_windows(
             return; // The cursor is gone.
         }
     }
-}
-
-/// The length of the frame whose header starts `buf`, if it is plausible
-/// and larger than `size`.
-fn frame_larger_than(buf: &[u8], size: usize) -> Option<usize> {
-    let head = buf.get(..8)?;
-    let payload_len = u32::from_le_bytes(head[4..8].try_into().expect("four bytes"));
-    if payload_len == 0 || u64::from(payload_len) > FRAME_PAYLOAD_BYTES_MAX {
-        return None;
-    }
-    let len = frame_len(payload_len as usize);
-    (len > size).then_some(len)
 }

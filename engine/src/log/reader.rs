@@ -16,8 +16,8 @@ use rkyv::util::AlignedVec;
 
 use super::Lsn;
 use super::frame::{
-    Decoded, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, FrameInfo, crc_seed, decode_frame,
-    frame_len, peek_frame_len,
+    Decoded, FRAME_HEADER_BYTES, FrameInfo, claimed_frame_len, crc_seed, decode_frame,
+    peek_frame_len,
 };
 use super::readahead::ReadAhead;
 use super::segment::{HeaderError, SEGMENT_HEADER_BYTES, SegmentHeader, list_segments};
@@ -319,18 +319,15 @@ impl OpenSegment {
     ) -> Result<(usize, Decoded)> {
         let (start, end) = self.window(offset, FRAME_HEADER_BYTES)?;
         let decoded = decode_frame(&self.buf[..end], start, seed, Some(expected));
-        if decoded != Decoded::Invalid(Invalid::Truncated) || end - start < 8 {
+        if decoded != Decoded::Invalid(Invalid::Truncated) {
             return Ok((start, decoded));
         }
-        let head = &self.buf[start..start + 8];
-        let payload_len = u32::from_le_bytes(head[4..8].try_into().expect("four bytes"));
-        if u64::from(payload_len) > FRAME_PAYLOAD_BYTES_MAX {
+        let Some(len) = claimed_frame_len(&self.buf[start..end]) else {
             return Ok((start, decoded));
-        }
+        };
         // A frame the file does not hold (yet) is truncated, whatever its
         // length field says: a damaged one must not make the window grow
         // to the format's 1 GiB ceiling before the read comes up short.
-        let len = frame_len(payload_len as usize);
         let file_len = self.file.len().map_err(|e| Error::io(&self.path, e))?;
         if offset + len as u64 > file_len {
             return Ok((start, decoded));

@@ -224,9 +224,9 @@ struct Active {
 /// second or third sync (BENCHMARKS.md, "Zero-filling ahead of the
 /// frames"). Writing zeros ahead allocates a mebibyte's blocks in one sync
 /// (about a millisecond more, once per mebibyte of log) instead of one
-/// block in every other sync. PostgreSQL zero-fills its WAL segments for the same
-/// reason. A segment smaller than four times this is zero-filled a quarter
-/// at a time, so that its first frame does not pay for all of it.
+/// block in every other sync. PostgreSQL zero-fills its WAL segments for
+/// the same reason. A segment smaller than four times this is zero-filled a
+/// quarter at a time, so that its first frame does not pay for all of it.
 pub(crate) const ZERO_AHEAD_BYTES: u64 = ZEROS.len() as u64;
 
 /// Bytes of zeros written ahead at a time in a segment of `segment_bytes`.
@@ -749,7 +749,8 @@ impl Writer {
         if !self.options.preallocate || end <= a.zeroed_to {
             return Ok(());
         }
-        let from = end.max(a.zeroed_to);
+        // Past `zeroed_to` by the check above: the zeros start at `end`.
+        let from = end;
         let to = (from + zero_ahead_bytes(self.options.segment_bytes_max))
             .min(self.options.segment_bytes_max);
         if to > from {
