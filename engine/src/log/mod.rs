@@ -1,10 +1,10 @@
 //! The durable, segmented event log: the engine's truth.
 //!
-//! The log is a directory of segments ([`segment`]), each a header and a run
-//! of frames ([`frame`]), one frame per atomically written batch of events.
-//! The writer thread ([`writer`]) appends with group commit; recovery
-//! ([`recovery`]) verifies every frame on open and cuts a torn tail; the
-//! reader ([`reader`]) iterates frames from any LSN, offline or beside a live
+//! The log is a directory of segments (`segment`), each a header and a run
+//! of frames (`frame`), one frame per atomically written batch of events.
+//! The writer thread (`writer`) appends with group commit; recovery
+//! (`recovery`) verifies every frame on open and cuts a torn tail; the
+//! reader (`reader`) iterates frames from any LSN, offline or beside a live
 //! writer. FORMAT.md describes every byte.
 
 pub(crate) mod ack;

@@ -1,8 +1,9 @@
 //! Views: the state the log's events add up to, kept in memory and read by
 //! key.
 //!
-//! The single applier (the writer thread, or recovery on open) applies each
-//! batch's events, in LSN order, to the active [`memtable`] once the batch
+//! One applier at a time (the acker thread, the writer thread for a lone
+//! batch while the acker is idle, or recovery on open) applies each
+//! batch's events, in LSN order, to the active memtable once the batch
 //! is durable in the mode asked for, then *publishes* the batch's LSN.
 //! Readers read at the published LSN, so they see whole batches only, and
 //! an append that has returned is visible to every later read on any thread
@@ -12,7 +13,7 @@
 //! written) → redb. Deletes are tombstones; clearing a task's attempt state
 //! and purging a run are range tombstones that mask older levels.
 //!
-//! The tables ([`key::Table`]): `kv` (attempt state), `task_kv` (task state
+//! The tables (`key::Table`): `kv` (attempt state), `task_kv` (task state
 //! that survives retries), `tasks`, `runs`, `checkpoints`, `shared`.
 
 pub(crate) mod key;

@@ -139,7 +139,8 @@ pub struct CheckpointRecord {
     pub ts_micros: i64,
     /// CRC32 of `capture`.
     pub checksum: u32,
-    /// The captured state, rkyv-encoded (see [`Capture`]).
+    /// The captured state, rkyv-encoded: every attempt-state, task-state
+    /// and shared entry of the run at the checkpoint.
     pub capture: Vec<u8>,
 }
 
