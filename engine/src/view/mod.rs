@@ -35,7 +35,7 @@ use crate::log::Lsn;
 use key::{KeyBuf, Table, prefix_range, take_part, take_u32};
 use memtable::{Memtable, Version};
 use record::{
-    AttemptRecord, Capture, CheckpointRecord, KvValue, RunRecord, SharedValue, TaskCounts,
+    AttemptRecord, Capture, CheckpointRecord, KvValue, Record, RunRecord, SharedValue, TaskCounts,
     TaskRecord, decode, encode,
 };
 use store::Store;
@@ -607,14 +607,11 @@ pub(crate) fn table_name(table: Table) -> &'static str {
 
 fn decode_as<T>(table: Table, bytes: &[u8]) -> Result<T>
 where
-    T: rkyv::Archive,
-    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
-            rkyv::api::high::HighValidator<'a, rkyv::rancor::BoxedError>,
-        > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::BoxedError>>,
+    T: Record,
 {
-    decode(bytes).map_err(|e| Error::CorruptView {
+    decode(bytes).map_err(|reason| Error::CorruptView {
         table: table_name(table),
-        reason: e.to_string(),
+        reason,
     })
 }
 
@@ -682,10 +679,7 @@ impl ViewReader {
 
     fn point<T>(&self, table: Table, key: &[u8]) -> Result<Option<T>>
     where
-        T: rkyv::Archive,
-        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
-                rkyv::api::high::HighValidator<'a, rkyv::rancor::BoxedError>,
-            > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::BoxedError>>,
+        T: Record,
     {
         let levels = self.views.levels();
         let at = self.views.visible_lsn().0;
@@ -706,10 +700,7 @@ impl ViewReader {
     /// (name, record).
     fn named<T>(&self, table: Table, prefix: &[u8]) -> Result<Vec<(String, T)>>
     where
-        T: rkyv::Archive,
-        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
-                rkyv::api::high::HighValidator<'a, rkyv::rancor::BoxedError>,
-            > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::BoxedError>>,
+        T: Record,
     {
         self.range(prefix)?
             .into_iter()

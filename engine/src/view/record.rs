@@ -8,7 +8,8 @@
 // item written in this file is documented by hand.
 #![allow(missing_docs)]
 
-use rkyv::rancor::BoxedError;
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor::{BoxedError, Failure};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::event::{ParentRef, RunStatus, TaskStatus};
@@ -171,29 +172,144 @@ where
         rkyv::api::high::HighSerializer<
             rkyv::util::AlignedVec,
             rkyv::ser::allocator::ArenaHandle<'a>,
-            BoxedError,
+            Failure,
         >,
     >,
 {
-    rkyv::to_bytes::<BoxedError>(record)
+    // Records hold no shared pointers and serialize into memory: nothing
+    // can fail but an allocation, which aborts. The zero-sized error keeps
+    // the serializer free of error plumbing.
+    rkyv::to_bytes::<Failure>(record)
         .expect("serializing into memory cannot fail")
         .into_vec()
 }
 
+/// A record type the views store: read back through validation.
+pub(crate) trait Record: Sized {
+    /// Validates `bytes` and decodes them.
+    ///
+    /// # Errors
+    ///
+    /// The reason the bytes are not a valid record, if they are not.
+    fn decode(bytes: &[u8]) -> Result<Self, String>;
+}
+
+macro_rules! records {
+    ($($t:ty),* $(,)?) => {
+        $(impl Record for $t {
+            fn decode(bytes: &[u8]) -> Result<Self, String> {
+                decode_checked(bytes)
+            }
+        })*
+    };
+}
+
+records!(
+    KvValue,
+    SharedValue,
+    TaskRecord,
+    RunRecord,
+    CheckpointRecord,
+    Capture
+);
+
 /// Decodes a record read from a view, validating it first.
-pub(crate) fn decode<T>(bytes: &[u8]) -> Result<T, BoxedError>
+///
+/// # Errors
+///
+/// The reason the bytes are not a valid record, if they are not.
+pub(crate) fn decode<T: Record>(bytes: &[u8]) -> Result<T, String> {
+    T::decode(bytes)
+}
+
+fn decode_checked<T>(bytes: &[u8]) -> Result<T, String>
 where
     T: Archive,
-    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, BoxedError>>
-        + Deserialize<T, rkyv::api::high::HighDeserializer<BoxedError>>,
+    T::Archived: for<'a> CheckBytes<rkyv::api::low::LowValidator<'a, Failure>>
+        + for<'a> CheckBytes<rkyv::api::high::HighValidator<'a, BoxedError>>
+        + Deserialize<T, rkyv::api::high::HighDeserializer<Failure>>,
 {
     // rkyv reads archives from 16-aligned buffers. Memtable records usually
     // are (the allocator aligns them); redb's bytes carry no such promise,
     // so anything else is copied into an aligned buffer first.
     if (bytes.as_ptr() as usize).is_multiple_of(16) {
-        return rkyv::from_bytes::<T, BoxedError>(bytes);
+        return decode_aligned(bytes);
     }
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
     aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<T, BoxedError>(&aligned)
+    decode_aligned(&aligned)
+}
+
+fn decode_aligned<T>(bytes: &[u8]) -> Result<T, String>
+where
+    T: Archive,
+    T::Archived: for<'a> CheckBytes<rkyv::api::low::LowValidator<'a, Failure>>
+        + for<'a> CheckBytes<rkyv::api::high::HighValidator<'a, BoxedError>>
+        + Deserialize<T, rkyv::api::high::HighDeserializer<Failure>>,
+{
+    // As for batches (`event::access_batch`): validate with rkyv's
+    // zero-sized error, and again with a boxed one only to say why bytes
+    // failed. The low-level validator has no shared-pointer registry;
+    // records have no `Rc` or `Arc`, and one added would stop this from
+    // compiling rather than validate less.
+    let archived = match rkyv::api::low::access::<T::Archived, Failure>(bytes) {
+        Ok(archived) => archived,
+        Err(_) => {
+            return Err(match rkyv::access::<T::Archived, BoxedError>(bytes) {
+                Err(e) => e.to_string(),
+                // The same checks on the same bytes: not reached, and the
+                // bytes are invalid either way.
+                Ok(_) => "the record failed validation".to_string(),
+            });
+        }
+    };
+    // Deserializing validated bytes into owned values cannot fail but for
+    // want of memory, which aborts.
+    rkyv::deserialize::<T, Failure>(archived)
+        .map_err(|_| "the record could not be deserialized".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_at_any_alignment() {
+        let record = KvValue {
+            value: b"12 pages".to_vec(),
+            meta: b"{}".to_vec(),
+            lsn: 7,
+            ts_micros: 1_700_000_000_000_000,
+        };
+        let bytes = encode(&record);
+        let mut shifted = vec![0u8; bytes.len() + 1];
+        shifted[1..].copy_from_slice(&bytes);
+        assert_eq!(decode::<KvValue>(&bytes), Ok(record.clone()));
+        assert_eq!(decode::<KvValue>(&shifted[1..]), Ok(record));
+    }
+
+    #[test]
+    fn a_rejected_record_says_why() {
+        let record = KvValue {
+            value: vec![1; 40],
+            meta: Vec::new(),
+            lsn: 7,
+            ts_micros: 0,
+        };
+        let mut bytes = encode(&record);
+        // The root sits at the end; its `value` field starts with a relative
+        // pointer. Point it far outside the buffer.
+        let at = bytes.len() - std::mem::size_of::<ArchivedKvValue>();
+        bytes[at..at + 4].copy_from_slice(&0x4000_0000i32.to_le_bytes());
+        let reason = decode::<KvValue>(&bytes).unwrap_err();
+        assert!(!reason.is_empty());
+        assert_ne!(
+            reason, "the record failed validation",
+            "rkyv's reason is kept"
+        );
+        assert!(
+            decode::<KvValue>(&[0xAB; 3]).is_err(),
+            "too short to hold a record"
+        );
+    }
 }
