@@ -128,6 +128,19 @@ impl Finisher {
     /// Applies the group's batches to the views, then publishes them: a
     /// caller's ack comes after its batch is visible to every reader.
     fn apply(&self, group: &Committed) -> Result<()> {
+        #[cfg(test)]
+        if std::thread::current().name() == Some("waymark-acker") {
+            match self.shared.test_acker_fault.swap(0, Ordering::AcqRel) {
+                ACKER_PANICS => panic!("injected: the acker thread panics"),
+                ACKER_FAILS_SLOWLY => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    return Err(Error::Poisoned {
+                        cause: "injected: applying a group failed".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
         let Some(views) = &self.views else {
             return Ok(());
         };
@@ -179,7 +192,18 @@ pub(crate) struct Shared {
     /// for (the writer for its next batch, the caller for its ack); more
     /// means concurrent callers, who need the CPU instead.
     pub last_group_batches: AtomicU64,
+    /// A fault for the next group the acker thread applies (tests only):
+    /// [`ACKER_PANICS`] or [`ACKER_FAILS_SLOWLY`].
+    #[cfg(test)]
+    pub test_acker_fault: AtomicU64,
 }
+
+/// Test fault: the acker thread panics in the middle of a group.
+#[cfg(test)]
+pub(crate) const ACKER_PANICS: u64 = 1;
+/// Test fault: applying a group on the acker takes 50 ms, then fails.
+#[cfg(test)]
+pub(crate) const ACKER_FAILS_SLOWLY: u64 = 2;
 
 impl Shared {
     pub(crate) fn poisoned(&self) -> Option<Error> {
@@ -483,12 +507,15 @@ impl Writer {
     /// Syncs what was written and refuses everything after: `rest` starts
     /// with the `Close` message.
     fn close(&mut self, rest: Vec<Msg>) {
-        let result = match self.shared.poisoned() {
-            Some(e) => Err(e),
-            None => self.sync().map(|()| self.durable_lsn),
-        };
+        let synced = self.sync().map(|()| self.durable_lsn);
         // Every earlier caller hears of its batch before `close` returns.
         self.quiesce();
+        // A group still on the acker may have failed to apply: then the
+        // engine is poisoned, and `close` says so too.
+        let result = synced.and_then(|lsn| match self.shared.poisoned() {
+            Some(e) => Err(e),
+            None => Ok(lsn),
+        });
         self.closed = true;
         let mut rest = rest.into_iter();
         if let Some(close) = rest.next() {
@@ -499,9 +526,13 @@ impl Writer {
         }
     }
 
+    /// When the periodic sync is due: `interval` after the oldest write
+    /// not yet synced. Never once poisoned (nothing is synced any more).
     fn sync_deadline(&self) -> Option<Instant> {
         match self.options.durability {
-            Durability::Periodic(interval) => self.unsynced_since.map(|t| t + interval),
+            Durability::Periodic(interval) if self.shared.poisoned().is_none() => {
+                self.unsynced_since.map(|t| t + interval)
+            }
             _ => None,
         }
     }
@@ -533,7 +564,15 @@ impl Writer {
             }
             return;
         }
-        if let Err(e) = self.hold_memory_bound() {
+        // The memory bound holds back appends; a flush or freeze adds
+        // nothing to the memtables and must not be refused by it.
+        let appends = group.iter().any(|m| matches!(m, Msg::Append { .. }));
+        let bound = if appends {
+            self.hold_memory_bound()
+        } else {
+            Ok(())
+        };
+        if let Err(e) = bound {
             // Nothing of this group was written: a clean refusal.
             for msg in group {
                 ack_of(&msg).send(Err(replicate(&e)));
@@ -642,13 +681,22 @@ impl Writer {
         let group = match &self.acker {
             Some(acker) if group.acks.len() > 1 || finisher.queued.load(Ordering::Acquire) > 0 => {
                 finisher.queued.fetch_add(1, Ordering::AcqRel);
-                // Only a dead acker (a bug) refuses a job: finish it here.
                 let Err(crossbeam_channel::SendError(Job::Finish(group))) =
                     acker.send(Job::Finish(group))
                 else {
                     return;
                 };
                 finisher.queued.fetch_sub(1, Ordering::AcqRel);
+                // Only a dead acker refuses a job: it panicked (a bug) in
+                // the middle of a group, which its callers heard of as
+                // `Closed`, and the views may hold part of that group. Fail
+                // this group and everything after, as a failed apply does;
+                // reopening rebuilds the views from the log.
+                let e = Error::Poisoned {
+                    cause: "the acker thread stopped while finishing a group".into(),
+                };
+                finisher.views_failed.store(true, Ordering::Release);
+                self.shared.poison(&e);
                 group
             }
             _ => group,
@@ -706,7 +754,13 @@ impl Writer {
                 .fetch_add(payload.len() as u64, Ordering::Relaxed);
         }
         self.write_buf()?;
-        if flush || self.options.durability == Durability::Sync {
+        // A periodic sync falls due here too: under steady load the queue
+        // is never empty when the writer looks, so the timer in `run_loop`
+        // would not fire, and the loss window would grow past `interval`.
+        let periodic_due = self
+            .sync_deadline()
+            .is_some_and(|due| Instant::now() >= due);
+        if flush || periodic_due || self.options.durability == Durability::Sync {
             self.sync()?;
         } else if self.active.dirty {
             self.unsynced_since.get_or_insert_with(Instant::now);
@@ -767,6 +821,13 @@ impl Writer {
     /// One `fdatasync` of the active segment. Never retried: on error the
     /// caller poisons the writer.
     fn sync(&mut self) -> Result<()> {
+        // Fail-stop: once poisoned (a failed write, sync or apply), never
+        // sync again. A retried `fdatasync` can succeed after the kernel
+        // dropped the pages the failed one could not write, and would then
+        // make `durable_lsn` claim bytes that are not on disk.
+        if let Some(e) = self.shared.poisoned() {
+            return Err(e);
+        }
         let a = &mut self.active;
         if !a.dirty {
             return Ok(());

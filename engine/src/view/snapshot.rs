@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
 use super::Views;
 use crate::error::{Error, Result};
-use crate::log::ack::ack_channel;
+use crate::log::ack::{AckReceiver, ack_channel};
 use crate::log::retention;
 use crate::log::writer::Msg;
 use crate::options::{Retention, SnapshotOptions};
@@ -93,6 +93,28 @@ pub(crate) fn due(views: &Views, options: &SnapshotOptions) -> bool {
             || views.since_last_snapshot() >= options.interval)
 }
 
+/// Asks the writer to freeze the active memtable. Never blocks on a full
+/// queue: the writer may be waiting at the memory bound for this very
+/// snapshotter, having frozen on its own, while callers keep the queue
+/// full; so between tries it looks for a frozen memtable, and returns
+/// `None` (nothing sent) once there is one to write.
+fn send_freeze(views: &Views, writer: &Sender<Msg>) -> Result<Option<AckReceiver>> {
+    let (ack, rx) = ack_channel();
+    let mut msg = Msg::Freeze { ack };
+    loop {
+        match writer.send_timeout(msg, Duration::from_millis(10)) {
+            Ok(()) => return Ok(Some(rx)),
+            Err(SendTimeoutError::Disconnected(_)) => return Err(Error::Closed),
+            Err(SendTimeoutError::Timeout(back)) => {
+                if views.levels().frozen.is_some() {
+                    return Ok(None);
+                }
+                msg = back;
+            }
+        }
+    }
+}
+
 /// Freezes through the writer (unless a frozen memtable is waiting
 /// already), writes the frozen memtable into redb, then applies retention
 /// to the segments the snapshot covers.
@@ -103,11 +125,9 @@ pub(crate) fn snapshot_once(snaps: &Snapshots, writer: &Sender<Msg>) -> Result<(
         .one_at_a_time
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if views.levels().frozen.is_none() {
-        let (ack, rx) = ack_channel();
-        writer
-            .send(Msg::Freeze { ack })
-            .map_err(|_| Error::Closed)?;
+    if views.levels().frozen.is_none()
+        && let Some(rx) = send_freeze(views, writer)?
+    {
         loop {
             match rx.recv_timeout(Duration::from_millis(10)) {
                 Some(result) => {
