@@ -793,6 +793,11 @@ fn a_failed_snapshot_stops_the_snapshotter_leaves_the_log_and_bounds_memory() {
     };
     assert!(matches!(refused, Error::Poisoned { .. }), "{refused}");
     assert!(engine.stats().memtable_bytes >= 256 << 10);
+    // A flush adds nothing to the memtables: the bound does not refuse it.
+    assert!(
+        engine.flush().is_ok(),
+        "a flush is held back by the memory bound"
+    );
     drop(engine);
     // Nothing acknowledged was lost: reopening replays it all.
     let engine = Engine::open_with(storage, DIR, options).unwrap();
@@ -1179,4 +1184,131 @@ fn close_reports_a_group_that_failed_on_the_acker() {
     });
     assert!(failed.load(Ordering::Acquire));
     assert!(matches!(closed, Err(Error::Poisoned { .. })), "{closed:?}");
+}
+
+/// Appends one batch at a time, each after a snapshot, until a batch rolls
+/// the log over to a new segment; returns that batch's LSN (the new
+/// segment's base). Every LSN before it is in the snapshot.
+fn roll_after_snapshot(engine: &Engine) -> Lsn {
+    for i in 0..1000 {
+        engine.snapshot().unwrap();
+        let before = engine.stats().segments_created;
+        let lsn = engine.append(vec![event(i, 100)]).unwrap();
+        if engine.stats().segments_created > before {
+            return lsn;
+        }
+    }
+    panic!("no rollover in 1000 batches");
+}
+
+fn segment_path(base: Lsn) -> PathBuf {
+    PathBuf::from(DIR)
+        .join(crate::log::LOG_DIR_NAME)
+        .join(crate::log::segment::segment_file_name(base))
+}
+
+/// A crash while the newest segment was being created (its header never
+/// synced) after a snapshot covering every segment before it: recovery
+/// removes the torn segment and the log goes on under its own id, with
+/// views that still attach. (It used to forget the id, start a new log and
+/// refuse the views.)
+#[test]
+fn a_torn_newest_segment_after_snapshotted_ones_keeps_the_log() {
+    let (_disk, storage) = sim(46);
+    let options = Options {
+        snapshots: crate::options::SnapshotOptions::manual(),
+        ..small_segments()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
+    let log_id = engine.log_id();
+    let rolled_at = roll_after_snapshot(&engine);
+    drop(engine);
+    // The newest segment as a crash during its creation leaves it.
+    let path = segment_path(rolled_at);
+    let file = storage.open(&path, OpenMode::ReadWrite).unwrap();
+    let len = usize::try_from(file.len().unwrap()).unwrap();
+    file.write_all_at(&vec![0; len], 0).unwrap();
+    file.sync_data().unwrap();
+    drop(file);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
+    assert_eq!(engine.log_id(), log_id);
+    assert_eq!(engine.recovery_report().removed_torn_segment, Some(path));
+    let run = RunScope {
+        tenant: "t".into(),
+        dag: "d".into(),
+        run: "r".into(),
+    };
+    for i in 0..rolled_at.0 - 1 {
+        assert!(
+            engine
+                .views()
+                .shared(&run, &format!("k{i}"))
+                .unwrap()
+                .is_some()
+        );
+    }
+    assert_eq!(engine.append(vec![event(9999, 10)]).unwrap(), rolled_at);
+}
+
+/// Retention never removes the segment before the newest one while the
+/// newest one's header is missing (it may be in the middle of its
+/// creation), and syncs that header before it removes anything: after a
+/// power loss the log still has a segment to go on from.
+#[test]
+fn retention_keeps_the_log_until_the_newest_header_is_durable() {
+    let (disk, storage) = sim(47);
+    let options = Options {
+        snapshots: crate::options::SnapshotOptions::manual(),
+        ..small_segments()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
+    let log_id = engine.log_id();
+    let rolled_at = roll_after_snapshot(&engine);
+    drop(engine);
+    let log_dir = PathBuf::from(DIR).join(crate::log::LOG_DIR_NAME);
+    let newest = segment_path(rolled_at);
+    let file = storage.open(&newest, OpenMode::ReadWrite).unwrap();
+    let mut header = [0u8; SEGMENT_HEADER_BYTES];
+    crate::storage::read_up_to(file.as_ref(), &mut header, 0).unwrap();
+    let drop_everything = crate::options::Retention::KeepFor {
+        age: Duration::ZERO,
+        bytes: 0,
+    };
+    let applied = Lsn(rolled_at.0 - 1);
+    // As a crash in the middle of its creation can leave it on disk: no
+    // header yet.
+    file.write_all_at(&[0; SEGMENT_HEADER_BYTES], 0).unwrap();
+    file.sync_data().unwrap();
+    // Header not written yet: nothing goes.
+    let done = crate::log::retention::apply(
+        storage.as_ref(),
+        &log_dir,
+        applied,
+        &drop_everything,
+        u64::MAX,
+    )
+    .unwrap();
+    assert_eq!(
+        done.removed, 0,
+        "removed the segment before a half-created one"
+    );
+    // Header written, not synced: retention syncs it, then removes.
+    file.write_all_at(&header, 0).unwrap();
+    let done = crate::log::retention::apply(
+        storage.as_ref(),
+        &log_dir,
+        applied,
+        &drop_everything,
+        u64::MAX,
+    )
+    .unwrap();
+    assert!(done.removed >= 1);
+    drop(file);
+    let storage: Arc<dyn Storage> = Arc::new(disk.reboot(Damage::DropAll));
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
+    assert_eq!(engine.log_id(), log_id, "the log started over");
+    assert_eq!(
+        engine.append(vec![event(9999, 10)]).unwrap(),
+        Lsn(rolled_at.0 + 1)
+    );
 }

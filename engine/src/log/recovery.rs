@@ -481,7 +481,10 @@ pub(crate) fn recover(
     }
     Ok(Recovered {
         report,
-        log_id: tail.as_ref().and(log_id),
+        // Kept even without a tail: when the last segment was a torn
+        // creation after segments that a snapshot covers (checked by their
+        // headers only), the log goes on from them, under their id.
+        log_id,
         next_lsn: expected.unwrap_or(Lsn(1)),
         tail,
         resume_at,

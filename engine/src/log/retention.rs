@@ -49,11 +49,26 @@ pub(crate) fn apply(
     }
     let segments = list_segments(storage, log_dir).map_err(|e| Error::io(log_dir, e))?;
     // Segment i is eligible if the next one starts at or below applied + 1.
-    let eligible: Vec<&(Lsn, PathBuf)> = segments
+    let mut eligible: Vec<&(Lsn, PathBuf)> = segments
         .windows(2)
         .take_while(|w| w[1].0 <= applied_lsn.next())
         .map(|w| &w[0])
         .collect();
+    // The segment after the last eligible one may be the newest, in the
+    // middle of its creation by the writer: its header written but not yet
+    // synced, while the directory syncs below make its entry durable. Were
+    // everything before it removed and the machine then lost power, the
+    // log's only segment would be a torn creation that recovery removes,
+    // and the log would start over with a new id. So that segment must have
+    // a valid header, synced here, before anything before it goes. (Every
+    // older segment was synced, and its directory entry too, before the
+    // writer created the one after it.)
+    if let Some((next_base, next_path)) = segments.get(eligible.len())
+        && !eligible.is_empty()
+        && !header_made_durable(storage, next_path, *next_base)?
+    {
+        eligible.pop();
+    }
     match policy {
         Retention::KeepAll => {}
         Retention::KeepFor { age, bytes } => {
@@ -80,6 +95,23 @@ pub(crate) fn apply(
         }
     }
     Ok(done)
+}
+
+/// Whether the segment at `path` has a valid header for `base` (then
+/// synced, so it survives a crash); `false` if it does not (yet).
+fn header_made_durable(storage: &dyn Storage, path: &Path, base: Lsn) -> Result<bool> {
+    let file = storage
+        .open(path, OpenMode::ReadWrite)
+        .map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; SEGMENT_HEADER_BYTES];
+    let n = read_up_to(file.as_ref(), &mut head, 0).map_err(|e| Error::io(path, e))?;
+    match SegmentHeader::decode(&head[..n]) {
+        Ok(header) if header.base_lsn == base => {
+            file.sync_data().map_err(|e| Error::io(path, e))?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 fn millis(d: Duration) -> u64 {
