@@ -1312,3 +1312,38 @@ fn retention_keeps_the_log_until_the_newest_header_is_durable() {
         Lsn(rolled_at.0 + 1)
     );
 }
+
+/// A crafted file named like a segment at LSN 0 (outside the LSN space),
+/// with a valid header: not read as a segment, so no LSN arithmetic wraps
+/// (it made an open underflow `next_lsn - 1`).
+#[test]
+fn a_segment_named_outside_the_lsn_space_is_not_read() {
+    let (_disk, storage) = sim(48);
+    let options = Options {
+        snapshots: crate::options::SnapshotOptions {
+            enabled: false,
+            ..Default::default()
+        },
+        ..Options::default()
+    };
+    drop(Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap());
+    // Nothing left but the crafted file.
+    storage.remove_file(&segment_path(Lsn(1))).unwrap();
+    storage
+        .remove_file(&PathBuf::from(DIR).join("views.redb"))
+        .unwrap();
+    let header = crate::log::segment::SegmentHeader {
+        format_version: crate::log::FORMAT_VERSION,
+        log_id: 7,
+        base_lsn: Lsn(0),
+        created_unix_ms: 0,
+    };
+    let path = PathBuf::from(DIR)
+        .join(crate::log::LOG_DIR_NAME)
+        .join(crate::log::segment::segment_file_name(Lsn(0)));
+    let file = storage.open(&path, OpenMode::CreateNew).unwrap();
+    file.write_all_at(&header.encode(), 0).unwrap();
+    drop(file);
+    let engine = Engine::open_with(storage, DIR, options).unwrap();
+    assert_eq!(engine.append(vec![event(1, 10)]).unwrap(), Lsn(1));
+}

@@ -108,13 +108,22 @@ pub(crate) fn segment_file_name(base: Lsn) -> String {
     format!("{:020}{SEGMENT_SUFFIX}", base.0)
 }
 
+/// The largest base LSN a segment may have. LSNs start at 1 and a log
+/// never gets near 2^63 batches; a name outside `1..=MAX_BASE_LSN` is not a
+/// segment, so crafted names cannot make LSN arithmetic wrap.
+pub(crate) const MAX_BASE_LSN: u64 = i64::MAX as u64;
+
 /// The base LSN named by a segment file name, if it is one.
 pub(crate) fn parse_segment_file_name(name: &str) -> Option<Lsn> {
     let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok().map(Lsn)
+    digits
+        .parse()
+        .ok()
+        .filter(|base| (1..=MAX_BASE_LSN).contains(base))
+        .map(Lsn)
 }
 
 /// The segments in `log_dir`, in LSN order.
@@ -183,10 +192,14 @@ mod tests {
     fn names_sort_in_lsn_order_and_parse_back() {
         assert_eq!(segment_file_name(Lsn(1)), "00000000000000000001.seg");
         assert_eq!(
-            parse_segment_file_name(&segment_file_name(Lsn(u64::MAX))),
-            Some(Lsn(u64::MAX))
+            parse_segment_file_name(&segment_file_name(Lsn(MAX_BASE_LSN))),
+            Some(Lsn(MAX_BASE_LSN))
         );
         assert!(segment_file_name(Lsn(9)) < segment_file_name(Lsn(10)));
+        // Outside the LSN space: LSN arithmetic on them would wrap.
+        for base in [0, MAX_BASE_LSN + 1, u64::MAX] {
+            assert_eq!(parse_segment_file_name(&segment_file_name(Lsn(base))), None);
+        }
         for bad in [
             "1.seg",
             "0000000000000000000a.seg",
