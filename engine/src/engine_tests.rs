@@ -1347,3 +1347,53 @@ fn a_segment_named_outside_the_lsn_space_is_not_read() {
     let engine = Engine::open_with(storage, DIR, options).unwrap();
     assert_eq!(engine.append(vec![event(1, 10)]).unwrap(), Lsn(1));
 }
+
+/// A bad frame at or below the snapshot's `applied_lsn` was synced before
+/// the snapshot: corruption, never a torn tail to cut, even when no later
+/// frame vouches for it (the cut used to happen first, and then the views
+/// were refused as ahead of the log).
+#[test]
+fn a_bad_frame_the_snapshot_covers_is_corruption_not_a_torn_tail() {
+    let (_disk, storage) = sim(49);
+    let options = Options {
+        snapshots: crate::options::SnapshotOptions::manual(),
+        ..Options::default()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
+    for i in 1..=5 {
+        engine.append(vec![event(i, 50)]).unwrap();
+    }
+    engine.snapshot().unwrap();
+    let last = engine
+        .reader()
+        .cursor(Lsn(5))
+        .next_frame()
+        .unwrap()
+        .map(|f| f.offset())
+        .unwrap();
+    drop(engine);
+    let path = segment_path(Lsn(1));
+    let file = storage.open(&path, OpenMode::ReadWrite).unwrap();
+    // Garble the last frame's LSN field.
+    file.write_all_at(&[0xEE; 8], last + 8).unwrap();
+    file.sync_data().unwrap();
+    let before = read_to_vec(file.as_ref()).unwrap();
+    drop(file);
+    let err = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Corruption {
+                expected_lsn: Lsn(5),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let file = storage.open(&path, OpenMode::Read).unwrap();
+    assert_eq!(
+        read_to_vec(file.as_ref()).unwrap(),
+        before,
+        "a refused open cut the log"
+    );
+}

@@ -432,11 +432,15 @@ pub(crate) fn recover(
         expected = Some(next);
         match end {
             SegmentEnd::Clean(offset) => tail = Some((*base, path.clone(), offset)),
+            // A torn tail: the last segment's first bad frame, with no
+            // later frame vouching that it had been synced, and above the
+            // snapshot (a frame at or below `applied_lsn` was synced before
+            // the snapshot was taken, so a bad one is corruption).
             SegmentEnd::Bad {
                 offset,
                 reason,
                 proven,
-            } if last && !proven => {
+            } if last && !proven && next >= verify_from => {
                 let bytes_dropped = cut(storage, &seg, offset, preallocate_bytes)?;
                 report.torn_tail = Some(Cut {
                     segment: path.clone(),
