@@ -1397,3 +1397,105 @@ fn a_bad_frame_the_snapshot_covers_is_corruption_not_a_torn_tail() {
         "a refused open cut the log"
     );
 }
+
+/// Storage that runs a hook (once) before the next directory listing: a
+/// way to put the writer's steps exactly between a reader's steps.
+struct BeforeListing {
+    inner: Arc<dyn Storage>,
+    #[allow(clippy::type_complexity)]
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for BeforeListing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BeforeListing").finish_non_exhaustive()
+    }
+}
+
+impl Storage for BeforeListing {
+    fn open(
+        &self,
+        path: &Path,
+        mode: OpenMode,
+    ) -> std::io::Result<Arc<dyn crate::storage::StorageFile>> {
+        self.inner.open(path, mode)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn list_dir(&self, path: &Path) -> std::io::Result<Vec<String>> {
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        self.inner.list_dir(path)
+    }
+    fn exists(&self, path: &Path) -> std::io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn lock(&self, path: &Path) -> std::io::Result<crate::storage::LockGuard> {
+        self.inner.lock(path)
+    }
+    fn new_log_id(&self) -> u128 {
+        self.inner.new_log_id()
+    }
+}
+
+/// A reader at the end of a live segment, while the writer finishes that
+/// segment and starts the next between the reader's last read and its look
+/// at the directory: the reader reads the segment again and goes on, never
+/// reports a gap (it used to return `Error::Gap`).
+#[test]
+fn a_live_reader_follows_a_rollover_between_its_read_and_its_listing() {
+    // How many batches fill the first segment.
+    let per_segment = {
+        let (_disk, storage) = sim(50);
+        let engine = Engine::open_with(storage, DIR, small_segments()).unwrap();
+        let mut n = 0;
+        loop {
+            engine.append(vec![event(n, 100)]).unwrap();
+            if engine.stats().segments_created > 1 {
+                break n; // batch n (0-based) rolled over: n fit
+            }
+            n += 1;
+        }
+    };
+    let (_disk, storage) = sim(51);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
+    for i in 0..per_segment - 1 {
+        engine.append(vec![event(i, 100)]).unwrap();
+    }
+    let hooked = Arc::new(BeforeListing {
+        inner: Arc::clone(&storage),
+        hook: std::sync::Mutex::new(None),
+    });
+    let reader = LogReader::open_on(hooked.clone(), DIR).unwrap();
+    let mut cursor = reader.cursor(Lsn(1));
+    let mut seen = 0;
+    while cursor.next_frame().unwrap().is_some() {
+        seen += 1;
+    }
+    assert_eq!(seen, per_segment - 1);
+    // Between the reader's next read of this segment and its listing: the
+    // segment's last batch, then one that starts the next segment.
+    let writer = engine.clone();
+    *hooked.hook.lock().unwrap() = Some(Box::new(move || {
+        writer.append(vec![event(per_segment - 1, 100)]).unwrap();
+        writer.append(vec![event(per_segment, 100)]).unwrap();
+        assert_eq!(writer.stats().segments_created, 2);
+    }));
+    let mut lsns = Vec::new();
+    while let Some(frame) = cursor.next_frame().unwrap() {
+        lsns.push(frame.lsn());
+    }
+    assert_eq!(lsns, vec![Lsn(per_segment), Lsn(per_segment + 1)]);
+}

@@ -539,6 +539,7 @@ impl Cursor {
             return Ok(Some(found));
         }
         let mut reread = false;
+        let mut reread_after_listing = false;
         loop {
             if self.seg.is_none() && !self.enter_segment()? {
                 return Ok(None);
@@ -576,6 +577,13 @@ impl Cursor {
                     // this one is complete; move on.
                     self.seg = None;
                     reread = false;
+                }
+                // The listing came after the last read: the writer may have
+                // finished this segment and started the next in between.
+                // Read this segment once more before judging it.
+                Some(_) if !reread_after_listing => {
+                    reread_after_listing = true;
+                    seg.invalidate();
                 }
                 Some((base, path)) => {
                     return Err(match stop {
