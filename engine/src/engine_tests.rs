@@ -1499,3 +1499,47 @@ fn a_live_reader_follows_a_rollover_between_its_read_and_its_listing() {
     }
     assert_eq!(lsns, vec![Lsn(per_segment), Lsn(per_segment + 1)]);
 }
+
+/// A zeroed length field in the middle of a segment that is not the last
+/// reads as that segment's end: strict mode refuses (the next segment does
+/// not follow), and salvage opens, cutting at the zeros even though valid
+/// frames follow them in that segment (the second pass of salvage used to
+/// refuse those as corruption, after removing the later segments).
+#[test]
+fn salvage_cuts_a_zeroed_frame_in_a_segment_that_is_not_the_last() {
+    let (_disk, storage) = sim(52);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
+    let mut i = 0;
+    while engine.stats().segments_created < 2 {
+        engine.append(vec![event(i, 100)]).unwrap();
+        i += 1;
+    }
+    engine.append(vec![event(999, 100)]).unwrap();
+    // The third frame of the first segment.
+    let third = engine
+        .reader()
+        .cursor(Lsn(3))
+        .next_frame()
+        .unwrap()
+        .map(|f| f.offset())
+        .unwrap();
+    drop(engine);
+    let file = storage
+        .open(&segment_path(Lsn(1)), OpenMode::ReadWrite)
+        .unwrap();
+    file.write_all_at(&[0; 4], third + 4).unwrap();
+    file.sync_data().unwrap();
+    drop(file);
+    assert!(Engine::open_with(Arc::clone(&storage), DIR, small_segments()).is_err());
+    let salvage = Options {
+        recovery: RecoveryMode::Salvage,
+        ..small_segments()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, salvage).unwrap();
+    let report = engine.recovery_report();
+    assert_eq!(report.last_lsn, Some(Lsn(2)));
+    let salvaged = report.salvaged.as_ref().expect("a salvage report");
+    assert_eq!(salvaged.cut.expected_lsn, Lsn(3));
+    assert!(!salvaged.segments_removed.is_empty());
+    assert_eq!(engine.append(vec![event(5000, 10)]).unwrap(), Lsn(3));
+}

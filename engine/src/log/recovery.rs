@@ -529,15 +529,22 @@ fn salvage_or(
         reason,
     };
     remove_later(storage, log_dir, from, report, cut)?;
-    // Start over: the log now ends where the bad segment began.
-    let mut again = recover(
-        storage,
-        log_dir,
-        RecoveryMode::Strict,
-        preallocate_bytes,
-        Lsn(1),
-    )?;
-    again.report.salvaged = report.salvaged.take();
+    // Start over: the log now ends where the bad segment began. Still in
+    // salvage mode: the segment now last may hold more bad bytes (frames
+    // after a zeroed length field), and a segment checked only by its
+    // header before may be bad too; each is cut like the first.
+    let mut again = recover(storage, log_dir, mode, preallocate_bytes, Lsn(1))?;
+    let first = report.salvaged.take();
+    again.report.salvaged = match (again.report.salvaged.take(), first) {
+        // Cut again, earlier in the log: that cut is where the log now
+        // ends, and the report counts everything both passes removed.
+        (Some(mut second), Some(first)) => {
+            second.segments_removed.extend(first.segments_removed);
+            second.segment_bytes_removed += first.segment_bytes_removed;
+            Some(second)
+        }
+        (second, first) => second.or(first),
+    };
     Ok(again)
 }
 
