@@ -1136,6 +1136,7 @@ fn a_dead_acker_poisons_the_engine() {
         ),
         "the engine goes on after its acker died"
     );
+    assert!(engine.close().is_err(), "close hides the dead acker");
     drop(engine);
     let engine = Engine::open_with(storage, DIR, Options::default()).unwrap();
     let run = RunScope {
@@ -1379,7 +1380,24 @@ fn a_bad_frame_the_snapshot_covers_is_corruption_not_a_torn_tail() {
     file.sync_data().unwrap();
     let before = read_to_vec(file.as_ref()).unwrap();
     drop(file);
-    let err = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap_err();
+    let err = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Corruption {
+                expected_lsn: Lsn(5),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Salvage cannot cut it either (the views hold those batches): it
+    // refuses too, and cuts nothing.
+    let salvage = Options {
+        recovery: RecoveryMode::Salvage,
+        ..options
+    };
+    let err = Engine::open_with(Arc::clone(&storage), DIR, salvage).unwrap_err();
     assert!(
         matches!(
             err,
@@ -1542,4 +1560,62 @@ fn salvage_cuts_a_zeroed_frame_in_a_segment_that_is_not_the_last() {
     assert_eq!(salvaged.cut.expected_lsn, Lsn(3));
     assert!(!salvaged.segments_removed.is_empty());
     assert_eq!(engine.append(vec![event(5000, 10)]).unwrap(), Lsn(3));
+}
+
+/// Poisoned by something other than a failed write or sync (here a failed
+/// apply), the writer still syncs at `close` what it acknowledged in
+/// `Periodic` mode: only a failed write or sync stops syncing.
+#[test]
+fn close_still_syncs_periodic_writes_after_a_failed_apply() {
+    let (disk, storage) = sim(53);
+    let options = Options {
+        durability: Durability::Periodic(Duration::from_secs(3600)),
+        ..Options::default()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
+    // Acknowledged (after the write) and not synced: the interval is long.
+    let mut first = Vec::new();
+    for i in 0..20 {
+        first.push(engine.append(vec![event(1 << 40 | i, 10)]).unwrap());
+    }
+    engine
+        .inner
+        .shared
+        .test_acker_fault
+        .store(crate::log::writer::ACKER_FAILS_SLOWLY, Ordering::Release);
+    let acked = std::sync::Mutex::new(first);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (engine, acked) = (&engine, &acked);
+            s.spawn(move || {
+                for i in 0..100 {
+                    match engine.append(vec![event((t << 32) + i, 10)]) {
+                        Ok(lsn) => acked.lock().unwrap().push(lsn),
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(
+        engine.inner.shared.test_acker_fault.load(Ordering::Acquire),
+        0,
+        "a group reached the acker"
+    );
+    assert!(engine.close().is_err());
+    drop(engine);
+    let storage: Arc<dyn Storage> = Arc::new(disk.reboot(Damage::DropAll));
+    let reader = LogReader::open_on(Arc::clone(&storage), DIR).unwrap();
+    let mut cursor = reader.cursor(Lsn(1));
+    let mut last = Lsn(0);
+    while let Some(frame) = cursor.next_frame().unwrap() {
+        last = frame.lsn();
+    }
+    let acked = acked.into_inner().unwrap();
+    assert!(!acked.is_empty());
+    assert!(
+        acked.iter().all(|lsn| *lsn <= last),
+        "acknowledged batches up to {:?} lost; the log ends at {last:?}",
+        acked.iter().max()
+    );
 }

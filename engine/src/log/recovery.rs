@@ -333,6 +333,7 @@ pub(crate) fn recover(
                 &segments[i..],
                 report,
                 preallocate_bytes,
+                verify_from,
             )
         };
         if let Some((next_base, _)) = segments.get(i + 1)
@@ -458,7 +459,9 @@ pub(crate) fn recover(
                     expected_lsn: next,
                     reason: reason.clone(),
                 };
-                if mode == RecoveryMode::Strict {
+                // Strict refuses; salvage too below the snapshot (see
+                // `salvage_or`).
+                if mode == RecoveryMode::Strict || next < verify_from {
                     return Err(e);
                 }
                 let bytes_dropped = cut(storage, &seg, offset, preallocate_bytes)?;
@@ -497,6 +500,10 @@ pub(crate) fn recover(
 
 /// In strict mode returns `e`; in salvage mode removes `from` (the bad
 /// segment and all after it) and reports it.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "recovery's own arguments, passed on to its second pass"
+)]
 fn salvage_or(
     e: Error,
     mode: RecoveryMode,
@@ -505,6 +512,7 @@ fn salvage_or(
     from: &[(Lsn, PathBuf)],
     report: &mut RecoveryReport,
     preallocate_bytes: Option<u64>,
+    verify_from: Lsn,
 ) -> Result<Recovered> {
     if mode == RecoveryMode::Strict {
         return Err(e);
@@ -521,6 +529,13 @@ fn salvage_or(
         } => (segment.clone(), 0, *expected, Invalid::Truncated),
         _ => return Err(e),
     };
+    // Frames the snapshot covers cannot be cut: the views would then hold
+    // batches the log no longer has, and the open would refuse them after
+    // the cut. Refuse first, cutting nothing (RELIABILITY.md says how to
+    // rebuild the views instead).
+    if expected_lsn < verify_from {
+        return Err(e);
+    }
     let cut = Cut {
         segment,
         offset,
@@ -533,7 +548,7 @@ fn salvage_or(
     // salvage mode: the segment now last may hold more bad bytes (frames
     // after a zeroed length field), and a segment checked only by its
     // header before may be bad too; each is cut like the first.
-    let mut again = recover(storage, log_dir, mode, preallocate_bytes, Lsn(1))?;
+    let mut again = recover(storage, log_dir, mode, preallocate_bytes, verify_from)?;
     let first = report.salvaged.take();
     again.report.salvaged = match (again.report.salvaged.take(), first) {
         // Cut again, earlier in the log: that cut is where the log now

@@ -133,7 +133,7 @@ impl Finisher {
             match self.shared.test_acker_fault.swap(0, Ordering::AcqRel) {
                 ACKER_PANICS => panic!("injected: the acker thread panics"),
                 ACKER_FAILS_SLOWLY => {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    std::thread::sleep(std::time::Duration::from_millis(500));
                     return Err(Error::Poisoned {
                         cause: "injected: applying a group failed".into(),
                     });
@@ -201,7 +201,7 @@ pub(crate) struct Shared {
 /// Test fault: the acker thread panics in the middle of a group.
 #[cfg(test)]
 pub(crate) const ACKER_PANICS: u64 = 1;
-/// Test fault: applying a group on the acker takes 50 ms, then fails.
+/// Test fault: applying a group on the acker takes 500 ms, then fails.
 #[cfg(test)]
 pub(crate) const ACKER_FAILS_SLOWLY: u64 = 2;
 
@@ -281,6 +281,8 @@ pub(crate) struct Writer {
     finisher: Arc<Finisher>,
     /// Hands committed groups to the acker thread.
     acker: Option<Sender<Job>>,
+    /// A write or sync failed: nothing is written or synced any more.
+    io_failed: bool,
 }
 
 fn now_unix_ms() -> u64 {
@@ -406,6 +408,7 @@ impl Writer {
             buf: Vec::with_capacity(1 << 20),
             closed: false,
             acker: None,
+            io_failed: false,
         })
     }
 
@@ -499,7 +502,7 @@ impl Writer {
         }
         // Every handle is gone: whatever the mode, what was written is made
         // durable (nobody is left to tell of a failure).
-        if !self.closed && self.shared.poisoned().is_none() {
+        if !self.closed {
             let _ = self.sync();
         }
     }
@@ -509,7 +512,8 @@ impl Writer {
     fn close(&mut self, rest: Vec<Msg>) {
         let synced = self.sync().map(|()| self.durable_lsn);
         // Every earlier caller hears of its batch before `close` returns.
-        self.quiesce();
+        // A dead acker poisons the engine, which the check below reports.
+        let _ = self.quiesce();
         // A group still on the acker may have failed to apply: then the
         // engine is poisoned, and `close` says so too.
         let result = synced.and_then(|lsn| match self.shared.poisoned() {
@@ -527,10 +531,11 @@ impl Writer {
     }
 
     /// When the periodic sync is due: `interval` after the oldest write
-    /// not yet synced. Never once poisoned (nothing is synced any more).
+    /// not yet synced. Never after a failed write or sync (nothing is
+    /// synced any more).
     fn sync_deadline(&self) -> Option<Instant> {
         match self.options.durability {
-            Durability::Periodic(interval) if self.shared.poisoned().is_none() => {
+            Durability::Periodic(interval) if !self.io_failed => {
                 self.unsynced_since.map(|t| t + interval)
             }
             _ => None,
@@ -588,6 +593,7 @@ impl Writer {
                 self.hand_on(self.committed(group, first_lsn));
             }
             Err(e) => {
+                self.io_failed = true;
                 self.shared.poison(&e);
                 for msg in &group {
                     ack_of(msg).send(Err(replicate(&e)));
@@ -658,8 +664,9 @@ impl Writer {
         }
         let (wake, views) = (wake.clone(), Arc::clone(views));
         // Freezing takes the applier's place between two groups: wait until
-        // the acker has applied every group handed to it.
-        self.quiesce();
+        // the acker has applied every group handed to it (and never freeze
+        // a memtable a dead acker left half a group in).
+        self.quiesce()?;
         if views.levels().frozen.is_none() {
             self.sync()?;
             views.freeze();
@@ -687,16 +694,7 @@ impl Writer {
                     return;
                 };
                 finisher.queued.fetch_sub(1, Ordering::AcqRel);
-                // Only a dead acker refuses a job: it panicked (a bug) in
-                // the middle of a group, which its callers heard of as
-                // `Closed`, and the views may hold part of that group. Fail
-                // this group and everything after, as a failed apply does;
-                // reopening rebuilds the views from the log.
-                let e = Error::Poisoned {
-                    cause: "the acker thread stopped while finishing a group".into(),
-                };
-                finisher.views_failed.store(true, Ordering::Release);
-                self.shared.poison(&e);
+                self.acker_died();
                 group
             }
             _ => group,
@@ -705,20 +703,42 @@ impl Writer {
     }
 
     /// Waits until the acker has finished every group handed to it.
-    fn quiesce(&self) {
+    /// Fails with the poison if the acker thread died (then no group
+    /// after the one it died in may be acknowledged).
+    fn quiesce(&self) -> Result<()> {
         let (finisher, Some(acker)) = (&self.finisher, &self.acker) else {
-            return;
+            return Ok(());
         };
         if finisher.queued.load(Ordering::Acquire) == 0 {
-            return;
+            return Ok(());
         }
         let (done, wait) = crossbeam_channel::bounded(1);
         finisher.queued.fetch_add(1, Ordering::AcqRel);
-        if acker.send(Job::Barrier(done)).is_ok() {
-            let _ = wait.recv();
-        } else {
-            finisher.queued.fetch_sub(1, Ordering::AcqRel);
+        let answered = match acker.send(Job::Barrier(done)) {
+            Ok(()) => wait.recv().is_ok(),
+            Err(_) => {
+                finisher.queued.fetch_sub(1, Ordering::AcqRel);
+                false
+            }
+        };
+        if !answered {
+            self.acker_died();
         }
+        match self.shared.poisoned() {
+            Some(e) if !answered => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The acker thread is gone: only a panic (a bug) stops it early, in
+    /// the middle of a group whose callers heard `Closed`, and the views
+    /// may hold part of that group. Fail everything after, as a failed
+    /// apply does; reopening rebuilds the views from the log.
+    fn acker_died(&self) {
+        self.finisher.views_failed.store(true, Ordering::Release);
+        self.shared.poison(&Error::Poisoned {
+            cause: "the acker thread stopped while finishing a group".into(),
+        });
     }
 
     /// Frames the group's batches and writes them, rolling segments as
@@ -821,12 +841,16 @@ impl Writer {
     /// One `fdatasync` of the active segment. Never retried: on error the
     /// caller poisons the writer.
     fn sync(&mut self) -> Result<()> {
-        // Fail-stop: once poisoned (a failed write, sync or apply), never
-        // sync again. A retried `fdatasync` can succeed after the kernel
-        // dropped the pages the failed one could not write, and would then
-        // make `durable_lsn` claim bytes that are not on disk.
-        if let Some(e) = self.shared.poisoned() {
-            return Err(e);
+        // Fail-stop: once a write or sync failed, never sync again. A
+        // retried `fdatasync` can succeed after the kernel dropped the
+        // pages the failed one could not write, and would then make
+        // `durable_lsn` claim bytes that are not on disk. (Poisoned for
+        // another reason, a failed apply, the writer still syncs what it
+        // acknowledged in `Periodic` mode.)
+        if self.io_failed {
+            return Err(self.shared.poisoned().unwrap_or_else(|| Error::Poisoned {
+                cause: "an earlier write or sync failed".into(),
+            }));
         }
         let a = &mut self.active;
         if !a.dirty {
@@ -835,6 +859,7 @@ impl Writer {
         let result = a.file.sync_data().map_err(|e| Error::io(&a.path, e));
         self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {
+            self.io_failed = true;
             self.shared.poison(e);
             return result;
         }
@@ -931,5 +956,80 @@ fn ack_of(msg: &Msg) -> &AckSender {
         Msg::Append { ack, .. } | Msg::Flush { ack } | Msg::Close { ack } | Msg::Freeze { ack } => {
             ack
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventBody, RunScope, encode_batch};
+    use crate::log::ack::ack_channel;
+    use crate::storage::SimDisk;
+
+    fn append_msg(i: u64) -> Msg {
+        let events = vec![Event {
+            ts_micros: 0,
+            body: EventBody::SharedPut {
+                run: RunScope {
+                    tenant: "t".into(),
+                    dag: "d".into(),
+                    run: "r".into(),
+                },
+                key: format!("k{i}"),
+                value: vec![1; 10],
+                immutable: false,
+            },
+        }];
+        let (ack, _rx) = ack_channel();
+        Msg::Append {
+            payload: encode_batch(&events),
+            events,
+            ack,
+        }
+    }
+
+    fn periodic_writer(interval: std::time::Duration) -> Writer {
+        let storage: Arc<dyn Storage> = Arc::new(SimDisk::new(60));
+        storage.create_dir_all(Path::new("/log")).unwrap();
+        let options = Options {
+            durability: Durability::Periodic(interval),
+            ..Options::default()
+        };
+        Writer::new(
+            storage,
+            PathBuf::from("/log"),
+            options,
+            None,
+            None,
+            Lsn(1),
+            Arc::new(Shared::default()),
+        )
+        .unwrap()
+    }
+
+    /// In `Periodic` mode a group written once the sync fell due syncs
+    /// (the writer does not wait for an idle moment that steady load never
+    /// gives), and one written before it does not.
+    #[test]
+    fn a_periodic_sync_falls_due_with_the_next_group() {
+        let mut writer = periodic_writer(std::time::Duration::from_secs(3600));
+        writer.write_group(&[append_msg(1)]).unwrap();
+        writer.write_group(&[append_msg(2)]).unwrap();
+        assert_eq!(
+            writer.shared.fsyncs.load(Ordering::Relaxed),
+            0,
+            "not due yet"
+        );
+        // The oldest unsynced write is now older than the interval.
+        writer.options.durability = Durability::Periodic(std::time::Duration::from_millis(1));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        writer.write_group(&[append_msg(3)]).unwrap();
+        assert_eq!(
+            writer.shared.fsyncs.load(Ordering::Relaxed),
+            1,
+            "due: synced"
+        );
+        assert_eq!(writer.durable_lsn, Lsn(3));
+        assert_eq!(writer.unsynced_since, None);
     }
 }
