@@ -1619,3 +1619,55 @@ fn close_still_syncs_periodic_writes_after_a_failed_apply() {
         acked.iter().max()
     );
 }
+
+/// redb rewrites the views file's first page in place at every commit; a
+/// power loss may garble that page whole (the disk model allows it, redb's
+/// own does not). The head file keeps the page's last image: the open puts
+/// it back, and the views survive even when retention has removed the
+/// log's start (before, the open refused them as unreadable and
+/// unrebuildable).
+#[test]
+fn a_garbled_views_header_is_put_back_from_the_head_file() {
+    let (_disk, storage) = sim(54);
+    let options = Options {
+        snapshots: crate::options::SnapshotOptions::manual(),
+        retention: crate::options::Retention::KeepFor {
+            age: Duration::ZERO,
+            bytes: 0,
+        },
+        ..small_segments()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
+    for i in 0..200 {
+        engine.append(vec![event(i, 100)]).unwrap();
+    }
+    engine.snapshot().unwrap();
+    assert!(
+        engine.stats().segments_removed > 0,
+        "retention removed the log's start"
+    );
+    drop(engine);
+    let views = storage
+        .open(&PathBuf::from(DIR).join("views.redb"), OpenMode::ReadWrite)
+        .unwrap();
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 13) as u8).collect();
+    views.write_all_at(&garbage, 0).unwrap();
+    views.sync_data().unwrap();
+    drop(views);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
+    assert_eq!(engine.stats().views_rebuilt, None);
+    let run = RunScope {
+        tenant: "t".into(),
+        dag: "d".into(),
+        run: "r".into(),
+    };
+    for i in [0, 199] {
+        assert!(
+            engine
+                .views()
+                .shared(&run, &format!("k{i}"))
+                .unwrap()
+                .is_some()
+        );
+    }
+}

@@ -25,6 +25,14 @@ use crate::storage::{OpenMode, Storage, StorageFile};
 /// The views file's name inside a state directory.
 pub const VIEWS_FILE_NAME: &str = "views.redb";
 
+/// Beside the views file: the image of its first page as last written (see
+/// [`RedbFile`]).
+pub const VIEWS_HEAD_FILE_NAME: &str = "views.redb.head";
+
+/// The bytes at the start of the views file that redb rewrites in place at
+/// every commit (its header), shadowed in [`VIEWS_HEAD_FILE_NAME`].
+const HEAD_BYTES: u64 = 4096;
+
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 fn table_def(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -32,9 +40,21 @@ fn table_def(table: Table) -> TableDefinition<'static, &'static [u8], &'static [
 }
 
 /// redb's storage backend over one file of the engine's storage.
+///
+/// redb rewrites its header (the file's first page) in place at every
+/// commit, and assumes a power loss leaves each byte written or not. The
+/// disk model here is harsher (RELIABILITY.md): an unsynced page may come
+/// back garbled whole, unchanged bytes included, which would destroy redb's
+/// magic number and with it the file, and with retention on the views
+/// cannot be rebuilt from the log. So every write into the first page
+/// first puts the page's new image into the head file and syncs it; only
+/// then is the page written in place. After a crash at any point one of
+/// the two holds a whole header, and [`open_db`] puts the copy back when
+/// the file's own is unreadable.
 #[derive(Debug)]
 struct RedbFile {
     file: Arc<dyn StorageFile>,
+    head: Arc<dyn StorageFile>,
 }
 
 impl redb::StorageBackend for RedbFile {
@@ -55,7 +75,31 @@ impl redb::StorageBackend for RedbFile {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        if offset < HEAD_BYTES {
+            self.shadow_head(offset, data)?;
+        }
         self.file.write_all_at(data, offset)
+    }
+}
+
+impl RedbFile {
+    /// Writes the first page as it will be once `data` is written at
+    /// `offset` into the head file, and syncs it.
+    fn shadow_head(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let len = self.file.len()?;
+        let end = (offset + data.len() as u64).min(HEAD_BYTES);
+        let page_len = len.min(HEAD_BYTES).max(end);
+        let mut page = vec![0u8; usize::try_from(page_len).expect("at most a page")];
+        let have = usize::try_from(len.min(HEAD_BYTES)).expect("at most a page");
+        self.file.read_exact_at(&mut page[..have], 0)?;
+        let (from, to) = (
+            usize::try_from(offset).expect("within the page"),
+            usize::try_from(end).expect("within the page"),
+        );
+        page[from..to].copy_from_slice(&data[..to - from]);
+        self.head.write_all_at(&page, 0)?;
+        self.head.set_len(page_len)?;
+        self.head.sync_data()
     }
 }
 
@@ -157,6 +201,7 @@ impl Store {
                 storage
                     .remove_file(&path)
                     .map_err(|e| Error::io(&path, e))?;
+                // `open_db` drops the old head file with it.
                 let store = Store {
                     db: open_db(storage, dir, &path)?,
                     path,
@@ -383,19 +428,79 @@ fn views_err(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// Opens the redb file at `path`, creating it (and making its directory
-/// entry durable) if it does not exist.
+/// entry durable) if it does not exist. If redb cannot open it and the head
+/// file holds a different first page (a crash garbled the page while it was
+/// being rewritten), the head file's copy is put back and the open tried
+/// once more.
 fn open_db(storage: &Arc<dyn Storage>, dir: &Path, path: &Path) -> Result<Database> {
+    let head_path = head_path(path);
     let exists = storage.exists(path).map_err(|e| Error::io(path, e))?;
     let file = if exists {
         storage.open(path, OpenMode::ReadWrite)
     } else {
+        // A head file left from an earlier views file is not this one's.
+        if storage
+            .exists(&head_path)
+            .map_err(|e| Error::io(&head_path, e))?
+        {
+            storage
+                .remove_file(&head_path)
+                .map_err(|e| Error::io(&head_path, e))?;
+        }
         storage.open(path, OpenMode::CreateNew)
     }
     .map_err(|e| Error::io(path, e))?;
-    if !exists {
+    let head_exists = storage
+        .exists(&head_path)
+        .map_err(|e| Error::io(&head_path, e))?;
+    let head = if head_exists {
+        storage.open(&head_path, OpenMode::ReadWrite)
+    } else {
+        storage.open(&head_path, OpenMode::CreateNew)
+    }
+    .map_err(|e| Error::io(&head_path, e))?;
+    if !exists || !head_exists {
         storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     }
-    redb::Builder::new()
-        .create_with_backend(RedbFile { file })
-        .map_err(|e| views_err(path, e))
+    let open = |file: &Arc<dyn StorageFile>, head: &Arc<dyn StorageFile>| {
+        redb::Builder::new().create_with_backend(RedbFile {
+            file: Arc::clone(file),
+            head: Arc::clone(head),
+        })
+    };
+    match open(&file, &head) {
+        Ok(db) => Ok(db),
+        Err(first) => {
+            if restore_head(&file, &head).map_err(|e| Error::io(path, e))? {
+                open(&file, &head).map_err(|e| views_err(path, e))
+            } else {
+                Err(views_err(path, first))
+            }
+        }
+    }
+}
+
+/// The head file beside the views file at `path`.
+fn head_path(path: &Path) -> PathBuf {
+    path.with_file_name(VIEWS_HEAD_FILE_NAME)
+}
+
+/// Puts the head file's first page back into the views file if they
+/// differ; returns whether it did.
+fn restore_head(file: &Arc<dyn StorageFile>, head: &Arc<dyn StorageFile>) -> std::io::Result<bool> {
+    let head_len = head.len()?;
+    if head_len == 0 || head_len > HEAD_BYTES {
+        return Ok(false);
+    }
+    let mut saved = vec![0u8; usize::try_from(head_len).expect("at most a page")];
+    head.read_exact_at(&mut saved, 0)?;
+    let mut current = vec![0u8; saved.len()];
+    let have = usize::try_from(file.len()?.min(head_len)).expect("at most a page");
+    file.read_exact_at(&mut current[..have], 0)?;
+    if current == saved {
+        return Ok(false);
+    }
+    file.write_all_at(&saved, 0)?;
+    file.sync_data()?;
+    Ok(true)
 }
