@@ -1104,11 +1104,7 @@ fn the_memory_bound_and_a_full_queue_do_not_deadlock() {
 fn a_dead_acker_poisons_the_engine() {
     let (_disk, storage) = sim(44);
     let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
-    engine
-        .inner
-        .shared
-        .test_acker_fault
-        .store(crate::log::writer::ACKER_PANICS, Ordering::Release);
+    inject_acker_fault(&engine, crate::log::writer::ACKER_PANICS);
     let acked = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for t in 0..4u64 {
@@ -1139,11 +1135,7 @@ fn a_dead_acker_poisons_the_engine() {
     assert!(engine.close().is_err(), "close hides the dead acker");
     drop(engine);
     let engine = Engine::open_with(storage, DIR, Options::default()).unwrap();
-    let run = RunScope {
-        tenant: "t".into(),
-        dag: "d".into(),
-        run: "r".into(),
-    };
+    let run = run_of_event();
     for (lsn, e) in acked.into_inner().unwrap() {
         let EventBody::SharedPut { key, value, .. } = e.body else {
             unreachable!("the test appends SharedPuts")
@@ -1159,11 +1151,7 @@ fn a_dead_acker_poisons_the_engine() {
 fn close_reports_a_group_that_failed_on_the_acker() {
     let (_disk, storage) = sim(45);
     let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
-    engine
-        .inner
-        .shared
-        .test_acker_fault
-        .store(crate::log::writer::ACKER_FAILS_SLOWLY, Ordering::Release);
+    inject_acker_fault(&engine, crate::log::writer::ACKER_FAILS_SLOWLY);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let closed = std::thread::scope(|s| {
         for t in 0..4u64 {
@@ -1202,6 +1190,40 @@ fn roll_after_snapshot(engine: &Engine) -> Lsn {
     panic!("no rollover in 1000 batches");
 }
 
+/// A closed engine on a fresh simulated disk (manual snapshots, small
+/// segments) whose last batch rolled the log over right after a snapshot:
+/// (disk, storage, options, log id, the new segment's base).
+fn rolled_after_snapshot(seed: u64) -> (SimDisk, Arc<dyn Storage>, Options, u128, Lsn) {
+    let (disk, storage) = sim(seed);
+    let options = Options {
+        snapshots: crate::options::SnapshotOptions::manual(),
+        ..small_segments()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
+    let log_id = engine.log_id();
+    let rolled_at = roll_after_snapshot(&engine);
+    drop(engine);
+    (disk, storage, options, log_id, rolled_at)
+}
+
+/// The run every `event` writes to.
+fn run_of_event() -> RunScope {
+    RunScope {
+        tenant: "t".into(),
+        dag: "d".into(),
+        run: "r".into(),
+    }
+}
+
+/// Makes the next group the acker thread applies fail as `fault` says.
+fn inject_acker_fault(engine: &Engine, fault: u64) {
+    engine
+        .inner
+        .shared
+        .test_acker_fault
+        .store(fault, Ordering::Release);
+}
+
 fn segment_path(base: Lsn) -> PathBuf {
     PathBuf::from(DIR)
         .join(crate::log::LOG_DIR_NAME)
@@ -1215,15 +1237,7 @@ fn segment_path(base: Lsn) -> PathBuf {
 /// refuse the views.)
 #[test]
 fn a_torn_newest_segment_after_snapshotted_ones_keeps_the_log() {
-    let (_disk, storage) = sim(46);
-    let options = Options {
-        snapshots: crate::options::SnapshotOptions::manual(),
-        ..small_segments()
-    };
-    let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
-    let log_id = engine.log_id();
-    let rolled_at = roll_after_snapshot(&engine);
-    drop(engine);
+    let (_disk, storage, options, log_id, rolled_at) = rolled_after_snapshot(46);
     // The newest segment as a crash during its creation leaves it.
     let path = segment_path(rolled_at);
     let file = storage.open(&path, OpenMode::ReadWrite).unwrap();
@@ -1234,11 +1248,7 @@ fn a_torn_newest_segment_after_snapshotted_ones_keeps_the_log() {
     let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
     assert_eq!(engine.log_id(), log_id);
     assert_eq!(engine.recovery_report().removed_torn_segment, Some(path));
-    let run = RunScope {
-        tenant: "t".into(),
-        dag: "d".into(),
-        run: "r".into(),
-    };
+    let run = run_of_event();
     for i in 0..rolled_at.0 - 1 {
         assert!(
             engine
@@ -1257,15 +1267,7 @@ fn a_torn_newest_segment_after_snapshotted_ones_keeps_the_log() {
 /// power loss the log still has a segment to go on from.
 #[test]
 fn retention_keeps_the_log_until_the_newest_header_is_durable() {
-    let (disk, storage) = sim(47);
-    let options = Options {
-        snapshots: crate::options::SnapshotOptions::manual(),
-        ..small_segments()
-    };
-    let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
-    let log_id = engine.log_id();
-    let rolled_at = roll_after_snapshot(&engine);
-    drop(engine);
+    let (disk, storage, options, log_id, rolled_at) = rolled_after_snapshot(47);
     let log_dir = PathBuf::from(DIR).join(crate::log::LOG_DIR_NAME);
     let newest = segment_path(rolled_at);
     let file = storage.open(&newest, OpenMode::ReadWrite).unwrap();
@@ -1578,11 +1580,7 @@ fn close_still_syncs_periodic_writes_after_a_failed_apply() {
     for i in 0..20 {
         first.push(engine.append(vec![event(1 << 40 | i, 10)]).unwrap());
     }
-    engine
-        .inner
-        .shared
-        .test_acker_fault
-        .store(crate::log::writer::ACKER_FAILS_SLOWLY, Ordering::Release);
+    inject_acker_fault(&engine, crate::log::writer::ACKER_FAILS_SLOWLY);
     let acked = std::sync::Mutex::new(first);
     std::thread::scope(|s| {
         for t in 0..4u64 {
@@ -1656,11 +1654,7 @@ fn a_garbled_views_header_is_put_back_from_the_head_file() {
     drop(views);
     let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
     assert_eq!(engine.stats().views_rebuilt, None);
-    let run = RunScope {
-        tenant: "t".into(),
-        dag: "d".into(),
-        run: "r".into(),
-    };
+    let run = run_of_event();
     for i in [0, 199] {
         assert!(
             engine
