@@ -97,8 +97,12 @@ impl RedbFile {
             usize::try_from(end).expect("within the page"),
         );
         page[from..to].copy_from_slice(&data[..to - from]);
+        // The image, then its CRC32: a head file torn by a crash before its
+        // sync never passes for a header.
+        let crc = crc32fast::hash(&page);
+        page.extend_from_slice(&crc.to_le_bytes());
         self.head.write_all_at(&page, 0)?;
-        self.head.set_len(page_len)?;
+        self.head.set_len(page.len() as u64)?;
         self.head.sync_data()
     }
 }
@@ -470,13 +474,12 @@ fn open_db(storage: &Arc<dyn Storage>, dir: &Path, path: &Path) -> Result<Databa
     };
     match open(&file, &head) {
         Ok(db) => Ok(db),
-        Err(first) => {
-            if restore_head(&file, &head).map_err(|e| Error::io(path, e))? {
-                open(&file, &head).map_err(|e| views_err(path, e))
-            } else {
-                Err(views_err(path, first))
-            }
-        }
+        // A failure to restore is no worse than no copy: the first error
+        // stands (and the views are rebuilt from the log if they can be).
+        Err(first) => match restore_head(&file, &head) {
+            Ok(true) => open(&file, &head).map_err(|e| views_err(path, e)),
+            Ok(false) | Err(_) => Err(views_err(path, first)),
+        },
     }
 }
 
@@ -485,22 +488,68 @@ fn head_path(path: &Path) -> PathBuf {
     path.with_file_name(VIEWS_HEAD_FILE_NAME)
 }
 
-/// Puts the head file's first page back into the views file if they
-/// differ; returns whether it did.
+/// Puts the head file's first page back into the views file if the head
+/// file holds a whole image (its CRC matches) that differs from the file's
+/// first bytes; returns whether it did.
 fn restore_head(file: &Arc<dyn StorageFile>, head: &Arc<dyn StorageFile>) -> std::io::Result<bool> {
     let head_len = head.len()?;
-    if head_len == 0 || head_len > HEAD_BYTES {
+    if head_len <= 4 || head_len > HEAD_BYTES + 4 {
         return Ok(false);
     }
-    let mut saved = vec![0u8; usize::try_from(head_len).expect("at most a page")];
+    let mut saved = vec![0u8; usize::try_from(head_len).expect("at most a page and a CRC")];
     head.read_exact_at(&mut saved, 0)?;
-    let mut current = vec![0u8; saved.len()];
-    let have = usize::try_from(file.len()?.min(head_len)).expect("at most a page");
-    file.read_exact_at(&mut current[..have], 0)?;
-    if current == saved {
+    let (image, crc) = saved.split_at(saved.len() - 4);
+    if crc32fast::hash(image).to_le_bytes() != crc {
         return Ok(false);
     }
-    file.write_all_at(&saved, 0)?;
+    let mut current = vec![0u8; image.len()];
+    let have = usize::try_from(file.len()?.min(image.len() as u64)).expect("at most a page");
+    file.read_exact_at(&mut current[..have], 0)?;
+    if current == image {
+        return Ok(false);
+    }
+    file.write_all_at(image, 0)?;
     file.sync_data()?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SimDisk;
+
+    fn file(storage: &SimDisk, name: &str, bytes: &[u8]) -> Arc<dyn StorageFile> {
+        let f = storage
+            .open(Path::new(name), OpenMode::CreateNew)
+            .expect("a new file");
+        f.write_all_at(bytes, 0).expect("written");
+        f
+    }
+
+    /// Only a whole image (its CRC matches) is ever put back: a head file
+    /// torn by a crash before its sync must not overwrite a good header
+    /// when redb fails to open for another reason.
+    #[test]
+    fn only_a_whole_head_image_is_put_back() {
+        let disk = SimDisk::new(61);
+        let header = vec![0x5A; 512];
+        let views = file(&disk, "/views.redb", &header);
+        let torn = file(&disk, "/torn.head", &[0xEE; 516]);
+        assert!(!restore_head(&views, &torn).unwrap());
+        let mut current = vec![0; 512];
+        views.read_exact_at(&mut current, 0).unwrap();
+        assert_eq!(current, header, "a torn head image was written back");
+
+        let mut image = vec![0x33; 512];
+        let crc = crc32fast::hash(&image);
+        image.extend_from_slice(&crc.to_le_bytes());
+        let whole = file(&disk, "/whole.head", &image);
+        assert!(restore_head(&views, &whole).unwrap());
+        views.read_exact_at(&mut current, 0).unwrap();
+        assert_eq!(current, vec![0x33; 512]);
+        assert!(
+            !restore_head(&views, &whole).unwrap(),
+            "nothing left to restore"
+        );
+    }
 }
