@@ -31,12 +31,11 @@
 //! (milliseconds per write measurement, default 1000).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redb::ReadableDatabase;
-use waymark_benches::put_event;
+use waymark_benches::{env_or, median, put_event, run_for};
 use waymark_engine::storage::FsStorage;
 use waymark_engine::{Durability, Engine, LogReader, Lsn, Options};
 
@@ -68,32 +67,6 @@ impl System {
             System::Fjall => "fjall",
         }
     }
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Runs `write(i)` from `threads` threads, each taking the next `i` from one
-/// counter, for `span`; returns microseconds per write.
-fn run_writes(threads: usize, span: Duration, write: &(dyn Fn(u64) + Sync)) -> f64 {
-    let (next, stop) = (AtomicU64::new(0), AtomicBool::new(false));
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    write(next.fetch_add(1, Ordering::Relaxed));
-                }
-            });
-        }
-        std::thread::sleep(span);
-        stop.store(true, Ordering::Relaxed);
-    });
-    start.elapsed().as_secs_f64() * 1e6 / next.load(Ordering::Relaxed) as f64
 }
 
 fn waymark_engine(dir: &Path, durability: Durability) -> Engine {
@@ -149,7 +122,7 @@ fn write_us(system: System, parent: &Path, threads: usize, span: Duration) -> f6
     match system {
         System::Waymark => {
             let engine = waymark_engine(dir, Durability::Sync);
-            run_writes(threads, span, &|i| {
+            run_for(threads, span, &|i| {
                 engine
                     .append(vec![put_event(i, WAYMARK_VALUE)])
                     .expect("append");
@@ -157,13 +130,13 @@ fn write_us(system: System, parent: &Path, threads: usize, span: Duration) -> f6
         }
         System::Sqlite => {
             let conn = Mutex::new(sqlite(dir));
-            run_writes(threads, span, &|i| {
+            run_for(threads, span, &|i| {
                 sqlite_insert(&conn.lock().expect("no writer panicked"), i);
             })
         }
         System::Redb => {
             let db = redb_db(dir);
-            run_writes(threads, span, &|i| {
+            run_for(threads, span, &|i| {
                 let tx = db.begin_write().expect("begin");
                 tx.open_table(REDB_TABLE)
                     .expect("table")
@@ -174,7 +147,7 @@ fn write_us(system: System, parent: &Path, threads: usize, span: Duration) -> f6
         }
         System::Fjall => {
             let (db, keyspace) = fjall_db(dir);
-            run_writes(threads, span, &|i| {
+            run_for(threads, span, &|i| {
                 keyspace.insert(i.to_be_bytes(), VALUE).expect("insert");
                 db.persist(fjall::PersistMode::SyncData).expect("persist");
             })
@@ -301,16 +274,6 @@ fn scan_m_per_s(system: System, dir: &Path, span: Duration) -> f64 {
         elapsed += took;
     }
     records as f64 / elapsed.as_secs_f64() / 1e6
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// One line per system: its median (and the range over rounds) and how

@@ -89,3 +89,43 @@ impl Floor {
         Ok(true)
     }
 }
+
+/// The number in environment variable `name`, else `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The median of `v` (the mean of the middle two for an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs `op(i)` from `threads` threads for `span`, each taking the next `i`
+/// from one counter; returns microseconds per completed `op`.
+pub fn run_for(threads: usize, span: std::time::Duration, op: &(dyn Fn(u64) + Sync)) -> f64 {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (next, done, stop) = (AtomicU64::new(0), AtomicU64::new(0), AtomicBool::new(false));
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    op(next.fetch_add(1, Ordering::Relaxed));
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(span);
+        stop.store(true, Ordering::Relaxed);
+    });
+    start.elapsed().as_secs_f64() * 1e6 / done.load(Ordering::Relaxed) as f64
+}

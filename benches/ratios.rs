@@ -16,10 +16,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use waymark_benches::{Floor, FloorFile, put_event};
+use waymark_benches::{Floor, FloorFile, env_or, median, put_event, run_for};
 use waymark_engine::storage::FsStorage;
 use waymark_engine::{Durability, Engine, Options};
 
@@ -29,13 +28,6 @@ const VALUE_128: usize = 8;
 /// The targets.
 const ONE_THREAD_TARGET: f64 = 0.9;
 const SIXTEEN_THREADS_TARGET: f64 = 6.0;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Microseconds per fsync of the floor loop, over `span`.
 fn floor_us(floor: &mut Floor, remake: &dyn Fn() -> Floor, span: Duration) -> f64 {
@@ -68,45 +60,16 @@ fn append_us(parent: &Path, threads: usize, span: Duration) -> (f64, f64) {
         },
     )
     .expect("open engine");
-    let engine = &engine;
-    let next = AtomicU64::new(0);
-    let next = &next;
     let before = engine.stats();
-    let (stop, done) = (&AtomicBool::new(false), &AtomicU64::new(0));
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    engine
-                        .append(vec![put_event(i, VALUE_128)])
-                        .expect("append");
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-        }
-        std::thread::sleep(span);
-        stop.store(true, Ordering::Relaxed);
+    let us = run_for(threads, span, &|i| {
+        engine
+            .append(vec![put_event(i, VALUE_128)])
+            .expect("append");
     });
-    let elapsed = start.elapsed();
     let after = engine.stats();
     let group =
         (after.batches - before.batches) as f64 / (after.fsyncs - before.fsyncs).max(1) as f64;
-    (
-        elapsed.as_secs_f64() * 1e6 / done.load(Ordering::Relaxed) as f64,
-        group,
-    )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    (us, group)
 }
 
 fn main() {

@@ -489,21 +489,38 @@ pub fn __payload_len(events: &[Event]) -> usize {
 ///
 /// The reason the bytes are not a valid batch, if they are not.
 pub fn access_batch(payload: &[u8]) -> std::result::Result<&ArchivedBatch, String> {
-    // Validate with rkyv's zero-sized error first: the same checks, but
-    // about half the instructions of validating with a boxed error (the
-    // error plumbing keeps the checks from inlining; BENCHMARKS.md, "Replay:
-    // validating with rkyv's zero-sized error"). Only a payload that fails
-    // is validated again, to say why. The low-level validator leaves out
-    // the shared-pointer registry, which events have no use for: were an
-    // `Rc` or `Arc` ever added to them, this call would stop compiling
-    // rather than validate less.
-    match rkyv::api::low::access::<ArchivedBatch, rkyv::rancor::Failure>(payload) {
-        Ok(batch) => Ok(batch),
-        Err(_) => match rkyv::access::<ArchivedBatch, rkyv::rancor::BoxedError>(payload) {
+    access_with_reason::<ArchivedBatch>(payload, "batch")
+}
+
+/// Validates `bytes` (16-aligned) as an archived `A` and returns it, or why
+/// they are not one; `what` names `A` in the fallback reason.
+///
+/// Validates with rkyv's zero-sized error first: the same checks, but about
+/// half the instructions of validating with a boxed error (the error
+/// plumbing keeps the checks from inlining; BENCHMARKS.md, "Replay:
+/// validating with rkyv's zero-sized error"). Only bytes that fail are
+/// validated again, to say why. The low-level validator leaves out the
+/// shared-pointer registry, which events and view records have no use for:
+/// were an `Rc` or `Arc` ever added to them, this would stop compiling
+/// rather than validate less.
+pub(crate) fn access_with_reason<'a, A>(
+    bytes: &'a [u8],
+    what: &str,
+) -> std::result::Result<&'a A, String>
+where
+    A: rkyv::Portable
+        + for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::low::LowValidator<'b, rkyv::rancor::Failure>>
+        + for<'b> rkyv::bytecheck::CheckBytes<
+            rkyv::api::high::HighValidator<'b, rkyv::rancor::BoxedError>,
+        >,
+{
+    match rkyv::api::low::access::<A, rkyv::rancor::Failure>(bytes) {
+        Ok(archived) => Ok(archived),
+        Err(_) => match rkyv::access::<A, rkyv::rancor::BoxedError>(bytes) {
             Err(e) => Err(e.to_string()),
             // Both runs apply the same checks to the same bytes, so this
             // arm is not reached; if it were, the bytes are still invalid.
-            Ok(_) => Err("the batch failed validation".to_string()),
+            Ok(_) => Err(format!("the {what} failed validation")),
         },
     }
 }
@@ -522,7 +539,7 @@ pub fn decode_batch(payload: &[u8]) -> std::result::Result<Vec<Event>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample(i: u32) -> Event {

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::Lsn;
+use super::reader::check_header;
 use super::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, list_segments};
 use crate::error::{Error, Result};
 use crate::options::Retention;
@@ -105,13 +106,11 @@ fn header_made_durable(storage: &dyn Storage, path: &Path, base: Lsn) -> Result<
         .map_err(|e| Error::io(path, e))?;
     let mut head = [0u8; SEGMENT_HEADER_BYTES];
     let n = read_up_to(file.as_ref(), &mut head, 0).map_err(|e| Error::io(path, e))?;
-    match SegmentHeader::decode(&head[..n]) {
-        Ok(header) if header.base_lsn == base => {
-            file.sync_data().map_err(|e| Error::io(path, e))?;
-            Ok(true)
-        }
-        _ => Ok(false),
+    if check_header(path, base, &head[..n]).is_err() {
+        return Ok(false);
     }
+    file.sync_data().map_err(|e| Error::io(path, e))?;
+    Ok(true)
 }
 
 fn millis(d: Duration) -> u64 {

@@ -694,7 +694,7 @@ impl Writer {
                     return;
                 };
                 finisher.queued.fetch_sub(1, Ordering::AcqRel);
-                self.acker_died();
+                let _ = self.acker_died();
                 group
             }
             _ => group,
@@ -721,12 +721,10 @@ impl Writer {
                 false
             }
         };
-        if !answered {
-            self.acker_died();
-        }
-        match self.shared.poisoned() {
-            Some(e) if !answered => Err(e),
-            _ => Ok(()),
+        if answered {
+            Ok(())
+        } else {
+            Err(self.acker_died())
         }
     }
 
@@ -734,11 +732,14 @@ impl Writer {
     /// the middle of a group whose callers heard `Closed`, and the views
     /// may hold part of that group. Fail everything after, as a failed
     /// apply does; reopening rebuilds the views from the log.
-    fn acker_died(&self) {
-        self.finisher.views_failed.store(true, Ordering::Release);
-        self.shared.poison(&Error::Poisoned {
+    /// Returns the error later callers get.
+    fn acker_died(&self) -> Error {
+        let e = Error::Poisoned {
             cause: "the acker thread stopped while finishing a group".into(),
-        });
+        };
+        self.finisher.views_failed.store(true, Ordering::Release);
+        self.shared.poison(&e);
+        e
     }
 
     /// Frames the group's batches and writes them, rolling segments as
@@ -962,24 +963,13 @@ fn ack_of(msg: &Msg) -> &AckSender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventBody, RunScope, encode_batch};
+    use crate::event::encode_batch;
+    use crate::event::tests::sample;
     use crate::log::ack::ack_channel;
     use crate::storage::SimDisk;
 
-    fn append_msg(i: u64) -> Msg {
-        let events = vec![Event {
-            ts_micros: 0,
-            body: EventBody::SharedPut {
-                run: RunScope {
-                    tenant: "t".into(),
-                    dag: "d".into(),
-                    run: "r".into(),
-                },
-                key: format!("k{i}"),
-                value: vec![1; 10],
-                immutable: false,
-            },
-        }];
+    fn append_msg(i: u32) -> Msg {
+        let events = vec![sample(i)];
         let (ack, _rx) = ack_channel();
         Msg::Append {
             payload: encode_batch(&events),

@@ -232,37 +232,16 @@ where
     // rkyv reads archives from 16-aligned buffers. Memtable records usually
     // are (the allocator aligns them); redb's bytes carry no such promise,
     // so anything else is copied into an aligned buffer first.
-    if (bytes.as_ptr() as usize).is_multiple_of(16) {
-        return decode_aligned(bytes);
-    }
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-    aligned.extend_from_slice(bytes);
-    decode_aligned(&aligned)
-}
-
-fn decode_aligned<T>(bytes: &[u8]) -> Result<T, String>
-where
-    T: Archive,
-    T::Archived: for<'a> CheckBytes<rkyv::api::low::LowValidator<'a, Failure>>
-        + for<'a> CheckBytes<rkyv::api::high::HighValidator<'a, BoxedError>>
-        + Deserialize<T, rkyv::api::high::HighDeserializer<Failure>>,
-{
-    // As for batches (`event::access_batch`): validate with rkyv's
-    // zero-sized error, and again with a boxed one only to say why bytes
-    // failed. The low-level validator has no shared-pointer registry;
-    // records have no `Rc` or `Arc`, and one added would stop this from
-    // compiling rather than validate less.
-    let archived = match rkyv::api::low::access::<T::Archived, Failure>(bytes) {
-        Ok(archived) => archived,
-        Err(_) => {
-            return Err(match rkyv::access::<T::Archived, BoxedError>(bytes) {
-                Err(e) => e.to_string(),
-                // The same checks on the same bytes: not reached, and the
-                // bytes are invalid either way.
-                Ok(_) => "the record failed validation".to_string(),
-            });
-        }
+    let copy;
+    let bytes = if (bytes.as_ptr() as usize).is_multiple_of(16) {
+        bytes
+    } else {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        copy = aligned;
+        &copy[..]
     };
+    let archived = crate::event::access_with_reason::<T::Archived>(bytes, "record")?;
     // Deserializing validated bytes into owned values cannot fail but for
     // want of memory, which aborts.
     rkyv::deserialize::<T, Failure>(archived)

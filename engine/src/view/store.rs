@@ -20,7 +20,7 @@ use super::memtable::Memtable;
 use super::{VIEWS_FORMAT_VERSION, table_name};
 use crate::error::{Error, Result};
 use crate::log::Lsn;
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::{OpenMode, Storage, StorageFile, read_up_to};
 
 /// The views file's name inside a state directory.
 pub const VIEWS_FILE_NAME: &str = "views.redb";
@@ -90,8 +90,7 @@ impl RedbFile {
         let end = (offset + data.len() as u64).min(HEAD_BYTES);
         let page_len = len.min(HEAD_BYTES).max(end);
         let mut page = vec![0u8; usize::try_from(page_len).expect("at most a page")];
-        let have = usize::try_from(len.min(HEAD_BYTES)).expect("at most a page");
-        self.file.read_exact_at(&mut page[..have], 0)?;
+        read_up_to(self.file.as_ref(), &mut page, 0)?;
         let (from, to) = (
             usize::try_from(offset).expect("within the page"),
             usize::try_from(end).expect("within the page"),
@@ -438,32 +437,19 @@ fn views_err(path: &Path, e: impl std::fmt::Display) -> Error {
 /// once more.
 fn open_db(storage: &Arc<dyn Storage>, dir: &Path, path: &Path) -> Result<Database> {
     let head_path = head_path(path);
-    let exists = storage.exists(path).map_err(|e| Error::io(path, e))?;
-    let file = if exists {
-        storage.open(path, OpenMode::ReadWrite)
-    } else {
-        // A head file left from an earlier views file is not this one's.
-        if storage
+    if !storage.exists(path).map_err(|e| Error::io(path, e))?
+        && storage
             .exists(&head_path)
             .map_err(|e| Error::io(&head_path, e))?
-        {
-            storage
-                .remove_file(&head_path)
-                .map_err(|e| Error::io(&head_path, e))?;
-        }
-        storage.open(path, OpenMode::CreateNew)
+    {
+        // A head file left from an earlier views file is not this one's.
+        storage
+            .remove_file(&head_path)
+            .map_err(|e| Error::io(&head_path, e))?;
     }
-    .map_err(|e| Error::io(path, e))?;
-    let head_exists = storage
-        .exists(&head_path)
-        .map_err(|e| Error::io(&head_path, e))?;
-    let head = if head_exists {
-        storage.open(&head_path, OpenMode::ReadWrite)
-    } else {
-        storage.open(&head_path, OpenMode::CreateNew)
-    }
-    .map_err(|e| Error::io(&head_path, e))?;
-    if !exists || !head_exists {
+    let (file, file_created) = open_or_create(storage.as_ref(), path)?;
+    let (head, head_created) = open_or_create(storage.as_ref(), &head_path)?;
+    if file_created || head_created {
         storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     }
     let open = |file: &Arc<dyn StorageFile>, head: &Arc<dyn StorageFile>| {
@@ -481,6 +467,20 @@ fn open_db(storage: &Arc<dyn Storage>, dir: &Path, path: &Path) -> Result<Databa
             Ok(false) | Err(_) => Err(views_err(path, first)),
         },
     }
+}
+
+/// Opens the file at `path` for reading and writing, creating it if it
+/// does not exist; says whether it did (its directory entry then needs a
+/// sync).
+fn open_or_create(storage: &dyn Storage, path: &Path) -> Result<(Arc<dyn StorageFile>, bool)> {
+    let exists = storage.exists(path).map_err(|e| Error::io(path, e))?;
+    let mode = if exists {
+        OpenMode::ReadWrite
+    } else {
+        OpenMode::CreateNew
+    };
+    let file = storage.open(path, mode).map_err(|e| Error::io(path, e))?;
+    Ok((file, !exists))
 }
 
 /// The head file beside the views file at `path`.
@@ -503,8 +503,7 @@ fn restore_head(file: &Arc<dyn StorageFile>, head: &Arc<dyn StorageFile>) -> std
         return Ok(false);
     }
     let mut current = vec![0u8; image.len()];
-    let have = usize::try_from(file.len()?.min(image.len() as u64)).expect("at most a page");
-    file.read_exact_at(&mut current[..have], 0)?;
+    read_up_to(file.as_ref(), &mut current, 0)?;
     if current == image {
         return Ok(false);
     }
