@@ -391,6 +391,15 @@ fn clear_for_retry_clears_every_attempt_and_keeps_task_state() {
             k.task(&t1).unwrap().unwrap().attempts[0].status,
             TaskStatus::Failed { .. }
         ));
+        // The last try number has no next: a typed error, and nothing
+        // written (the attempt state of the last try survives).
+        let last = ti("load", u32::MAX);
+        k.context(last.clone()).set("partial", b"x").unwrap();
+        assert!(matches!(
+            k.clear_for_retry(&last),
+            Err(Error::InvalidRef(_))
+        ));
+        assert_eq!(k.context(last).get("partial").unwrap(), Some(b"x".to_vec()));
     });
 }
 
@@ -461,6 +470,14 @@ fn retry_policy_answers_retry_and_delay() {
     assert_eq!(jittered.delay(1, "x", 0.0), Some(secs(5)));
     assert_eq!(jittered.delay(1, "x", 0.5), Some(secs(10)));
     assert!(jittered.delay(1, "x", 0.999).unwrap() < secs(15));
+    // Jitter over the longest delay saturates; it used to panic in
+    // `Duration::mul_f64`.
+    let huge = RetryPolicy::new(5)
+        .backoff(Backoff::Fixed(Duration::MAX))
+        .max_delay(Duration::MAX)
+        .jitter(0.5);
+    assert_eq!(huge.delay(1, "x", 0.99), Some(Duration::MAX));
+    assert!(huge.delay(1, "x", 0.0).unwrap() < Duration::MAX);
     assert_eq!(
         RetryPolicy::new(1).delay_without_jitter(1, "x"),
         None,
@@ -961,4 +978,33 @@ fn a_poisoned_or_closed_engine_is_a_typed_error() {
         k.context(ti("ocr", 1)).set("a", b"1"),
         Err(Error::Engine(waymark_engine::Error::Closed))
     ));
+}
+
+/// A batch is atomic in a state as of a time too: with events at 100 and
+/// 101 µs, the state at 100 µs has neither, at 101 µs both (it used to
+/// show the first alone).
+#[test]
+fn a_run_as_of_a_time_never_holds_part_of_a_batch() {
+    use waymark_engine::{Event, EventBody};
+    use waymark_kernel::At;
+    let engine =
+        Engine::open_with(Arc::new(SimDisk::new(5)), "/state", Options::default()).unwrap();
+    let t1 = ti("ocr", 1);
+    let put = |key: &str, ts_micros: i64| Event {
+        ts_micros,
+        body: EventBody::Put {
+            attempt: t1.attempt_scope(),
+            key: key.into(),
+            value: b"v".to_vec(),
+            meta: Vec::new(),
+        },
+    };
+    engine.append(vec![put("a", 100), put("b", 101)]).unwrap();
+    let k = Kernel::on(EngineBackend::new(engine), "test-worker");
+    for (at, expect) in [(99, None), (100, None), (101, Some(b"v".to_vec()))] {
+        let then = k.run_as_of(t1.run_ref(), At::TimeMicros(at)).unwrap();
+        let ctx = then.context(t1.clone());
+        assert_eq!(ctx.get("a").unwrap(), expect, "a at {at}");
+        assert_eq!(ctx.get("b").unwrap(), expect, "b at {at}");
+    }
 }

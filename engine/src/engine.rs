@@ -334,8 +334,10 @@ impl Engine {
 
     /// A reader of this engine's log (it takes no lock).
     pub fn reader(&self) -> LogReader {
-        LogReader::open_on(Arc::clone(&self.inner.storage), &self.inner.dir)
-            .expect("an open engine's log directory exists")
+        LogReader::of_log_dir(
+            Arc::clone(&self.inner.storage),
+            self.inner.dir.join(crate::log::LOG_DIR_NAME),
+        )
     }
 
     /// Writes the active memtable into the views' redb file now, and

@@ -119,14 +119,14 @@ impl Kernel {
             {
                 return false;
             }
-            let batch: Vec<Event> = events
-                .into_iter()
-                .filter(|e| e.run() == &scope)
-                .filter(|e| match at {
-                    At::TimeMicros(t) => e.ts_micros <= t,
-                    At::Lsn(_) => true,
-                })
-                .collect();
+            // A batch is in the state at a time only whole: if any of its
+            // events is later than `t`, it was committed after `t`.
+            if let At::TimeMicros(t) = at
+                && events.iter().any(|e| e.ts_micros > t)
+            {
+                return true;
+            }
+            let batch: Vec<Event> = events.into_iter().filter(|e| e.run() == &scope).collect();
             if batch.is_empty() {
                 return true;
             }

@@ -194,11 +194,16 @@ impl Kernel {
             });
         }
         let latest = record.map_or(0, |r| r.latest_try);
+        // Checked before anything is written: a task at the last try
+        // number has no next attempt.
+        let next = ti.with_try(latest.max(ti.try_number()).checked_add(1).ok_or_else(|| {
+            Error::InvalidRef(format!("{ti}: no try number after {}", u32::MAX))
+        })?)?;
         self.backend()
             .append(vec![waymark_engine::Event::now(EventBody::ClearTask {
                 task: ti.task_scope(),
             })])?;
-        ti.with_try(latest.max(ti.try_number()) + 1)
+        Ok(next)
     }
 
     /// After a crash: every task of `run` with its latest attempt and
@@ -362,6 +367,10 @@ impl RetryPolicy {
     pub fn delay(&self, attempt: u32, kind: &str, unit: f64) -> Option<Duration> {
         let d = self.delay_without_jitter(attempt, kind)?;
         let factor = 1.0 + self.jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
-        Some(d.mul_f64(factor.max(0.0)))
+        // A delay near `Duration::MAX` times a factor over 1 does not fit
+        // a `Duration`: it saturates rather than panics.
+        Some(
+            Duration::try_from_secs_f64(d.as_secs_f64() * factor.max(0.0)).unwrap_or(Duration::MAX),
+        )
     }
 }

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use waymark_engine::{LogReader, Lsn};
+use waymark_engine::{Cursor, LogReader, Lsn};
 
 use crate::cli::{Cli, Command};
 use crate::filter::Filter;
@@ -147,11 +147,45 @@ fn open(dir: &Path) -> Result<LogReader> {
     LogReader::open(dir).map_err(anyhow::Error::from)
 }
 
+/// Says how a scan that read to the end of the log ended: nothing at a
+/// clean end; a note on stderr at an incomplete last frame (a torn tail,
+/// which the next open cuts, or a frame still being written); and, when a
+/// later valid frame shows that the bad frame had been synced, the
+/// corruption as an error (exit 1), so that no command prints part of a
+/// corrupt log as if it were all of it.
+pub(crate) fn log_end(cursor: &Cursor) -> Result<()> {
+    let Some(stop) = cursor.tail() else {
+        return Ok(());
+    };
+    let Some(reason) = &stop.invalid else {
+        return Ok(());
+    };
+    let expected_lsn = cursor.next_lsn();
+    if waymark_engine::inspect::is_vouched_for(&stop.segment, stop.offset, expected_lsn)? {
+        return Err(waymark_engine::Error::Corruption {
+            segment: stop.segment.clone(),
+            offset: stop.offset,
+            expected_lsn,
+            reason: reason.clone(),
+        })
+        .context("later frames were written after this one was synced");
+    }
+    eprintln!(
+        "waymark: the log ends in an incomplete frame at {} offset {} ({reason}): a torn tail or a frame still being written",
+        stop.segment.display(),
+        stop.offset,
+    );
+    Ok(())
+}
+
 fn dump(dir: &Path, filter: Filter, as_json: bool) -> Result<()> {
     let reader = open(dir)?;
     let mut cursor = reader.cursor(filter.from_lsn);
     let mut shown = 0usize;
-    let mut kept: Vec<(Lsn, waymark_engine::Event)> = Vec::new();
+    // With `--reverse`, the last `--limit` matching events (all of them
+    // without a limit): memory bounded by what will be printed.
+    let mut kept: std::collections::VecDeque<(Lsn, waymark_engine::Event)> =
+        std::collections::VecDeque::new();
     let print = |lsn: Lsn, e: &waymark_engine::Event| -> Result<bool> {
         if as_json {
             out(&json::event(lsn, e).to_string())
@@ -184,7 +218,10 @@ fn dump(dir: &Path, filter: Filter, as_json: bool) -> Result<()> {
                 continue;
             }
             if filter.reverse {
-                kept.push((lsn, event));
+                kept.push_back((lsn, event));
+                if filter.limit.is_some_and(|l| kept.len() > l) {
+                    kept.pop_front();
+                }
                 continue;
             }
             if filter.limit.is_some_and(|l| shown >= l) || !print(lsn, &event)? {
@@ -193,18 +230,8 @@ fn dump(dir: &Path, filter: Filter, as_json: bool) -> Result<()> {
             shown += 1;
         }
     }
-    if let Some(stop) = cursor
-        .tail()
-        .and_then(|t| t.invalid.clone().map(|r| (t.clone(), r)))
-    {
-        eprintln!(
-            "waymark: the log ends in an incomplete frame at {} offset {} ({}): a torn tail or a frame still being written",
-            stop.0.segment.display(),
-            stop.0.offset,
-            stop.1
-        );
-    }
-    for (lsn, event) in kept.iter().rev().take(filter.limit.unwrap_or(usize::MAX)) {
+    log_end(&cursor)?;
+    for (lsn, event) in kept.iter().rev() {
         if !print(*lsn, event)? {
             break;
         }
@@ -224,6 +251,7 @@ fn info(dir: &Path, as_json: bool) -> Result<()> {
         while let Some(frame) = cursor.next_frame()? {
             last = Some(frame.lsn());
         }
+        log_end(&cursor)?;
     }
     let bytes: u64 = segments.iter().map(|s| s.bytes).sum();
     let log_id = segments.first().map(|s| format!("{:032x}", s.log_id));

@@ -156,6 +156,7 @@ pub fn du(dir: &Path, as_json: bool) -> Result<()> {
             }
         }
     }
+    crate::log_end(&cursor)?;
     let (engine, _) = replay(dir, Until::End, None, None)?;
     let views = engine.views();
     let sizes = views.sizes()?;
@@ -284,6 +285,7 @@ pub fn tail(dir: &Path, lines: usize, follow: bool, as_json: bool) -> Result<()>
             }
         }
     }
+    crate::log_end(&cursor)?;
     for (lsn, e) in &last {
         if !out(&line(*lsn, e, as_json))? {
             return Ok(());

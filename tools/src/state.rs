@@ -80,14 +80,17 @@ pub fn replay(
         {
             break;
         }
-        let batch: Vec<Event> = frame
-            .decode()?
+        let events = frame.decode()?;
+        // A batch is in the state at a time only whole: if any of its
+        // events is later than `t`, it was committed after `t`.
+        if let Until::Time(t) = until
+            && events.iter().any(|e| e.ts_micros > t)
+        {
+            continue;
+        }
+        let batch: Vec<Event> = events
             .into_iter()
             .filter(|e| run.is_none_or(|r| e.run().run == r))
-            .filter(|e| match until {
-                Until::Time(t) => e.ts_micros <= t,
-                _ => true,
-            })
             .collect();
         if batch.is_empty() {
             continue;
@@ -97,6 +100,7 @@ pub fn replay(
         }
         engine.append(batch)?;
     }
+    crate::log_end(&cursor)?;
     if out_dir.is_some() {
         engine.snapshot()?;
         engine.flush()?;
@@ -287,6 +291,7 @@ pub fn history(dir: &Path, run: &str, task: &str, key: Option<&str>, as_json: bo
             ))?;
         }
     }
+    crate::log_end(&cursor)?;
     if !found {
         bail!(
             "no events for task {task:?} of run {run:?} in {}",

@@ -83,15 +83,22 @@ fn collect(dir: &Path, run: &str) -> Result<(Vec<Span>, Vec<Mark>, i64, i64)> {
             }
         }
     }
+    crate::log_end(&cursor)?;
     if lo > hi {
         bail!("no events for run {run:?} in {}", dir.display());
     }
     let mut spans: Vec<Span> = spans.into_values().collect();
     spans.sort_by_key(|s| (s.start, s.try_number));
-    Ok((spans, marks, lo, hi.max(lo + 1)))
+    Ok((spans, marks, lo, hi))
 }
 
-fn secs(micros: i64) -> String {
+/// `to - from` in microseconds, without overflow: timestamps come from the
+/// log and may be anything an `i64` holds.
+fn micros_between(from: i64, to: i64) -> i128 {
+    i128::from(to) - i128::from(from)
+}
+
+fn secs(micros: i128) -> String {
     format!("{:.3}s", micros as f64 / 1e6)
 }
 
@@ -119,12 +126,19 @@ pub fn timeline(dir: &Path, run: &str, html: Option<&Path>, as_json: bool) -> Re
         return Ok(());
     }
     const WIDTH: i64 = 50;
-    let col = |t: i64| ((t - lo) * WIDTH / (hi - lo)).clamp(0, WIDTH - 1) as usize;
+    // A run whose events share one timestamp still gets a width of one.
+    let span = micros_between(lo, hi).max(1);
+    let col = |t: i64| {
+        usize::try_from(
+            (micros_between(lo, t) * i128::from(WIDTH) / span).clamp(0, WIDTH as i128 - 1),
+        )
+        .expect("clamped to 0..WIDTH")
+    };
     out(&format!(
         "run {run}: {} .. {} ({})",
         json::time(lo),
         json::time(hi),
-        secs(hi - lo)
+        secs(micros_between(lo, hi))
     ))?;
     for s in &spans {
         let end = s.end.unwrap_or(hi);
@@ -152,11 +166,15 @@ pub fn timeline(dir: &Path, run: &str, html: Option<&Path>, as_json: bool) -> Re
             s.try_number,
             bar.into_iter().collect::<String>(),
             s.outcome,
-            secs(end - s.start)
+            secs(micros_between(s.start, end))
         ))?;
     }
     for m in &marks {
-        out(&format!("  | {} at +{}", m.what, secs(m.at - lo)))?;
+        out(&format!(
+            "  | {} at +{}",
+            m.what,
+            secs(micros_between(lo, m.at))
+        ))?;
     }
     Ok(())
 }
@@ -171,7 +189,8 @@ fn esc(s: &str) -> String {
 
 /// One HTML file: inline CSS, no scripts or links to anything outside it.
 fn render_html(run: &str, spans: &[Span], marks: &[Mark], lo: i64, hi: i64) -> String {
-    let pct = |t: i64| (t - lo) as f64 * 100.0 / (hi - lo) as f64;
+    let span = micros_between(lo, hi).max(1) as f64;
+    let pct = |t: i64| micros_between(lo, t) as f64 * 100.0 / span;
     let mut rows = String::new();
     for s in spans {
         let end = s.end.unwrap_or(hi);
@@ -184,7 +203,7 @@ fn render_html(run: &str, spans: &[Span], marks: &[Mark], lo: i64, hi: i64) -> S
             task = esc(&s.task),
             n = s.try_number,
             o = s.outcome,
-            dur = secs(end - s.start),
+            dur = secs(micros_between(s.start, end)),
             detail = esc(&s.detail),
         ));
     }
@@ -226,7 +245,7 @@ h1{{font-size:18px}}\n\
         run = esc(run),
         from = json::time(lo),
         to = json::time(hi),
-        dur = secs(hi - lo),
+        dur = secs(micros_between(lo, hi)),
         rows = rows,
         marks = mark_html,
         legend = legend,

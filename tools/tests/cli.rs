@@ -596,3 +596,124 @@ fn the_demo_runs_kills_resumes_retries_and_explains() {
     let again = waymark().arg("demo").arg(&dir).output().unwrap();
     assert_eq!(again.status.code(), Some(2));
 }
+
+/// Timestamps come from the log and may be any `i64`: a run spanning the
+/// whole range, and one whose events all sit at the very end of it, draw
+/// a timeline in the terminal and in HTML (the arithmetic overflowed).
+#[test]
+fn timeline_of_timestamps_at_the_ends_of_the_range() {
+    use waymark_engine::{AttemptScope, Event, EventBody, RunScope, TaskScope, TaskStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let status = |run: &str, ts_micros: i64, status: TaskStatus| Event {
+        ts_micros,
+        body: EventBody::TaskStatus {
+            attempt: AttemptScope {
+                task: TaskScope {
+                    run: RunScope {
+                        tenant: "t".into(),
+                        dag: "d".into(),
+                        run: run.into(),
+                    },
+                    task: "a".into(),
+                },
+                try_number: 1,
+            },
+            status,
+            worker: "w".into(),
+        },
+    };
+    engine
+        .append(vec![
+            status("wide", i64::MIN, TaskStatus::Running),
+            status(
+                "wide",
+                i64::MAX,
+                TaskStatus::Succeeded { result: Vec::new() },
+            ),
+            status("late", i64::MAX, TaskStatus::Running),
+        ])
+        .unwrap();
+    drop(engine);
+    let d = dir.path().to_str().unwrap();
+    let html_dir = tempfile::tempdir().unwrap();
+    for run in ["wide", "late"] {
+        let out = waymark()
+            .args(["timeline", d, "--run", run])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{run}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains('a'), "{run}: {text}");
+        let html = html_dir.path().join(format!("{run}.html"));
+        let out = waymark()
+            .args(["timeline", d, "--run", run, "--html"])
+            .arg(&html)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{run}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Corruption in the middle of the last segment (a later frame proves the
+/// bad one had been synced): every command that reads the log says so and
+/// exits 1, rather than printing the frames before it as if they were the
+/// whole log. A torn tail is only a note on stderr, exit 0.
+#[test]
+fn every_scanning_command_refuses_corruption_and_notes_a_torn_tail() {
+    let dir = generate();
+    let d = dir.path().to_str().unwrap().to_string();
+    let html_dir = tempfile::tempdir().unwrap();
+    let html = html_dir.path().join("t.html");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["info", &d],
+        vec!["dump", &d],
+        vec!["export", &d],
+        vec!["runs", &d],
+        vec!["du", &d],
+        vec!["replay", &d, "--to-lsn", "100", "--run", "run-42"],
+        vec!["history", &d, "--run", "run-42", "--task", "tables"],
+        vec!["timeline", &d, "--run", "run-42"],
+        vec![
+            "timeline",
+            &d,
+            "--run",
+            "run-42",
+            "--html",
+            html.to_str().unwrap(),
+        ],
+        vec!["tail", &d, "-n", "3"],
+        vec!["diff", &d, "--from", "1", "--to", "10"],
+    ];
+    let seg = segment(dir.path());
+    let bytes = std::fs::read(&seg).unwrap();
+    let end = (bytes.iter().rposition(|b| *b != 0).unwrap() + 1).next_multiple_of(8);
+
+    let mut torn = bytes.clone();
+    torn[end + 4] = 0x55;
+    torn[end + 9] = 0x77;
+    std::fs::write(&seg, &torn).unwrap();
+    for args in &commands {
+        let out = waymark().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {err}");
+    }
+
+    let mut flipped = bytes.clone();
+    flipped[end / 2] ^= 0x40;
+    std::fs::write(&seg, &flipped).unwrap();
+    for args in &commands {
+        let out = waymark().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("corrupt log"), "{args:?}: {err}");
+    }
+}

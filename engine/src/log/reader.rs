@@ -158,12 +158,18 @@ impl LogReader {
                 why,
             });
         }
+        Ok(LogReader::of_log_dir(storage, log_dir))
+    }
+
+    /// A reader of the log directory `log_dir`, known to exist (an open
+    /// engine's): nothing to check, so nothing can fail.
+    pub(crate) fn of_log_dir(storage: Arc<dyn Storage>, log_dir: PathBuf) -> LogReader {
         let read_ahead = storage.read_ahead();
-        Ok(LogReader {
+        LogReader {
             storage,
             log_dir,
             read_ahead,
-        })
+        }
     }
 
     /// The segments, as (base LSN, path), in LSN order.
