@@ -847,6 +847,7 @@ fn watch_delivers_matching_durable_events_and_reports_lag() {
         {
             Watched::Event(e) => keys.push(e.event.key().unwrap().to_string()),
             Watched::Lagged { .. } => panic!("no lag with room"),
+            Watched::Failed { error } => panic!("the watch failed: {error}"),
         }
     }
     assert_eq!(keys, ["a", "b"]);
@@ -1006,5 +1007,79 @@ fn a_run_as_of_a_time_never_holds_part_of_a_batch() {
         let ctx = then.context(t1.clone());
         assert_eq!(ctx.get("a").unwrap(), expect, "a at {at}");
         assert_eq!(ctx.get("b").unwrap(), expect, "b at {at}");
+    }
+}
+
+/// Retention removed the log's first segment: a history read, a state as
+/// of an LSN and a watch from LSN 1 say so (`HistoryRemoved`, and a
+/// `Failed` message that ends the watch) instead of passing over what is
+/// gone; reads from the first kept LSN work.
+#[test]
+fn reads_from_before_retention_say_the_history_is_gone() {
+    use std::time::Duration;
+    use waymark_engine::{Retention, SnapshotOptions};
+    use waymark_kernel::{At, WatchFilter, Watched};
+    let engine = Engine::open_with(
+        Arc::new(SimDisk::new(9)),
+        "/state",
+        Options {
+            segment_bytes_max: 4096,
+            snapshots: SnapshotOptions::manual(),
+            retention: Retention::KeepFor {
+                age: Duration::ZERO,
+                bytes: 0,
+            },
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let k = Kernel::on(EngineBackend::new(engine.clone()), "test-worker");
+    let t1 = ti("ocr", 1);
+    let ctx = k.context(t1.clone());
+    ctx.set("first", b"gone from the log").unwrap();
+    while engine.stats().segments_created < 2 {
+        ctx.set("filler", vec![7u8; 500]).unwrap();
+    }
+    engine.snapshot().unwrap();
+    let first = engine.reader().segments().unwrap()[0].0;
+    assert!(
+        first > waymark_engine::Lsn(1),
+        "retention removed a segment"
+    );
+    // The views still hold what the removed segment wrote.
+    assert_eq!(
+        ctx.get("first").unwrap(),
+        Some(b"gone from the log".to_vec())
+    );
+    let removed = |r: Result<(), Error>| {
+        assert!(
+            matches!(r, Err(Error::HistoryRemoved { from: 1, first: f }) if f == first.0),
+            "{r:?}"
+        );
+    };
+    removed(k.events_between(i64::MIN, i64::MAX).map(|_| ()));
+    removed(
+        k.run_as_of(t1.run_ref(), At::Lsn(waymark_engine::Lsn(u64::MAX)))
+            .map(|_| ()),
+    );
+    let watch = k
+        .watch(WatchFilter::default(), waymark_engine::Lsn(1), 8)
+        .unwrap();
+    match watch.receiver().recv_timeout(Duration::from_secs(5)) {
+        Ok(Watched::Failed { error }) => assert!(error.contains("retention"), "{error}"),
+        other => panic!("expected the watch to fail, got {other:?}"),
+    }
+    assert!(
+        watch
+            .receiver()
+            .recv_timeout(Duration::from_secs(1))
+            .is_err(),
+        "a failed watch stops"
+    );
+    // From the first kept LSN on, the log is whole.
+    let kept = k.watch(WatchFilter::default(), first, 8).unwrap();
+    match kept.receiver().recv_timeout(Duration::from_secs(5)) {
+        Ok(Watched::Event(e)) => assert_eq!(e.lsn, first),
+        other => panic!("expected the first kept event, got {other:?}"),
     }
 }

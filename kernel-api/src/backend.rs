@@ -45,6 +45,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     fn checkpoints(&self, run: &RunScope) -> Result<Vec<(String, CheckpointRecord)>>;
     /// Calls `visit` with every durable batch from `from` on, in LSN order,
     /// until it returns `false` or the durable end of the log.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HistoryRemoved`](crate::Error::HistoryRemoved) if the log
+    /// no longer holds `from` (retention), before `visit` is called; the
+    /// log's errors (corruption).
     fn scan_log(&self, from: Lsn, visit: &mut dyn FnMut(Lsn, Vec<Event>) -> bool) -> Result<()>;
     /// The highest LSN that is durable (and so may be reported to watchers).
     fn durable_lsn(&self) -> Lsn;
@@ -114,8 +120,24 @@ impl Backend for EngineBackend {
     fn scan_log(&self, from: Lsn, visit: &mut dyn FnMut(Lsn, Vec<Event>) -> bool) -> Result<()> {
         let durable = self.durable_lsn();
         let reader = self.engine.reader();
+        // LSNs start at 1: from 0 means from the start.
+        let from = Lsn(from.0.max(1));
         let mut cursor = reader.cursor(from);
+        let mut first = true;
         while let Some(frame) = cursor.next_frame()? {
+            // A cursor from more than one past the log's end starts at the
+            // end: the frames before `from` are not asked for.
+            if frame.lsn() < from {
+                continue;
+            }
+            // A cursor from before the log's first LSN starts there: say
+            // so rather than pass over what retention removed.
+            if std::mem::take(&mut first) && frame.lsn() > from {
+                return Err(crate::Error::HistoryRemoved {
+                    from: from.0,
+                    first: frame.lsn().0,
+                });
+            }
             if frame.lsn() > durable {
                 break;
             }

@@ -54,6 +54,17 @@ pub enum Error {
         /// The checkpoint's name.
         name: String,
     },
+    /// A read of the log from an LSN the log no longer holds: retention
+    /// removed (or archived) the segments before `first`.
+    #[error(
+        "the log no longer holds LSN {from}: it starts at LSN {first} (older segments were removed or archived by retention)"
+    )]
+    HistoryRemoved {
+        /// The LSN asked for.
+        from: u64,
+        /// The oldest LSN the log still holds.
+        first: u64,
+    },
     /// A URL `Kernel::open_url` does not know.
     #[error("unsupported state URL {url:?}: use file:///path or memory://")]
     UnsupportedUrl {

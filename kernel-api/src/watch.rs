@@ -6,15 +6,18 @@
 //! full, the watcher does not block: it drops events and, once there is
 //! room, sends [`Watched::Lagged`] with the first LSN the subscriber
 //! missed; the subscriber catches up from the log with the history API
-//! (everything is still there) and keeps receiving. Dropping the
-//! [`Watch`] stops the thread.
+//! (everything is still there, unless retention removed it: the history
+//! read then fails with [`crate::Error::HistoryRemoved`]) and keeps
+//! receiving. A watch that cannot read the log from where it is (retention
+//! removed it, or it is corrupt) sends [`Watched::Failed`] and stops.
+//! Dropping the [`Watch`] stops the thread.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, TrySendError, bounded};
+use crossbeam_channel::{Receiver, SendTimeoutError, TrySendError, bounded};
 use waymark_engine::{Event, Lsn};
 
 use crate::history::LoggedEvent;
@@ -53,6 +56,14 @@ pub enum Watched {
     Lagged {
         /// The first LSN whose events were dropped.
         from: Lsn,
+    },
+    /// The log could not be read from the next LSN the watch needed: the
+    /// watch has stopped, and this is its last message. Retention removed
+    /// segments the watch had not read yet (a subscriber that fell that
+    /// far behind), or the log is corrupt there.
+    Failed {
+        /// Why, as the kernel's error says it.
+        error: String,
     },
 }
 
@@ -134,9 +145,23 @@ impl Kernel {
                         next = lsn.next();
                         !stopped.load(Ordering::Acquire)
                     });
-                    // Nothing new (or the log could not be read: the
-                    // engine closed or failed): look again shortly.
-                    if scanned.is_err() || next == before {
+                    // The log cannot be read from `next` (retention
+                    // removed it, or it is corrupt): reading again would
+                    // fail again. Say why, once, and stop.
+                    if let Err(e) = scanned {
+                        let mut failed = Watched::Failed {
+                            error: e.to_string(),
+                        };
+                        while !stopped.load(Ordering::Acquire) {
+                            match tx.send_timeout(failed, POLL) {
+                                Err(SendTimeoutError::Timeout(back)) => failed = back,
+                                Ok(()) | Err(SendTimeoutError::Disconnected(_)) => break,
+                            }
+                        }
+                        return;
+                    }
+                    // Nothing new: look again shortly.
+                    if next == before {
                         std::thread::sleep(POLL);
                     }
                 }
