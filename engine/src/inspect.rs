@@ -78,8 +78,9 @@ pub fn segments(dir: impl AsRef<Path>) -> Result<Vec<SegmentInfo>> {
 }
 
 /// The views file's meta, or `None` if the directory has no views file.
-/// Opened read-only through redb; a file that redb would need to repair
-/// (its writer crashed mid-commit and has not reopened it) is an error.
+/// The file is never written: a file that redb must repair (its worker
+/// crashed, or still runs) is repaired in memory, as the worker's next
+/// open would on disk.
 ///
 /// # Errors
 ///
@@ -96,7 +97,7 @@ pub fn views_meta(dir: impl AsRef<Path>) -> Result<Option<ViewsMeta>> {
     let bytes = std::fs::metadata(&path)
         .map_err(|e| Error::io(&path, e))?
         .len();
-    let db = redb::ReadOnlyDatabase::open(&path).map_err(|e| err(&e))?;
+    let db = crate::view::store::open_for_reading(&path)?;
     let txn = db.begin_read().map_err(|e| err(&e))?;
     let meta: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     let table = match txn.open_table(meta) {
@@ -142,32 +143,54 @@ pub fn view_table_names() -> Vec<&'static str> {
         .collect()
 }
 
-/// Every entry of one views table of the redb file at `path`, in key
-/// order: raw key and record bytes, for comparing two views files.
+/// One views table's entries in key order: raw key and record bytes.
+pub type TableRows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The views file at `path` as of one commit: the `applied_lsn` it
+/// records and every views table (named as [`view_table_names`] names
+/// them) with its entries, for comparing two views files. One read
+/// transaction: a worker that snapshots meanwhile (a live directory)
+/// cannot mix two commits.
 ///
 /// # Errors
 ///
-/// [`Error::Views`] if the file or table cannot be read.
-pub fn view_table(path: impl AsRef<Path>, table: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// [`Error::Views`] if the file, its meta or a table cannot be read.
+pub fn view_tables(path: impl AsRef<Path>) -> Result<(Lsn, Vec<(&'static str, TableRows)>)> {
     let path = path.as_ref();
     let err = |e: &dyn std::fmt::Display| Error::Views {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    let db = redb::ReadOnlyDatabase::open(path).map_err(|e| err(&e))?;
+    let db = crate::view::store::open_for_reading(path)?;
     let txn = db.begin_read().map_err(|e| err(&e))?;
-    let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
-    let t = match txn.open_table(def) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(err(&e)),
-    };
-    let mut out = Vec::new();
-    for item in redb::ReadableTable::iter(&t).map_err(|e| err(&e))? {
-        let (k, v) = item.map_err(|e| err(&e))?;
-        out.push((k.value().to_vec(), v.value().to_vec()));
+    let meta: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    let applied = txn
+        .open_table(meta)
+        .map_err(|e| err(&e))?
+        .get("applied_lsn")
+        .map_err(|e| err(&e))?
+        .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| err(&"meta lacks an 8-byte applied_lsn"))?;
+    let mut tables = Vec::new();
+    for name in view_table_names() {
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(name);
+        let t = match txn.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                tables.push((name, Vec::new()));
+                continue;
+            }
+            Err(e) => return Err(err(&e)),
+        };
+        let mut rows = Vec::new();
+        for item in redb::ReadableTable::iter(&t).map_err(|e| err(&e))? {
+            let (k, v) = item.map_err(|e| err(&e))?;
+            rows.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        tables.push((name, rows));
     }
-    Ok(out)
+    Ok((Lsn(applied), tables))
 }
 
 /// Whether the invalid frame at `offset` of `segment` (where LSN

@@ -39,29 +39,12 @@ pub fn verify(dir: &Path) -> Result<Report> {
     let mut frames = 0u64;
     let mut last = Lsn(first.0 - 1);
     let progress = crate::progress::Progress::start("checking frames", false);
-    loop {
-        progress.tick();
-        match cursor.next_frame() {
-            Ok(Some(frame)) => {
-                if let Err(e) = frame.events() {
-                    r.lines.push(format!(
-                        "CORRUPT  {} offset {}: {e}",
-                        frame.segment().display(),
-                        frame.offset()
-                    ));
-                    r.problems += 1;
-                    return Ok(r);
-                }
-                frames += 1;
-                last = frame.lsn();
-            }
-            Ok(None) => break,
-            Err(e) => {
-                r.lines.push(format!("CORRUPT  {e}"));
-                r.problems += 1;
-                return Ok(r);
-            }
-        }
+    if let Err(line) = read_frames(&mut cursor, &mut frames, &mut last, Lsn(u64::MAX), || {
+        progress.tick()
+    }) {
+        r.lines.push(line);
+        r.problems += 1;
+        return Ok(r);
     }
     r.lines.push(format!(
         "frames ok         {frames} (LSN {} ..= {})",
@@ -117,10 +100,29 @@ pub fn verify(dir: &Path) -> Result<Report> {
         ));
         return Ok(r);
     }
-    if views.applied_lsn > last {
+    // One commit of the views file: its applied_lsn and its tables read
+    // together, so that a worker snapshotting meanwhile cannot mix two.
+    let theirs = dir.join(waymark_engine::inspect::VIEWS_FILE_NAME);
+    let (applied, their_tables) = match waymark_engine::inspect::view_tables(&theirs) {
+        Ok(v) => v,
+        Err(e) => {
+            r.lines
+                .push(format!("INCONSISTENT  views file unreadable: {e}"));
+            r.problems += 1;
+            return Ok(r);
+        }
+    };
+    // A live worker may have written (and snapshotted) past the frames
+    // read above: read on to the views' applied_lsn.
+    if let Err(line) = read_frames(&mut cursor, &mut frames, &mut last, applied, || {}) {
+        r.lines.push(line);
+        r.problems += 1;
+        return Ok(r);
+    }
+    if applied > last {
         r.lines.push(format!(
             "INCONSISTENT  the views hold LSN {} but the log ends at {}",
-            views.applied_lsn.0, last.0
+            applied.0, last.0
         ));
         r.problems += 1;
         return Ok(r);
@@ -129,16 +131,13 @@ pub fn verify(dir: &Path) -> Result<Report> {
     // directory, so that its views file can be read like the real one.
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let rebuilt = scratch.path().join("rebuilt");
-    let (engine, _) =
-        crate::state::replay(dir, Until::Lsn(views.applied_lsn), None, Some(&rebuilt))?;
+    let (engine, _) = crate::state::replay(dir, Until::Lsn(applied), None, Some(&rebuilt))?;
     engine.close()?;
     drop(engine);
     let ours = rebuilt.join(waymark_engine::inspect::VIEWS_FILE_NAME);
-    let theirs = dir.join(waymark_engine::inspect::VIEWS_FILE_NAME);
+    let (_, our_tables) = waymark_engine::inspect::view_tables(&ours)?;
     let mut differences = 0usize;
-    for table in waymark_engine::inspect::view_table_names() {
-        let a = waymark_engine::inspect::view_table(&theirs, table)?;
-        let b = waymark_engine::inspect::view_table(&ours, table)?;
+    for ((table, a), (_, b)) in their_tables.iter().zip(&our_tables) {
         if a == b {
             continue;
         }
@@ -189,11 +188,42 @@ pub fn verify(dir: &Path) -> Result<Report> {
     if differences == 0 {
         r.lines.push(format!(
             "views ok          equal to a rebuild from the log up to applied_lsn {}",
-            views.applied_lsn.0
+            applied.0
         ));
     }
     r.problems += differences;
     Ok(r)
+}
+
+/// Reads frames from `cursor` up to `until` (or the end of the log),
+/// checking that each one's events validate; counts them into `frames`
+/// and `last`. A bad frame is the line that says where.
+fn read_frames(
+    cursor: &mut waymark_engine::Cursor,
+    frames: &mut u64,
+    last: &mut Lsn,
+    until: Lsn,
+    mut tick: impl FnMut(),
+) -> Result<(), String> {
+    while *last < until {
+        tick();
+        match cursor.next_frame() {
+            Ok(Some(frame)) => {
+                if let Err(e) = frame.events() {
+                    return Err(format!(
+                        "CORRUPT  {} offset {}: {e}",
+                        frame.segment().display(),
+                        frame.offset()
+                    ));
+                }
+                *frames += 1;
+                *last = frame.lsn();
+            }
+            Ok(None) => break,
+            Err(e) => return Err(format!("CORRUPT  {e}")),
+        }
+    }
+    Ok(())
 }
 
 /// A key's components, printable: length-prefixed names joined by " | ".

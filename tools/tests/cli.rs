@@ -717,3 +717,49 @@ fn every_scanning_command_refuses_corruption_and_notes_a_torn_tail() {
         assert!(err.contains("corrupt log"), "{args:?}: {err}");
     }
 }
+
+/// A directory whose worker still runs, and a copy taken meanwhile (as
+/// after a crash): redb finds `views.redb` not closed cleanly. `verify`
+/// and `info` read the views anyway (redb repairs them in memory; the file
+/// is never written) instead of calling them unreadable (exit 1).
+#[test]
+fn verify_and_info_read_the_views_of_a_live_directory_and_of_a_crashed_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let k = Kernel::on(EngineBackend::new(engine.clone()), "cli-test");
+    let ocr = RunRef::new("acme", "documents", "run-42")
+        .unwrap()
+        .task("ocr")
+        .unwrap();
+    k.start(&ocr).unwrap();
+    engine.snapshot().unwrap();
+    k.context(ocr.clone()).set("text", b"Invoice 17").unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    for sub in ["", "log"] {
+        std::fs::create_dir_all(copy.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(dir.path().join(sub)).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), copy.path().join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let views = dir.path().join("views.redb");
+    let before = std::fs::read(&views).unwrap();
+    for d in [dir.path(), copy.path()] {
+        let out = waymark().arg("verify").arg(d).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("views ok"), "{text}");
+        let out = waymark().arg("info").arg(d).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("applied_lsn 1"), "{text}");
+    }
+    assert_eq!(std::fs::read(&views).unwrap(), before, "never written");
+    drop(k);
+    drop(engine);
+}

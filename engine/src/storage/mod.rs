@@ -12,6 +12,7 @@
 //! durability the engine manages itself (a new or renamed file is durable only
 //! after [`Storage::sync_dir`] of its parent).
 
+mod cow;
 mod fs;
 #[cfg(feature = "sim")]
 mod sim;
@@ -22,6 +23,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+pub(crate) use cow::CowStorage;
 pub use fs::FsStorage;
 #[cfg(feature = "sim")]
 pub use sim::{Damage, OpKind, SimDisk};

@@ -469,6 +469,20 @@ fn open_db(storage: &Arc<dyn Storage>, dir: &Path, path: &Path) -> Result<Databa
     }
 }
 
+/// Opens the views file at `path` for reading, never writing to it: on
+/// copy-on-write storage ([`crate::storage::CowStorage`]), so that a file
+/// redb must repair (its worker crashed, or still runs) is repaired in
+/// memory, and a garbled header comes back from the head file, as the
+/// worker's next open would do on disk.
+pub(crate) fn open_for_reading(path: &Path) -> Result<Database> {
+    if !path.try_exists().map_err(|e| Error::io(path, e))? {
+        return Err(views_err(path, "no such file"));
+    }
+    let storage: Arc<dyn Storage> = Arc::new(crate::storage::CowStorage::default());
+    let dir = path.parent().unwrap_or(Path::new("."));
+    open_db(&storage, dir, path)
+}
+
 /// Opens the file at `path` for reading and writing, creating it if it
 /// does not exist; says whether it did (its directory entry then needs a
 /// sync).
