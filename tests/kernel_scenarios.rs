@@ -391,6 +391,13 @@ fn clear_for_retry_clears_every_attempt_and_keeps_task_state() {
             k.task(&t1).unwrap().unwrap().attempts[0].status,
             TaskStatus::Failed { .. }
         ));
+        // A task with task state only (no status, no attempt state) is
+        // known: its retry is the next try.
+        let stateful = ti("index", 1);
+        k.context(stateful.clone())
+            .set_task_state("cursor", b"0")
+            .unwrap();
+        assert_eq!(k.clear_for_retry(&stateful).unwrap().try_number(), 2);
         // The last try number has no next: a typed error, and nothing
         // written (the attempt state of the last try survives).
         let last = ti("load", u32::MAX);
@@ -429,6 +436,8 @@ fn resume_reports_and_records_interrupted_tasks() {
         assert_eq!(by_task["tables"].status, TaskStatus::Scheduled);
         assert_eq!(state.succeeded().count(), 1);
         assert_eq!(state.to_retry().count(), 1);
+        let scheduled: Vec<&str> = state.scheduled().map(|t| t.ti.task_id()).collect();
+        assert_eq!(scheduled, ["tables"]);
         // Recorded: a second resume finds nothing running.
         let again = k.resume(&run).unwrap();
         assert!(again.tasks.iter().all(|t| !t.interrupted));

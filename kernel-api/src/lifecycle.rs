@@ -46,7 +46,9 @@ pub struct TaskResume {
 }
 
 /// A run's tasks after a crash: what a scheduler needs to skip finished
-/// tasks and retry interrupted ones.
+/// tasks ([`RunState::succeeded`]), retry interrupted and failed ones
+/// ([`RunState::to_retry`]) and start scheduled ones
+/// ([`RunState::scheduled`]). Cancelled tasks are in none of the three.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunState {
     /// Every task with a status, by task id.
@@ -59,6 +61,15 @@ impl RunState {
         self.tasks
             .iter()
             .filter(|t| matches!(t.status, TaskStatus::Succeeded { .. }))
+    }
+
+    /// The tasks scheduled and not started: start them as they are (their
+    /// attempt is numbered already; a crash after `clear_for_retry` and
+    /// `schedule` but before `start` leaves a task here).
+    pub fn scheduled(&self) -> impl Iterator<Item = &TaskResume> {
+        self.tasks
+            .iter()
+            .filter(|t| matches!(t.status, TaskStatus::Scheduled))
     }
 
     /// The tasks to run again: interrupted or failed.
@@ -183,11 +194,10 @@ impl Kernel {
     /// backend's errors.
     pub fn clear_for_retry(&self, ti: &TaskRef) -> Result<TaskRef> {
         let record = self.task(ti)?;
+        let scope = ti.task_scope();
         if record.is_none()
-            && self
-                .backend()
-                .task_attempt_entries(&ti.task_scope())?
-                .is_empty()
+            && self.backend().task_attempt_entries(&scope)?.is_empty()
+            && self.backend().task_state_entries(&scope)?.is_empty()
         {
             return Err(Error::UnknownTask {
                 task: ti.to_string(),

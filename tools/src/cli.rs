@@ -96,7 +96,8 @@ pub enum Command {
         /// Every batch up to this LSN.
         #[arg(long, conflicts_with = "at", required_unless_present = "at")]
         to_lsn: Option<u64>,
-        /// Every event at or before this time (RFC 3339 or relative).
+        /// Every batch whose events are all at or before this time (RFC
+        /// 3339 or relative): a batch is in whole or not at all.
         #[arg(long)]
         at: Option<String>,
         /// Only this run id.
@@ -105,7 +106,9 @@ pub enum Command {
         /// Write the state into this new directory instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// One JSON object per line (when printing).
+        /// One JSON object per line (when printing): `"kind": "task"` for
+        /// each task with a status or state, `"kind": "shared"` for a run's
+        /// shared variables.
         #[arg(long)]
         json: bool,
     },

@@ -27,30 +27,24 @@ fn flatten(views: &ViewReader, runs: &[RunScope]) -> Result<BTreeMap<String, Str
     let mut m = BTreeMap::new();
     for run in runs {
         let r = format!("{}/{}/{}", run.tenant, run.dag, run.run);
-        for (task, record) in views.tasks(run)? {
-            m.insert(
-                format!("status {r}/{task}"),
-                format!("try {} {:?}", record.latest_try, record.status),
-            );
+        // Every task with a status, attempt state or task state.
+        for task in views.task_names(run)? {
             let scope = waymark_engine::TaskScope {
                 run: run.clone(),
                 task: task.clone(),
             };
+            if let Some(record) = views.task(&scope)? {
+                m.insert(
+                    format!("status {r}/{task}"),
+                    format!("try {} {:?}", record.latest_try, record.status),
+                );
+            }
             for (k, v) in views.task_state_entries(&scope)? {
                 m.insert(
                     format!("task_state {r}/{task} {k}"),
                     json::bytes(&v.value).to_string(),
                 );
             }
-        }
-        // Attempt state of every task seen with state or status.
-        let mut tasks: Vec<String> = views.tasks(run)?.into_iter().map(|(t, _)| t).collect();
-        tasks.sort();
-        for task in tasks {
-            let scope = waymark_engine::TaskScope {
-                run: run.clone(),
-                task: task.clone(),
-            };
             for (n, k, v) in views.task_attempt_entries(&scope)? {
                 m.insert(
                     format!("state {r}/{task}#{n} {k}"),

@@ -200,25 +200,42 @@ pub fn replay_cmd(
     }
     let views = engine.views();
     for run in &runs {
-        let tasks = views.tasks(run)?;
         if !as_json {
             out(&format!("run {}/{}/{}", run.tenant, run.dag, run.run))?;
         }
-        for (name, record) in &tasks {
+        // Every task with a status, attempt state or task state; the
+        // attempt state shown is the latest try's (with no status, the
+        // highest try that wrote any).
+        for name in views.task_names(run)? {
             let scope = waymark_engine::TaskScope {
                 run: run.clone(),
                 task: name.clone(),
             };
+            let record = views.task(&scope)?;
+            let latest_try = match &record {
+                Some(r) => r.latest_try,
+                None => views
+                    .task_attempt_entries(&scope)?
+                    .iter()
+                    .map(|(n, _, _)| *n)
+                    .max()
+                    .unwrap_or(1),
+            };
+            let status = record
+                .as_ref()
+                .map_or_else(|| "no status".to_string(), |r| task_status_name(&r.status));
             let attempt = waymark_engine::AttemptScope {
                 task: scope.clone(),
-                try_number: record.latest_try,
+                try_number: latest_try,
             };
             let entries = views.attempt_entries(&attempt)?;
             let task_state = views.task_state_entries(&scope)?;
             if as_json {
                 let o = json!({
+                    "kind": "task",
                     "tenant": run.tenant, "dag": run.dag, "run": run.run, "task": name,
-                    "try": record.latest_try, "status": task_status_name(&record.status),
+                    "try": latest_try,
+                    "status": record.as_ref().map(|r| task_status_name(&r.status)),
                     "state": entries.iter().map(|(k, v)| (k.clone(), json::bytes(&v.value))).collect::<serde_json::Map<_, _>>(),
                     "task_state": task_state.iter().map(|(k, v)| (k.clone(), json::bytes(&v.value))).collect::<serde_json::Map<_, _>>(),
                 });
@@ -227,17 +244,30 @@ pub fn replay_cmd(
                 }
                 continue;
             }
-            out(&format!(
-                "  task {name}  try {}  {}",
-                record.latest_try,
-                task_status_name(&record.status)
-            ))?;
+            out(&format!("  task {name}  try {latest_try}  {status}"))?;
             for (k, v) in &entries {
                 out(&format!("    {k} = {}", json::bytes(&v.value)))?;
             }
             for (k, v) in &task_state {
                 out(&format!("    (task) {k} = {}", json::bytes(&v.value)))?;
             }
+        }
+        let shared = views.shared_entries(run)?;
+        if as_json {
+            if !shared.is_empty() {
+                let o = json!({
+                    "kind": "shared",
+                    "tenant": run.tenant, "dag": run.dag, "run": run.run,
+                    "shared": shared.iter().map(|(k, v)| (k.clone(), json::bytes(&v.value))).collect::<serde_json::Map<_, _>>(),
+                });
+                if !out(&o.to_string())? {
+                    return Ok(());
+                }
+            }
+            continue;
+        }
+        for (k, v) in &shared {
+            out(&format!("  (shared) {k} = {}", json::bytes(&v.value)))?;
         }
     }
     Ok(())

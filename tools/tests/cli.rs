@@ -763,3 +763,42 @@ fn verify_and_info_read_the_views_of_a_live_directory_and_of_a_crashed_copy() {
     drop(k);
     drop(engine);
 }
+
+/// A task that wrote state without ever having a status, and a run's
+/// shared variables: `replay` prints them and `diff` lists them (both
+/// walked only the tasks with a status).
+#[test]
+fn replay_and_diff_show_state_of_tasks_without_a_status_and_shared_variables() {
+    let dir = generate();
+    let k = Kernel::open(dir.path()).unwrap();
+    let beta = RunRef::new("beta", "documents", "run-1").unwrap();
+    k.set_shared(&beta, "model", b"v2", false).unwrap();
+    drop(k);
+    let d = dir.path().to_str().unwrap();
+    let lines = json_lines(
+        &waymark()
+            .args(["replay", d, "--to-lsn", "1000", "--run", "run-1", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let task = lines
+        .iter()
+        .find(|l| l["kind"] == "task" && l["task"] == "ocr")
+        .unwrap_or_else(|| panic!("ocr of run-1 in {lines:?}"));
+    assert!(task["status"].is_null(), "{task}");
+    assert_eq!(task["state"]["text"]["text"], "other", "{task}");
+    let shared = lines
+        .iter()
+        .find(|l| l["kind"] == "shared")
+        .unwrap_or_else(|| panic!("shared variables in {lines:?}"));
+    assert_eq!(shared["shared"]["model"]["text"], "v2", "{shared}");
+    let out = waymark()
+        .args(["diff", d, "--from", "0", "--to", "now", "--run", "run-1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("run-1/ocr#1 text"), "{text}");
+    assert!(text.contains("shared") && text.contains("model"), "{text}");
+}

@@ -771,6 +771,23 @@ impl ViewReader {
         self.named(Table::Tasks, &KeyBuf::new(Table::Tasks).run(run).into_vec())
     }
 
+    /// Every task of a run with a status, attempt state or task state, by
+    /// name: [`ViewReader::tasks`] leaves out tasks that wrote state but
+    /// never had a status.
+    pub fn task_names(&self, run: &RunScope) -> Result<Vec<String>> {
+        let mut names: std::collections::BTreeSet<String> =
+            self.tasks(run)?.into_iter().map(|(task, _)| task).collect();
+        for table in [Table::Kv, Table::TaskKv] {
+            let prefix = KeyBuf::new(table).run(run).into_vec();
+            for (key, _) in self.range(&prefix)? {
+                let mut rest = &key[prefix.len()..];
+                let name = take_part(&mut rest).ok_or_else(|| corrupt_key(table))?;
+                names.insert(utf8(table, name)?);
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
     /// A run's status, times, task counts and parent.
     pub fn run(&self, run: &RunScope) -> Result<Option<RunRecord>> {
         self.point(Table::Runs, &KeyBuf::new(Table::Runs).run(run).into_vec())
