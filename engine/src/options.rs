@@ -71,6 +71,30 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The largest limits the format allows: for an engine that re-applies
+    /// batches another engine accepted under its own limits (a replay, a
+    /// fork, a salvage), so that a log written with raised limits replays.
+    ///
+    /// ```
+    /// use waymark_engine::{Limits, Options};
+    ///
+    /// let options = Options { limits: Limits::format_max(), ..Options::default() };
+    /// assert!(options.validate().is_ok());
+    /// ```
+    pub fn format_max() -> Limits {
+        Limits {
+            name_bytes_max: u32::MAX,
+            key_bytes_max: u32::MAX,
+            value_bytes_max: u32::MAX,
+            event_bytes_max: u32::MAX,
+            batch_bytes_max: u32::try_from(FRAME_PAYLOAD_BYTES_MAX)
+                .expect("the frame limit (1 GiB) fits a u32"),
+            batch_events_max: u32::MAX,
+        }
+    }
+}
+
 /// How an engine opens and writes its log.
 ///
 /// # Examples

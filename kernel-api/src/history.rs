@@ -104,10 +104,15 @@ impl Kernel {
             "/as-of",
             Options {
                 durability: Durability::None,
+                // In memory: no preallocated segments.
+                preallocate: false,
                 snapshots: SnapshotOptions {
                     enabled: false,
                     ..SnapshotOptions::default()
                 },
+                // The batches passed this engine's own limits, which may
+                // have been raised.
+                limits: waymark_engine::Limits::format_max(),
                 ..Options::default()
             },
         )?;

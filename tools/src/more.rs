@@ -60,11 +60,11 @@ fn flatten(views: &ViewReader, runs: &[RunScope]) -> Result<BTreeMap<String, Str
 }
 
 pub fn diff(dir: &Path, from: &str, to: &str, run: Option<&str>, as_json: bool) -> Result<()> {
-    let (a, runs_a) = replay(dir, parse_point(from)?, run, None)?;
-    let (b, runs_b) = replay(dir, parse_point(to)?, run, None)?;
-    let runs: Vec<RunScope> = runs_a.union(&runs_b).cloned().collect();
-    let before = flatten(&a.views(), &runs)?;
-    let after = flatten(&b.views(), &runs)?;
+    let a = replay(dir, parse_point(from)?, run, None)?;
+    let b = replay(dir, parse_point(to)?, run, None)?;
+    let runs: Vec<RunScope> = a.runs.union(&b.runs).cloned().collect();
+    let before = flatten(&a.engine.views(), &runs)?;
+    let after = flatten(&b.engine.views(), &runs)?;
     let mut changes = 0;
     for (k, v) in &after {
         let change = match before.get(k) {
@@ -151,8 +151,8 @@ pub fn du(dir: &Path, as_json: bool) -> Result<()> {
         }
     }
     crate::log_end(&cursor)?;
-    let (engine, _) = replay(dir, Until::End, None, None)?;
-    let views = engine.views();
+    let replayed = replay(dir, Until::End, None, None)?;
+    let views = replayed.engine.views();
     let sizes = views.sizes()?;
     // Live bytes per task: its attempt state (every try) and task state.
     let mut task_rows: Vec<(RunScope, String, u64, u64)> = Vec::new();
@@ -322,7 +322,12 @@ pub fn salvage(dir: &Path, out_dir: &Path) -> Result<()> {
     let engine = Engine::open_with(
         Arc::new(waymark_engine::storage::FsStorage),
         out_dir,
-        Options::default(),
+        Options {
+            // The batches passed the writer's own limits, which may have
+            // been raised.
+            limits: waymark_engine::Limits::format_max(),
+            ..Options::default()
+        },
     )?;
     let mut cursor = reader.cursor(Lsn(1));
     let mut copied = 0u64;

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::json;
-use waymark_engine::storage::{FsStorage, SimDisk, Storage};
+use waymark_engine::storage::{FsStorage, Storage};
 use waymark_engine::{
-    Durability, Engine, Event, LogReader, Lsn, Options, RunScope, SnapshotOptions,
+    Durability, Engine, Event, Limits, LogReader, Lsn, Options, RunScope, SnapshotOptions,
 };
 
 use crate::json;
@@ -28,23 +28,38 @@ pub enum Until {
     Time(i64),
 }
 
+/// A replay's engine: no syncs, no preallocated segments, and the
+/// format's largest limits (the batches passed the writer's own limits,
+/// which may have been raised).
 fn scratch_options() -> Options {
     Options {
         durability: Durability::None,
+        preallocate: false,
         snapshots: SnapshotOptions::manual(),
+        limits: Limits::format_max(),
         ..Options::default()
     }
 }
 
+/// A replayed state: the engine the batches went into and every run seen.
+pub struct Replayed {
+    pub engine: Engine,
+    pub runs: BTreeSet<RunScope>,
+    /// The scratch directory of an engine not written to `--out`: removed
+    /// when this is dropped, after `engine` (fields drop in order).
+    _scratch: Option<tempfile::TempDir>,
+}
+
 /// Replays `dir`'s log up to `until`, keeping only `run`'s events if
-/// given, into a new engine: in memory, or in the new directory `out`.
-/// Returns the engine and every run seen.
+/// given, into a new engine: in a scratch directory under the system's
+/// temporary directory (`TMPDIR`; it takes about the log's size on disk,
+/// not in memory), or in the new directory `out`.
 pub fn replay(
     dir: &Path,
     until: Until,
     run: Option<&str>,
     out_dir: Option<&Path>,
-) -> Result<(Engine, BTreeSet<RunScope>)> {
+) -> Result<Replayed> {
     let reader = LogReader::open(dir)?;
     let first = reader.segments()?.first().map(|s| s.0);
     if let Some(first) = first
@@ -56,6 +71,7 @@ pub fn replay(
             first.0
         );
     }
+    let mut scratch_dir = None;
     let (storage, at): (Arc<dyn Storage>, std::path::PathBuf) = match out_dir {
         Some(path) => {
             if path.exists() {
@@ -66,7 +82,15 @@ pub fn replay(
             }
             (Arc::new(FsStorage), path.to_path_buf())
         }
-        None => (Arc::new(SimDisk::new(0)), "/replay".into()),
+        None => {
+            let scratch = tempfile::Builder::new()
+                .prefix("waymark-replay-")
+                .tempdir()
+                .context("creating a scratch directory for the replay")?;
+            let at = scratch.path().join("state");
+            scratch_dir = Some(scratch);
+            (Arc::new(FsStorage), at)
+        }
     };
     let engine = Engine::open_with(storage, &at, scratch_options())
         .with_context(|| format!("creating {}", at.display()))?;
@@ -105,7 +129,11 @@ pub fn replay(
         engine.snapshot()?;
         engine.flush()?;
     }
-    Ok((engine, runs))
+    Ok(Replayed {
+        engine,
+        runs,
+        _scratch: scratch_dir,
+    })
 }
 
 /// A task status's name, with the failure kind for a failure.
@@ -127,8 +155,8 @@ fn table() -> Table {
 }
 
 pub fn runs(dir: &Path, tenant: Option<&str>, as_json: bool) -> Result<()> {
-    let (engine, runs) = replay(dir, Until::End, None, None)?;
-    let views = engine.views();
+    let replayed = replay(dir, Until::End, None, None)?;
+    let (views, runs) = (replayed.engine.views(), &replayed.runs);
     let mut t = table();
     t.set_header([
         "tenant",
@@ -186,7 +214,8 @@ pub fn replay_cmd(
     out_dir: Option<&Path>,
     as_json: bool,
 ) -> Result<()> {
-    let (engine, runs) = replay(dir, until, run, out_dir)?;
+    let replayed = replay(dir, until, run, out_dir)?;
+    let (engine, runs) = (&replayed.engine, &replayed.runs);
     if let Some(path) = out_dir {
         let stats = engine.stats();
         engine.close()?;
@@ -199,7 +228,7 @@ pub fn replay_cmd(
         return Ok(());
     }
     let views = engine.views();
-    for run in &runs {
+    for run in runs {
         if !as_json {
             out(&format!("run {}/{}/{}", run.tenant, run.dag, run.run))?;
         }

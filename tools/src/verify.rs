@@ -131,9 +131,9 @@ pub fn verify(dir: &Path) -> Result<Report> {
     // directory, so that its views file can be read like the real one.
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let rebuilt = scratch.path().join("rebuilt");
-    let (engine, _) = crate::state::replay(dir, Until::Lsn(applied), None, Some(&rebuilt))?;
-    engine.close()?;
-    drop(engine);
+    let replayed = crate::state::replay(dir, Until::Lsn(applied), None, Some(&rebuilt))?;
+    replayed.engine.close()?;
+    drop(replayed);
     let ours = rebuilt.join(waymark_engine::inspect::VIEWS_FILE_NAME);
     let (_, our_tables) = waymark_engine::inspect::view_tables(&ours)?;
     let mut differences = 0usize;

@@ -802,3 +802,68 @@ fn replay_and_diff_show_state_of_tasks_without_a_status_and_shared_variables() {
     assert!(text.contains("run-1/ocr#1 text"), "{text}");
     assert!(text.contains("shared") && text.contains("model"), "{text}");
 }
+
+/// A log written with raised limits (an 8 KiB key, over the default
+/// 4 KiB) replays: the scratch engines take the format's largest limits
+/// (they used to refuse the batch with `LimitExceeded`).
+#[test]
+fn a_log_written_with_raised_limits_replays() {
+    use waymark_engine::{AttemptScope, Event, EventBody, Limits, Options, RunScope, TaskScope};
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        limits: Limits {
+            key_bytes_max: 16 << 10,
+            ..Limits::default()
+        },
+        ..Options::default()
+    };
+    let engine = Engine::open_with(
+        std::sync::Arc::new(waymark_engine::storage::FsStorage),
+        dir.path(),
+        options,
+    )
+    .unwrap();
+    let attempt = AttemptScope {
+        task: TaskScope {
+            run: RunScope {
+                tenant: "acme".into(),
+                dag: "documents".into(),
+                run: "run-42".into(),
+            },
+            task: "ocr".into(),
+        },
+        try_number: 1,
+    };
+    let key = "k".repeat(8 << 10);
+    engine
+        .append(vec![Event::now(EventBody::Put {
+            attempt,
+            key: key.clone(),
+            value: b"v".to_vec(),
+            meta: Vec::new(),
+        })])
+        .unwrap();
+    drop(engine);
+    let d = dir.path().to_str().unwrap();
+    let out = waymark()
+        .args(["replay", d, "--to-lsn", "10", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out.stdout);
+    assert!(
+        lines.iter().any(|l| l["state"][&key].is_object()),
+        "{lines:?}"
+    );
+    let k = Kernel::open(dir.path()).unwrap();
+    let run = RunRef::new("acme", "documents", "run-42").unwrap();
+    let then = k
+        .run_as_of(&run, waymark_kernel::At::Lsn(waymark_engine::Lsn(10)))
+        .unwrap();
+    let value = then.context(run.task("ocr").unwrap()).get(&key).unwrap();
+    assert_eq!(value, Some(b"v".to_vec()));
+}
