@@ -667,6 +667,13 @@ impl Writer {
         // the acker has applied every group handed to it (and never freeze
         // a memtable a dead acker left half a group in).
         self.quiesce()?;
+        // A group that failed to apply may have left part of itself in the
+        // active memtable: never freeze (and snapshot) that.
+        if self.finisher.views_failed.load(Ordering::Acquire) {
+            return Err(self.shared.poisoned().unwrap_or_else(|| Error::Poisoned {
+                cause: "an earlier group failed to apply to the views".into(),
+            }));
+        }
         if views.levels().frozen.is_none() {
             self.sync()?;
             views.freeze();
@@ -1021,5 +1028,42 @@ mod tests {
         );
         assert_eq!(writer.durable_lsn, Lsn(3));
         assert_eq!(writer.unsynced_since, None);
+    }
+
+    /// A group that failed to apply halfway left a batch in the active
+    /// memtable, applied and unpublished. An append that then meets the
+    /// memory bound must not freeze that memtable (its snapshot would hold
+    /// part of a group; in debug builds `freeze`'s assertion panicked the
+    /// writer): it gets the failure, and nothing is frozen.
+    #[test]
+    fn the_memory_bound_never_freezes_after_a_failed_apply() {
+        let storage: Arc<dyn Storage> = Arc::new(SimDisk::new(62));
+        storage.create_dir_all(Path::new("/log")).unwrap();
+        let mut options = Options::default();
+        options.snapshots.every_bytes = 1;
+        options.snapshots.memtable_bytes_max = 2;
+        let shared = Arc::new(Shared::default());
+        let mut writer = Writer::new(
+            storage,
+            PathBuf::from("/log"),
+            options,
+            None,
+            None,
+            Lsn(1),
+            Arc::clone(&shared),
+        )
+        .unwrap();
+        let views = Arc::new(crate::view::Views::new(Lsn(0), None));
+        writer.set_views(Arc::clone(&views));
+        let (wake, _woken) = crossbeam_channel::bounded(1);
+        writer.set_snapshot_wake(wake);
+        // What the acker leaves when a group fails after its first batch.
+        views.apply(Lsn(1), &[sample(1)]).unwrap();
+        writer.finisher.views_failed.store(true, Ordering::Release);
+        shared.poison(&Error::Poisoned {
+            cause: "applying a group failed".into(),
+        });
+        assert!(writer.hold_memory_bound().is_err());
+        assert!(views.levels().frozen.is_none(), "nothing frozen");
     }
 }

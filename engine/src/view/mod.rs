@@ -484,7 +484,10 @@ impl Views {
             let n = run.task_counts.slot(old_status);
             *n = n.saturating_sub(1);
         }
-        *run.task_counts.slot(&task.status) += 1;
+        // Counts come from disk: a crafted record at u32::MAX saturates
+        // rather than overflows.
+        let n = run.task_counts.slot(&task.status);
+        *n = n.saturating_add(1);
         run.updated_micros = ts;
         m.insert(&task_key, version, Some(encode(&task).into()));
         m.insert(&run_key, version, Some(encode(&run).into()));
@@ -872,5 +875,50 @@ impl ViewReader {
             Table::Checkpoints,
             &KeyBuf::new(Table::Checkpoints).run(run).into_vec(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{AttemptScope, TaskScope};
+
+    /// A run record whose count is at `u32::MAX` (it comes from disk) takes
+    /// one more task in that status without overflowing (it panicked in
+    /// debug builds).
+    #[test]
+    fn a_task_count_at_its_maximum_saturates() {
+        let views = Views::new(Lsn(0), None);
+        let run = RunScope {
+            tenant: "t".into(),
+            dag: "d".into(),
+            run: "r".into(),
+        };
+        let run_key = KeyBuf::new(Table::Runs).run(&run).into_vec();
+        let mut record = new_run(0);
+        record.task_counts.running = u32::MAX;
+        let levels = views.levels();
+        levels.active.insert(
+            &run_key,
+            Version { lsn: 1, index: 0 },
+            Some(encode(&record).into()),
+        );
+        let running = Event {
+            ts_micros: 1,
+            body: EventBody::TaskStatus {
+                attempt: AttemptScope {
+                    task: TaskScope {
+                        run: run.clone(),
+                        task: "a".into(),
+                    },
+                    try_number: 1,
+                },
+                status: TaskStatus::Running,
+                worker: "w".into(),
+            },
+        };
+        views.apply(Lsn(2), &[running]).unwrap();
+        let record = views.run_record(&run_key).unwrap().unwrap();
+        assert_eq!(record.task_counts.running, u32::MAX);
     }
 }

@@ -94,12 +94,16 @@ pub struct TaskCounts {
 impl TaskCounts {
     /// Every task of the run.
     pub fn total(&self) -> u32 {
-        self.scheduled
-            + self.running
-            + self.succeeded
-            + self.failed
-            + self.interrupted
-            + self.cancelled
+        // The counts come from disk: saturate rather than overflow.
+        [
+            self.running,
+            self.succeeded,
+            self.failed,
+            self.interrupted,
+            self.cancelled,
+        ]
+        .into_iter()
+        .fold(self.scheduled, u32::saturating_add)
     }
 
     pub(crate) fn slot(&mut self, status: &TaskStatus) -> &mut u32 {
@@ -251,6 +255,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts decoded from disk may be anything: the total saturates.
+    #[test]
+    fn task_counts_total_saturates() {
+        let counts = TaskCounts {
+            scheduled: u32::MAX,
+            running: 1,
+            ..TaskCounts::default()
+        };
+        assert_eq!(counts.total(), u32::MAX);
+    }
 
     #[test]
     fn records_round_trip_at_any_alignment() {
