@@ -354,11 +354,22 @@ impl Engine {
         if let Some(cause) = views.snapshot_failure() {
             return Err(Error::Poisoned { cause });
         }
-        snapshot::snapshot_once(&self.inner.snaps, &self.inner.tx).inspect_err(|e| {
-            if !matches!(e, Error::Closed) {
-                views.snapshot_failed(e);
+        // Every batch acknowledged before this call is visible now.
+        let target = views.visible_lsn();
+        // A memtable frozen earlier (for the memory bound) is written
+        // first, and holds only batches before it: then freeze and write
+        // again. Three passes at most: the second freezes everything up to
+        // `target`, unless the events after the first changed no view.
+        for _ in 0..3 {
+            snapshot::snapshot_once(&self.inner.snaps, &self.inner.tx).inspect_err(|e| {
+                if !matches!(e, Error::Closed) {
+                    views.snapshot_failed(e);
+                }
+            })?;
+            if views.applied_lsn() >= target {
+                break;
             }
-        })?;
+        }
         Ok(views.applied_lsn())
     }
 

@@ -34,6 +34,9 @@ use crate::event::{AttemptScope, Event, EventBody, RunScope, RunStatus, TaskScop
 use crate::log::Lsn;
 use key::{KeyBuf, Table, prefix_range, take_part, take_u32};
 use memtable::{Memtable, Version};
+
+/// Keys and record bytes, in key order.
+type Entries = Vec<(Vec<u8>, Bytes)>;
 use record::{
     AttemptRecord, Capture, CheckpointRecord, KvValue, Record, RunRecord, SharedValue, TaskCounts,
     TaskRecord, decode, encode,
@@ -259,17 +262,26 @@ impl Views {
         Ok(if masked { None } else { value })
     }
 
-    /// Every live key in `[start, end)` at `at_lsn`, in key order.
-    fn scan_at(
+    /// Every live key in `[start, end)` at `at_lsn`, in key order; `None`
+    /// if a snapshot committed batches newer than `at_lsn` into redb since
+    /// `levels` and `at_lsn` were taken. redb's rows carry no versions, so
+    /// they would then mix a later batch with the memtables' view at
+    /// `at_lsn`, part of a batch with none of it: take fresh levels and
+    /// read again.
+    pub(crate) fn scan_at(
         &self,
         levels: &Levels,
         start: &[u8],
         end: &[u8],
         at_lsn: u64,
-    ) -> Result<Vec<(Vec<u8>, Bytes)>> {
+    ) -> Result<Option<Entries>> {
         let mut merged: BTreeMap<Vec<u8>, (Version, Option<Bytes>)> = BTreeMap::new();
         if let Some(store) = &self.store {
-            for (key, value) in store.scan(start, end)? {
+            let (applied, rows) = store.scan(start, end)?;
+            if applied.0 > at_lsn {
+                return Ok(None);
+            }
+            for (key, value) in rows {
                 merged.insert(key, (Version::BASE, Some(Bytes::from(value))));
             }
         }
@@ -280,11 +292,15 @@ impl Views {
             }
             ranges.extend(level.ranges(at_lsn));
         }
-        Ok(merged
-            .into_iter()
-            .filter(|(key, (version, _))| !ranges.iter().any(|rt| rt.masks(key, *version, at_lsn)))
-            .filter_map(|(key, (_, value))| value.map(|v| (key, v)))
-            .collect())
+        Ok(Some(
+            merged
+                .into_iter()
+                .filter(|(key, (version, _))| {
+                    !ranges.iter().any(|rt| rt.masks(key, *version, at_lsn))
+                })
+                .filter_map(|(key, (_, value))| value.map(|v| (key, v)))
+                .collect(),
+        ))
     }
 
     /// Reads `key` as the applier: everything applied so far.
@@ -501,7 +517,11 @@ impl Views {
         let mut entries = Vec::new();
         for table in [Table::Kv, Table::TaskKv, Table::Shared] {
             let (start, end) = prefix_range(&KeyBuf::new(table).run(run).into_vec());
-            for (key, value) in self.scan_at(&levels, &start, &end, u64::MAX)? {
+            // The applier reads everything applied: redb is never ahead.
+            let rows = self
+                .scan_at(&levels, &start, &end, u64::MAX)?
+                .expect("redb never holds more than the applier applied");
+            for (key, value) in rows {
                 entries.push((key, value.to_vec()));
             }
         }
@@ -693,10 +713,16 @@ impl ViewReader {
     }
 
     fn range(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Bytes)>> {
-        let levels = self.views.levels();
-        let at = self.views.visible_lsn().0;
         let (start, end) = prefix_range(prefix);
-        self.views.scan_at(&levels, &start, &end, at)
+        loop {
+            let levels = self.views.levels();
+            let at = self.views.visible_lsn().0;
+            // A snapshot that lands in the middle of the scan means reading
+            // again (snapshots are seconds apart).
+            if let Some(rows) = self.views.scan_at(&levels, &start, &end, at)? {
+                return Ok(rows);
+            }
+        }
     }
 
     /// Every entry under `prefix` whose key ends in one name after it, as

@@ -35,6 +35,9 @@ const HEAD_BYTES: u64 = 4096;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// Raw keys and record bytes, in key order.
+pub(crate) type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 fn table_def(table: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(table_name(table))
 }
@@ -345,9 +348,21 @@ impl Store {
     }
 
     /// Every entry with a view key in `[start, end)`, which lie in one table.
-    pub(crate) fn scan(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub(crate) fn scan(&self, start: &[u8], end: &[u8]) -> Result<(Lsn, Rows)> {
         let table = Table::of(start).ok_or_else(|| self.err("a view key without a table"))?;
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        // The commit this transaction reads holds every batch up to its
+        // `applied_lsn`: the caller needs it to know whether the rows are
+        // newer than what it reads the memtables at.
+        let applied = match txn.open_table(META) {
+            Ok(meta) => meta
+                .get("applied_lsn")
+                .map_err(|e| self.err(e))?
+                .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+                .map_or(0, u64::from_le_bytes),
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(self.err(e)),
+        };
         let t = txn.open_table(table_def(table)).map_err(|e| self.err(e))?;
         let tag = table as u8;
         let lower = &start[1..];
@@ -365,7 +380,7 @@ impl Store {
             key.extend_from_slice(k.value());
             out.push((key, v.value().to_vec()));
         }
-        Ok(out)
+        Ok((Lsn(applied), out))
     }
 
     /// Writes a frozen memtable into the tables and records `applied_lsn`,
