@@ -216,6 +216,7 @@ impl Engine {
             retention: options.retention.clone(),
             removed: AtomicU64::new(0),
             archived: AtomicU64::new(0),
+            shared: Arc::clone(&shared),
         });
         let snapshotter = if options.snapshots.enabled {
             let (wake_tx, wake_rx) = bounded(1);

@@ -1735,3 +1735,38 @@ fn snapshot_covers_batches_after_a_memtable_frozen_earlier() {
     assert_eq!(engine.snapshot().unwrap(), last);
     assert!(engine.inner.views.levels().frozen.is_none());
 }
+
+/// Fail-stop reaches retention: once a sync failed, a snapshot of a
+/// memtable frozen before the failure still writes the views, but
+/// retention leaves the log as it is (it would have removed segments and
+/// synced the next one, a retried fsync).
+#[test]
+fn retention_leaves_the_log_alone_after_a_failed_sync() {
+    let (disk, storage) = sim(50);
+    let options = Options {
+        snapshots: crate::options::SnapshotOptions::manual(),
+        retention: crate::options::Retention::KeepFor {
+            age: Duration::ZERO,
+            bytes: 0,
+        },
+        ..small_segments()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
+    let mut i = 0;
+    while engine.stats().segments_created < 2 {
+        engine.append(vec![event(i, 100)]).unwrap();
+        i += 1;
+    }
+    // A memtable frozen before the failure (the memory bound does this).
+    assert!(engine.inner.views.freeze());
+    let segments = || engine.reader().segments().unwrap().len();
+    let before = segments();
+    disk.fail_nth(OpKind::Sync, 1);
+    assert!(engine.append(vec![event(i, 100)]).is_err());
+    let _ = engine.snapshot();
+    assert_eq!(segments(), before, "no segment removed after the failure");
+    assert!(
+        engine.inner.views.applied_lsn() > Lsn(0),
+        "the views were written"
+    );
+}

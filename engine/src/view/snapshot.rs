@@ -41,6 +41,9 @@ pub(crate) struct Snapshots {
     pub removed: AtomicU64,
     /// Segments archived by retention since open.
     pub archived: AtomicU64,
+    /// The writer's state: once the engine is poisoned, retention touches
+    /// the log no more.
+    pub shared: Arc<crate::log::writer::Shared>,
 }
 
 /// What wakes the snapshotter.
@@ -142,6 +145,12 @@ pub(crate) fn snapshot_once(snaps: &Snapshots, writer: &Sender<Msg>) -> Result<(
         }
     }
     views.snapshot_frozen()?;
+    // Fail-stop: after a failed write or sync the log is left as it is.
+    // Retention would sync the segment after the ones it removes, a retried
+    // fsync on a file whose last one may have failed.
+    if snaps.shared.poisoned().is_some() {
+        return Ok(());
+    }
     let done = retention::apply(
         snaps.storage.as_ref(),
         &snaps.log_dir,
