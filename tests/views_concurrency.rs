@@ -32,18 +32,24 @@ fn attempt(writer: u32) -> AttemptScope {
     }
 }
 
-#[test]
-fn readers_never_go_back_in_time_during_writes_and_snapshots() {
-    let storage: Arc<dyn Storage> = Arc::new(SimDisk::new(7));
+/// An engine on a simulated disk whose snapshotter runs every `events`
+/// events.
+fn engine_snapshotting_every(seed: u64, events: u64) -> Engine {
+    let storage: Arc<dyn Storage> = Arc::new(SimDisk::new(seed));
     let options = Options {
         segment_bytes_max: 1 << 16,
         snapshots: SnapshotOptions {
-            every_events: 40,
+            every_events: events,
             ..SnapshotOptions::default()
         },
         ..Options::default()
     };
-    let engine = Engine::open_with(storage, "/state", options).unwrap();
+    Engine::open_with(storage, "/state", options).unwrap()
+}
+
+#[test]
+fn readers_never_go_back_in_time_during_writes_and_snapshots() {
+    let engine = engine_snapshotting_every(7, 40);
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         let mut writers = Vec::new();
@@ -116,16 +122,7 @@ fn readers_never_go_back_in_time_during_writes_and_snapshots() {
 #[test]
 fn scans_see_whole_batches_during_writes_and_snapshots() {
     const BATCHES: u64 = 1500;
-    let storage: Arc<dyn Storage> = Arc::new(SimDisk::new(8));
-    let options = Options {
-        segment_bytes_max: 1 << 16,
-        snapshots: SnapshotOptions {
-            every_events: 20,
-            ..SnapshotOptions::default()
-        },
-        ..Options::default()
-    };
-    let engine = Engine::open_with(storage, "/state", options).unwrap();
+    let engine = engine_snapshotting_every(8, 20);
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         let mut writers = Vec::new();

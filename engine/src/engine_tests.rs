@@ -35,6 +35,27 @@ fn small_segments() -> Options {
     }
 }
 
+/// Default options with snapshots only when asked for.
+fn manual_snapshots() -> Options {
+    Options {
+        snapshots: crate::options::SnapshotOptions::manual(),
+        ..Options::default()
+    }
+}
+
+/// Small segments, snapshots only when asked for, and retention that
+/// removes every segment a snapshot covers.
+fn removing_retention() -> Options {
+    Options {
+        snapshots: crate::options::SnapshotOptions::manual(),
+        retention: crate::options::Retention::KeepFor {
+            age: Duration::ZERO,
+            bytes: 0,
+        },
+        ..small_segments()
+    }
+}
+
 fn sim(seed: u64) -> (SimDisk, Arc<dyn Storage>) {
     let disk = SimDisk::new(seed);
     let storage: Arc<dyn Storage> = Arc::new(disk.clone());
@@ -1358,10 +1379,7 @@ fn a_segment_named_outside_the_lsn_space_is_not_read() {
 #[test]
 fn a_bad_frame_the_snapshot_covers_is_corruption_not_a_torn_tail() {
     let (_disk, storage) = sim(49);
-    let options = Options {
-        snapshots: crate::options::SnapshotOptions::manual(),
-        ..Options::default()
-    };
+    let options = manual_snapshots();
     let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
     for i in 1..=5 {
         engine.append(vec![event(i, 50)]).unwrap();
@@ -1627,14 +1645,7 @@ fn close_still_syncs_periodic_writes_after_a_failed_apply() {
 #[test]
 fn a_garbled_views_header_is_put_back_from_the_head_file() {
     let (_disk, storage) = sim(54);
-    let options = Options {
-        snapshots: crate::options::SnapshotOptions::manual(),
-        retention: crate::options::Retention::KeepFor {
-            age: Duration::ZERO,
-            bytes: 0,
-        },
-        ..small_segments()
-    };
+    let options = removing_retention();
     let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
     for i in 0..200 {
         engine.append(vec![event(i, 100)]).unwrap();
@@ -1674,10 +1685,7 @@ fn a_garbled_views_header_is_put_back_from_the_head_file() {
 #[test]
 fn a_scan_never_mixes_a_snapshot_newer_than_its_lsn() {
     let (_disk, storage) = sim(48);
-    let options = Options {
-        snapshots: crate::options::SnapshotOptions::manual(),
-        ..Options::default()
-    };
+    let options = manual_snapshots();
     let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
     let run = run_of_event();
     let put = |key: &str, value: &[u8]| Event {
@@ -1723,10 +1731,7 @@ fn a_scan_never_mixes_a_snapshot_newer_than_its_lsn() {
 #[test]
 fn snapshot_covers_batches_after_a_memtable_frozen_earlier() {
     let (_disk, storage) = sim(49);
-    let options = Options {
-        snapshots: crate::options::SnapshotOptions::manual(),
-        ..Options::default()
-    };
+    let options = manual_snapshots();
     let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
     engine.append(vec![event(1, 10)]).unwrap();
     // As the writer does at the memory bound, between groups.
@@ -1743,14 +1748,7 @@ fn snapshot_covers_batches_after_a_memtable_frozen_earlier() {
 #[test]
 fn retention_leaves_the_log_alone_after_a_failed_sync() {
     let (disk, storage) = sim(50);
-    let options = Options {
-        snapshots: crate::options::SnapshotOptions::manual(),
-        retention: crate::options::Retention::KeepFor {
-            age: Duration::ZERO,
-            bytes: 0,
-        },
-        ..small_segments()
-    };
+    let options = removing_retention();
     let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
     let mut i = 0;
     while engine.stats().segments_created < 2 {

@@ -105,6 +105,19 @@ fn waymark() -> Command {
     Command::cargo_bin("waymark").unwrap()
 }
 
+/// Runs `waymark` with `args`, asserts it succeeded (showing its output if
+/// not), and returns its standard output.
+fn stdout_of(args: &[&str]) -> Vec<u8> {
+    let out = waymark().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 fn json_lines(stdout: &[u8]) -> Vec<Value> {
     String::from_utf8(stdout.to_vec())
         .unwrap()
@@ -382,18 +395,9 @@ fn runs_history_and_replay() {
 #[test]
 fn diff_du_tail_and_salvage() {
     let dir = generate();
-    let run_cmd = |args: &[&str]| {
-        let out = waymark().args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
     let d = dir.path().to_str().unwrap();
     // LSN 6: tables' first try wrote rows=half. LSN 10: try 2 wrote rows=3.
-    let changes = json_lines(&run_cmd(&[
+    let changes = json_lines(&stdout_of(&[
         "diff", d, "--from", "6", "--to", "10", "--json",
     ]));
     let find = |what: &str| {
@@ -436,10 +440,10 @@ fn diff_du_tail_and_salvage() {
             }
         }
     }
-    let none = String::from_utf8(run_cmd(&["diff", d, "--from", "6", "--to", "6"])).unwrap();
+    let none = String::from_utf8(stdout_of(&["diff", d, "--from", "6", "--to", "6"])).unwrap();
     assert_eq!(none.trim(), "no changes");
 
-    let du = json_lines(&run_cmd(&["du", d, "--json"]));
+    let du = json_lines(&stdout_of(&["du", d, "--json"]));
     let acme = du
         .iter()
         .find(|r| r["tenant"] == "acme" && r.get("run").is_none())
@@ -452,7 +456,7 @@ fn diff_du_tail_and_salvage() {
         .expect("a row per task");
     assert!(tables["live_bytes"].as_u64().unwrap() > 0);
 
-    let tail = json_lines(&run_cmd(&["tail", d, "-n", "3", "--json"]));
+    let tail = json_lines(&stdout_of(&["tail", d, "-n", "3", "--json"]));
     let lsns: Vec<u64> = tail.iter().map(|e| e["lsn"].as_u64().unwrap()).collect();
     assert_eq!(lsns, [10, 11, 12]);
 
@@ -638,28 +642,17 @@ fn timeline_of_timestamps_at_the_ends_of_the_range() {
     let d = dir.path().to_str().unwrap();
     let html_dir = tempfile::tempdir().unwrap();
     for run in ["wide", "late"] {
-        let out = waymark()
-            .args(["timeline", d, "--run", run])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{run}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = String::from_utf8(stdout_of(&["timeline", d, "--run", run])).unwrap();
         assert!(text.contains('a'), "{run}: {text}");
         let html = html_dir.path().join(format!("{run}.html"));
-        let out = waymark()
-            .args(["timeline", d, "--run", run, "--html"])
-            .arg(&html)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{run}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        stdout_of(&[
+            "timeline",
+            d,
+            "--run",
+            run,
+            "--html",
+            html.to_str().unwrap(),
+        ]);
     }
 }
 
@@ -747,16 +740,10 @@ fn verify_and_info_read_the_views_of_a_live_directory_and_of_a_crashed_copy() {
     let views = dir.path().join("views.redb");
     let before = std::fs::read(&views).unwrap();
     for d in [dir.path(), copy.path()] {
-        let out = waymark().arg("verify").arg(d).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let d = d.to_str().unwrap();
+        let text = String::from_utf8(stdout_of(&["verify", d])).unwrap();
         assert!(text.contains("views ok"), "{text}");
-        let out = waymark().arg("info").arg(d).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = String::from_utf8(stdout_of(&["info", d])).unwrap();
         assert!(text.contains("applied_lsn 1"), "{text}");
     }
     assert_eq!(std::fs::read(&views).unwrap(), before, "never written");
@@ -775,13 +762,9 @@ fn replay_and_diff_show_state_of_tasks_without_a_status_and_shared_variables() {
     k.set_shared(&beta, "model", b"v2", false).unwrap();
     drop(k);
     let d = dir.path().to_str().unwrap();
-    let lines = json_lines(
-        &waymark()
-            .args(["replay", d, "--to-lsn", "1000", "--run", "run-1", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    );
+    let lines = json_lines(&stdout_of(&[
+        "replay", d, "--to-lsn", "1000", "--run", "run-1", "--json",
+    ]));
     let task = lines
         .iter()
         .find(|l| l["kind"] == "task" && l["task"] == "ocr")
@@ -793,12 +776,8 @@ fn replay_and_diff_show_state_of_tasks_without_a_status_and_shared_variables() {
         .find(|l| l["kind"] == "shared")
         .unwrap_or_else(|| panic!("shared variables in {lines:?}"));
     assert_eq!(shared["shared"]["model"]["text"], "v2", "{shared}");
-    let out = waymark()
-        .args(["diff", d, "--from", "0", "--to", "now", "--run", "run-1"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let out = stdout_of(&["diff", d, "--from", "0", "--to", "now", "--run", "run-1"]);
+    let text = String::from_utf8_lossy(&out);
     assert!(text.contains("run-1/ocr#1 text"), "{text}");
     assert!(text.contains("shared") && text.contains("model"), "{text}");
 }
@@ -845,16 +824,7 @@ fn a_log_written_with_raised_limits_replays() {
         .unwrap();
     drop(engine);
     let d = dir.path().to_str().unwrap();
-    let out = waymark()
-        .args(["replay", d, "--to-lsn", "10", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = json_lines(&out.stdout);
+    let lines = json_lines(&stdout_of(&["replay", d, "--to-lsn", "10", "--json"]));
     assert!(
         lines.iter().any(|l| l["state"][&key].is_object()),
         "{lines:?}"

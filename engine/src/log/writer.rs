@@ -985,13 +985,10 @@ mod tests {
         }
     }
 
-    fn periodic_writer(interval: std::time::Duration) -> Writer {
+    /// A writer of a new log in `/log` on a simulated disk, not running.
+    fn writer(options: Options, shared: Arc<Shared>) -> Writer {
         let storage: Arc<dyn Storage> = Arc::new(SimDisk::new(60));
         storage.create_dir_all(Path::new("/log")).unwrap();
-        let options = Options {
-            durability: Durability::Periodic(interval),
-            ..Options::default()
-        };
         Writer::new(
             storage,
             PathBuf::from("/log"),
@@ -999,9 +996,17 @@ mod tests {
             None,
             None,
             Lsn(1),
-            Arc::new(Shared::default()),
+            shared,
         )
         .unwrap()
+    }
+
+    fn periodic_writer(interval: std::time::Duration) -> Writer {
+        let options = Options {
+            durability: Durability::Periodic(interval),
+            ..Options::default()
+        };
+        writer(options, Arc::new(Shared::default()))
     }
 
     /// In `Periodic` mode a group written once the sync fell due syncs
@@ -1037,22 +1042,11 @@ mod tests {
     /// writer): it gets the failure, and nothing is frozen.
     #[test]
     fn the_memory_bound_never_freezes_after_a_failed_apply() {
-        let storage: Arc<dyn Storage> = Arc::new(SimDisk::new(62));
-        storage.create_dir_all(Path::new("/log")).unwrap();
         let mut options = Options::default();
         options.snapshots.every_bytes = 1;
         options.snapshots.memtable_bytes_max = 2;
         let shared = Arc::new(Shared::default());
-        let mut writer = Writer::new(
-            storage,
-            PathBuf::from("/log"),
-            options,
-            None,
-            None,
-            Lsn(1),
-            Arc::clone(&shared),
-        )
-        .unwrap();
+        let mut writer = writer(options, Arc::clone(&shared));
         let views = Arc::new(crate::view::Views::new(Lsn(0), None));
         writer.set_views(Arc::clone(&views));
         let (wake, _woken) = crossbeam_channel::bounded(1);
