@@ -359,15 +359,18 @@ impl Engine {
         let target = views.visible_lsn();
         // A memtable frozen earlier (for the memory bound) is written
         // first, and holds only batches before it: then freeze and write
-        // again. Three passes at most: the second freezes everything up to
-        // `target`, unless the events after the first changed no view.
+        // again. Until `target` is covered, or a pass writes nothing (the
+        // batches after the last one changed no view: nothing to replay),
+        // three passes at most.
         for _ in 0..3 {
+            let before = views.applied_lsn();
             snapshot::snapshot_once(&self.inner.snaps, &self.inner.tx).inspect_err(|e| {
                 if !matches!(e, Error::Closed) {
                     views.snapshot_failed(e);
                 }
             })?;
-            if views.applied_lsn() >= target {
+            let after = views.applied_lsn();
+            if after >= target || after == before {
                 break;
             }
         }

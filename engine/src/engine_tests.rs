@@ -1768,3 +1768,28 @@ fn retention_leaves_the_log_alone_after_a_failed_sync() {
         "the views were written"
     );
 }
+
+/// On a live log a reader can stop at a frame still being written; by the
+/// time it asks whether later frames vouch for it, the writer may have
+/// finished it and written more. A frame that is valid now is not
+/// corruption (later frames do record a durable LSN past it).
+#[test]
+fn a_frame_finished_since_is_not_vouched_for_as_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    for i in 1..=3 {
+        engine.append(vec![event(i, 10)]).unwrap();
+    }
+    let reader = engine.reader();
+    let mut cursor = reader.cursor(Lsn(2));
+    let frame = cursor.next_frame().unwrap().unwrap();
+    let (segment, offset) = (frame.segment().to_path_buf(), frame.offset());
+    assert!(!crate::inspect::is_vouched_for(&segment, offset, Lsn(2)).unwrap());
+    // The same bytes damaged: corruption, vouched for by frame 3.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0xFF], offset + 30).unwrap();
+    assert!(crate::inspect::is_vouched_for(&segment, offset, Lsn(2)).unwrap());
+}

@@ -194,8 +194,9 @@ pub fn view_tables(path: impl AsRef<Path>) -> Result<(Lsn, Vec<(&'static str, Ta
 }
 
 /// Whether the invalid frame at `offset` of `segment` (where LSN
-/// `expected_lsn` should be) was synced before: some later valid frame of
-/// this log records a durable LSN at or above it. Then it is corruption,
+/// `expected_lsn` should be) was synced before: it is still invalid, and
+/// some later valid frame of this log records a durable LSN at or above
+/// it (a frame a live writer has finished since is valid: `false`). Then it is corruption,
 /// not a torn tail (see RELIABILITY.md). Reads the segment whole.
 ///
 /// # Errors
@@ -215,6 +216,14 @@ pub fn is_vouched_for(segment: impl AsRef<Path>, offset: u64, expected_lsn: Lsn)
         })?;
     let header = check_header(path, base, &seg.buf)?;
     let seed = crate::log::frame::crc_seed(header.log_id);
+    // On a live log the frame may have been finished since the caller
+    // found it incomplete (and later frames written after it): a frame
+    // that is valid now is no corruption.
+    if let crate::log::frame::Decoded::Frame(_) =
+        crate::log::frame::decode_frame(&seg.buf, seg.pos(offset), seed, Some(expected_lsn))
+    {
+        return Ok(false);
+    }
     Ok(crate::log::frame::find_frame_vouching_for(
         &seg.buf,
         seg.pos(offset) + 1,

@@ -94,6 +94,8 @@ impl Drop for Watch {
 
 /// How often an idle watcher looks for new durable events.
 const POLL: Duration = Duration::from_millis(2);
+/// Reads of the log in a row that may fail before a watch stops.
+const SCAN_TRIES: u32 = 3;
 
 impl Kernel {
     /// Subscribes to durable events matching `filter` from `from` on (use
@@ -113,6 +115,7 @@ impl Kernel {
             .spawn(move || {
                 let mut next = from;
                 let mut lagged: Option<Lsn> = None;
+                let mut failures = 0;
                 while !stopped.load(Ordering::Acquire) {
                     // Tell a subscriber that fell behind as soon as it has
                     // room, even if nothing new comes.
@@ -146,8 +149,19 @@ impl Kernel {
                         !stopped.load(Ordering::Acquire)
                     });
                     // The log cannot be read from `next` (retention
-                    // removed it, or it is corrupt): reading again would
-                    // fail again. Say why, once, and stop.
+                    // removed it, or it is corrupt). A segment removed
+                    // between the cursor's listing and its open fails
+                    // once, then reads as removed: look again a few times,
+                    // then say why, once, and stop.
+                    match &scanned {
+                        Err(_) if failures < SCAN_TRIES - 1 => {
+                            failures += 1;
+                            std::thread::sleep(POLL);
+                            continue;
+                        }
+                        Err(_) => {}
+                        Ok(()) => failures = 0,
+                    }
                     if let Err(e) = scanned {
                         let mut failed = Watched::Failed {
                             error: e.to_string(),

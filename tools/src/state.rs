@@ -10,9 +10,7 @@ use anyhow::{Context, Result, bail};
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::json;
 use waymark_engine::storage::{FsStorage, Storage};
-use waymark_engine::{
-    Durability, Engine, Event, Limits, LogReader, Lsn, Options, RunScope, SnapshotOptions,
-};
+use waymark_engine::{Durability, Engine, Event, Limits, LogReader, Lsn, Options, RunScope};
 
 use crate::json;
 use crate::out;
@@ -28,14 +26,14 @@ pub enum Until {
     Time(i64),
 }
 
-/// A replay's engine: no syncs, no preallocated segments, and the
-/// format's largest limits (the batches passed the writer's own limits,
-/// which may have been raised).
+/// A replay's engine: no syncs, no preallocated segments, the format's
+/// largest limits (the batches passed the writer's own limits, which may
+/// have been raised), and snapshots as usual, so that its memtables stay
+/// bounded and the state goes to its redb file on disk.
 fn scratch_options() -> Options {
     Options {
         durability: Durability::None,
         preallocate: false,
-        snapshots: SnapshotOptions::manual(),
         limits: Limits::format_max(),
         ..Options::default()
     }

@@ -267,7 +267,7 @@ impl Views {
     /// `levels` and `at_lsn` were taken. redb's rows carry no versions, so
     /// they would then mix a later batch with the memtables' view at
     /// `at_lsn`, part of a batch with none of it: take fresh levels and
-    /// read again.
+    /// read again. `levels` must be taken after `at_lsn` was read.
     pub(crate) fn scan_at(
         &self,
         levels: &Levels,
@@ -715,8 +715,13 @@ impl ViewReader {
     fn range(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Bytes)>> {
         let (start, end) = prefix_range(prefix);
         loop {
-            let levels = self.views.levels();
+            // The LSN first, then the levels: levels taken after it hold
+            // every batch redb lacks, so redb at or below the LSN merges
+            // with them whole. (Taken the other way round, two snapshots
+            // between them could leave redb holding a memtable newer than
+            // the levels, at or below the LSN.)
             let at = self.views.visible_lsn().0;
+            let levels = self.views.levels();
             // A snapshot that lands in the middle of the scan means reading
             // again (snapshots are seconds apart).
             if let Some(rows) = self.views.scan_at(&levels, &start, &end, at)? {
