@@ -1698,10 +1698,10 @@ fn a_scan_never_mixes_a_snapshot_newer_than_its_lsn() {
         },
     };
     engine.append(vec![put("a", b"old")]).unwrap();
-    // A reader takes its levels and LSN here...
+    // A reader takes its LSN and levels here...
     let views = &engine.inner.views;
-    let levels = views.levels();
     let at = views.visible_lsn().0;
+    let levels = views.levels();
     // ...then a batch and a snapshot of it land before it reads redb.
     engine
         .append(vec![put("a", b"new"), put("b", b"new")])

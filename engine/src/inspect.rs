@@ -219,8 +219,10 @@ pub fn is_vouched_for(segment: impl AsRef<Path>, offset: u64, expected_lsn: Lsn)
     // On a live log the frame may have been finished since the caller
     // found it incomplete (and later frames written after it): a frame
     // that is valid now is no corruption.
-    if let crate::log::frame::Decoded::Frame(_) =
-        crate::log::frame::decode_frame(&seg.buf, seg.pos(offset), seed, Some(expected_lsn))
+    let pos = seg.pos(offset);
+    if pos.is_multiple_of(crate::log::frame::FRAME_ALIGN_BYTES)
+        && let crate::log::frame::Decoded::Frame(_) =
+            crate::log::frame::decode_frame(&seg.buf, pos, seed, Some(expected_lsn))
     {
         return Ok(false);
     }

@@ -153,6 +153,11 @@ impl Kernel {
                     // between the cursor's listing and its open fails
                     // once, then reads as removed: look again a few times,
                     // then say why, once, and stop.
+                    // A read that delivered something before it failed
+                    // made progress: count failures in a row without any.
+                    if next != before {
+                        failures = 0;
+                    }
                     match &scanned {
                         Err(_) if failures < SCAN_TRIES - 1 => {
                             failures += 1;
