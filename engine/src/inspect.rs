@@ -47,7 +47,9 @@ pub struct ViewsMeta {
 }
 
 /// Every segment of the state directory `dir`, in LSN order, with its
-/// header checked.
+/// header checked; a newest segment whose creation a crash tore (a header
+/// that does not check, zeros after it) is left out, as the next open
+/// removes it.
 ///
 /// # Errors
 ///
@@ -57,14 +59,27 @@ pub fn segments(dir: impl AsRef<Path>) -> Result<Vec<SegmentInfo>> {
     let storage: Arc<dyn Storage> = Arc::new(FsStorage);
     let reader = LogReader::open_on(Arc::clone(&storage), dir)?;
     let mut out = Vec::new();
-    for (base, path) in reader.segments()? {
+    let listed = reader.segments()?;
+    let newest = listed.last().map(|(base, _)| *base);
+    for (base, path) in listed {
         let file = storage
             .open(&path, OpenMode::Read)
             .map_err(|e| Error::io(&path, e))?;
         let bytes = file.len().map_err(|e| Error::io(&path, e))?;
         let mut head = [0u8; SEGMENT_HEADER_BYTES];
         let n = read_up_to(file.as_ref(), &mut head, 0).map_err(|e| Error::io(&path, e))?;
-        let header = check_header(&path, base, &head[..n])?;
+        let header = match check_header(&path, base, &head[..n]) {
+            Ok(header) => header,
+            // The newest segment's creation torn by a crash: the next
+            // open removes it, and nothing in it was acknowledged.
+            Err(Error::Corruption { .. })
+                if Some(base) == newest
+                    && crate::log::reader::is_torn_creation(storage.as_ref(), &path)? =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         out.push(SegmentInfo {
             path,
             bytes,

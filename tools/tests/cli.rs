@@ -837,3 +837,32 @@ fn a_log_written_with_raised_limits_replays() {
     let value = then.context(run.task("ocr").unwrap()).get(&key).unwrap();
     assert_eq!(value, Some(b"v".to_vec()));
 }
+
+/// A crashed worker's newest segment whose creation was torn (a header
+/// that does not check, zeros after it) holds nothing acknowledged, and
+/// the next open removes it: the tools read the log up to it, as the
+/// engine would, instead of calling it corruption.
+#[test]
+fn a_torn_newest_segment_is_not_corruption_to_the_tools() {
+    let dir = generate();
+    let reader = waymark_engine::LogReader::open(dir.path()).unwrap();
+    let mut cursor = reader.cursor(waymark_engine::Lsn(1));
+    while cursor.next_frame().unwrap().is_some() {}
+    let next = cursor.next_lsn().0;
+    let mut torn = vec![0u8; 64 << 10];
+    torn[..12].copy_from_slice(b"garbled head");
+    let path = dir.path().join("log").join(format!("{next:020}.seg"));
+    std::fs::write(&path, &torn).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let text = String::from_utf8(stdout_of(&["verify", d])).unwrap();
+    assert!(text.contains("views ok"), "{text}");
+    let events = json_lines(&stdout_of(&["dump", d, "--json"]));
+    assert_eq!(events.last().unwrap()["lsn"], next - 1);
+    stdout_of(&["info", d]);
+    // The engine's open removes it.
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(
+        engine.recovery_report().removed_torn_segment.as_deref(),
+        Some(path.as_path())
+    );
+}

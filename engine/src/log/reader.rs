@@ -219,6 +219,20 @@ impl LogReader {
     }
 }
 
+/// Whether the bytes of a segment whose header does not check are those
+/// of a creation a crash tore: nothing but zeros after the header (no
+/// frame was ever written into it, so nothing in it was acknowledged).
+pub(crate) fn zeros_after_header(buf: &[u8]) -> bool {
+    buf.get(SEGMENT_HEADER_BYTES..)
+        .is_none_or(|rest| rest.iter().all(|b| *b == 0))
+}
+
+/// [`zeros_after_header`] for the segment file at `path` (read whole).
+pub(crate) fn is_torn_creation(storage: &dyn Storage, path: &Path) -> Result<bool> {
+    let seg = LoadedSegment::load(storage, path, 0)?;
+    Ok(zeros_after_header(&seg.buf))
+}
+
 /// Where and why a [`Cursor`] stopped at the tail of the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TailStop {
@@ -643,7 +657,19 @@ impl Cursor {
             // A segment being created: its header is not written yet.
             return Ok(false);
         }
-        let header = check_header(&path, base, &seg.buf[start..end])?;
+        let header = match check_header(&path, base, &seg.buf[start..end]) {
+            Ok(header) => header,
+            // A crashed writer's newest segment whose creation was torn:
+            // nothing in it was ever acknowledged, and the next open
+            // removes it. Not there yet, as for a reader of a live log.
+            Err(Error::Corruption { .. })
+                if segments.last().map(|s| s.0) == Some(base)
+                    && is_torn_creation(self.reader.storage.as_ref(), &path)? =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
         match self.seed {
             None => self.seed = Some(crc_seed(header.log_id)),
             Some(seed) if seed != crc_seed(header.log_id) => {

@@ -395,10 +395,7 @@ pub(crate) fn recover(
             Err(Error::Corruption { .. })
                 if last
                     && expected.is_none_or(|e| e == *base)
-                    && seg
-                        .buf
-                        .get(SEGMENT_HEADER_BYTES..)
-                        .is_none_or(|rest| rest.iter().all(|b| *b == 0)) =>
+                    && super::reader::zeros_after_header(&seg.buf) =>
             {
                 // Torn creation: nothing was ever acknowledged from it.
                 remove(storage, log_dir, path)?;
