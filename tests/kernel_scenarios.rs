@@ -66,6 +66,20 @@ fn ti(task: &str, try_number: u32) -> TaskRef {
 }
 
 /// Runs `scenario` on every kind of kernel.
+/// Small segments, snapshots only when asked for, and retention that
+/// removes every segment a snapshot covers.
+fn removing_retention() -> Options {
+    Options {
+        segment_bytes_max: 4096,
+        snapshots: waymark_engine::SnapshotOptions::manual(),
+        retention: waymark_engine::Retention::KeepFor {
+            age: std::time::Duration::ZERO,
+            bytes: 0,
+        },
+        ..Options::default()
+    }
+}
+
 fn each(scenario: fn(&Harness)) {
     scenario(&Harness::memory());
     scenario(&Harness::file());
@@ -1026,22 +1040,9 @@ fn a_run_as_of_a_time_never_holds_part_of_a_batch() {
 #[test]
 fn reads_from_before_retention_say_the_history_is_gone() {
     use std::time::Duration;
-    use waymark_engine::{Retention, SnapshotOptions};
     use waymark_kernel::{At, WatchFilter, Watched};
-    let engine = Engine::open_with(
-        Arc::new(SimDisk::new(9)),
-        "/state",
-        Options {
-            segment_bytes_max: 4096,
-            snapshots: SnapshotOptions::manual(),
-            retention: Retention::KeepFor {
-                age: Duration::ZERO,
-                bytes: 0,
-            },
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let engine =
+        Engine::open_with(Arc::new(SimDisk::new(9)), "/state", removing_retention()).unwrap();
     let k = Kernel::on(EngineBackend::new(engine.clone()), "test-worker");
     let t1 = ti("ocr", 1);
     let ctx = k.context(t1.clone());
@@ -1091,4 +1092,39 @@ fn reads_from_before_retention_say_the_history_is_gone() {
         Ok(Watched::Event(e)) => assert_eq!(e.lsn, first),
         other => panic!("expected the first kept event, got {other:?}"),
     }
+}
+
+/// The same with no frame left at all: a crash lost the batch that rolled
+/// the log into its newest segment, after retention removed the segments
+/// before it. The log is one empty segment, and history from LSN 1 is
+/// still gone, not empty.
+#[test]
+fn history_from_a_log_with_no_frame_left_is_removed_not_empty() {
+    use waymark_engine::storage::Damage;
+    let options = Options {
+        durability: waymark_engine::Durability::None,
+        ..removing_retention()
+    };
+    let disk = SimDisk::new(12);
+    let engine = Engine::open_with(Arc::new(disk.clone()), "/state", options.clone()).unwrap();
+    let ctx = Kernel::on(EngineBackend::new(engine.clone()), "test-worker").context(ti("ocr", 1));
+    loop {
+        let segments = engine.stats().segments_created;
+        engine.snapshot().unwrap();
+        ctx.set("page", vec![7u8; 500]).unwrap();
+        if engine.stats().segments_created > segments {
+            break;
+        }
+    }
+    // The crash loses the unsynced batch in the new segment.
+    let disk = disk.reboot(Damage::DropAll);
+    drop((ctx, engine));
+    let engine = Engine::open_with(Arc::new(disk), "/state", options).unwrap();
+    engine.snapshot().unwrap(); // retention removes the first segment
+    let k = Kernel::on(EngineBackend::new(engine), "test-worker");
+    let r = k.events_between(i64::MIN, i64::MAX);
+    assert!(
+        matches!(r, Err(Error::HistoryRemoved { from: 1, .. })),
+        "{r:?}"
+    );
 }

@@ -122,16 +122,6 @@ impl Backend for EngineBackend {
         let reader = self.engine.reader();
         // LSNs start at 1: from 0 means from the start.
         let from = Lsn(from.0.max(1));
-        // Retention removed `from`, even if no frame is left after it
-        // (the newest segment can be empty).
-        if let Some((first, _)) = reader.segments()?.first()
-            && *first > from
-        {
-            return Err(crate::Error::HistoryRemoved {
-                from: from.0,
-                first: first.0,
-            });
-        }
         let mut cursor = reader.cursor(from);
         let mut first = true;
         while let Some(frame) = cursor.next_frame()? {
@@ -154,6 +144,15 @@ impl Backend for EngineBackend {
             if !visit(frame.lsn(), frame.decode()?) {
                 break;
             }
+        }
+        // No frame at all, and the cursor moved past `from` to the first
+        // kept segment: retention removed `from` (the newest segment can
+        // hold no frame).
+        if first && cursor.next_lsn() > from {
+            return Err(crate::Error::HistoryRemoved {
+                from: from.0,
+                first: cursor.next_lsn().0,
+            });
         }
         Ok(())
     }
