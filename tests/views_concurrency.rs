@@ -47,6 +47,16 @@ fn engine_snapshotting_every(seed: u64, events: u64) -> Engine {
     Engine::open_with(storage, "/state", options).unwrap()
 }
 
+/// Snapshots ran during the test, and none failed.
+fn assert_snapshots_ran(engine: &Engine) {
+    let stats = engine.stats();
+    assert!(
+        stats.snapshots > 0,
+        "snapshots ran during the test: {stats:?}"
+    );
+    assert_eq!(stats.snapshot_error, None);
+}
+
 #[test]
 fn readers_never_go_back_in_time_during_writes_and_snapshots() {
     let engine = engine_snapshotting_every(7, 40);
@@ -106,12 +116,7 @@ fn readers_never_go_back_in_time_during_writes_and_snapshots() {
         }
         done.store(true, Ordering::Release);
     });
-    let stats = engine.stats();
-    assert!(
-        stats.snapshots > 0,
-        "snapshots ran during the test: {stats:?}"
-    );
-    assert_eq!(stats.snapshot_error, None);
+    assert_snapshots_ran(&engine);
 }
 
 /// While writers append batches that each bump a counter and add a new
@@ -177,7 +182,5 @@ fn scans_see_whole_batches_during_writes_and_snapshots() {
         }
         done.store(true, Ordering::Release);
     });
-    let stats = engine.stats();
-    assert!(stats.snapshots > 0, "snapshots ran: {stats:?}");
-    assert_eq!(stats.snapshot_error, None);
+    assert_snapshots_ran(&engine);
 }

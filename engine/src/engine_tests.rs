@@ -56,6 +56,17 @@ fn removing_retention() -> Options {
     }
 }
 
+/// An engine on a fresh simulated disk in `Periodic(interval)` mode.
+fn periodic_engine(seed: u64, interval: Duration) -> (SimDisk, Engine) {
+    let (disk, storage) = sim(seed);
+    let options = Options {
+        durability: Durability::Periodic(interval),
+        ..Options::default()
+    };
+    let engine = Engine::open_with(storage, DIR, options).unwrap();
+    (disk, engine)
+}
+
 fn sim(seed: u64) -> (SimDisk, Arc<dyn Storage>) {
     let disk = SimDisk::new(seed);
     let storage: Arc<dyn Storage> = Arc::new(disk.clone());
@@ -563,12 +574,7 @@ fn reader_follows_a_live_writer_across_segments() {
 
 #[test]
 fn periodic_mode_syncs_within_its_interval() {
-    let (_disk, storage) = sim(16);
-    let options = Options {
-        durability: Durability::Periodic(Duration::from_millis(5)),
-        ..Options::default()
-    };
-    let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
+    let (_disk, engine) = periodic_engine(16, Duration::from_millis(5));
     engine.append(vec![event(1, 1)]).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while engine.stats().durable_lsn < Lsn(1) {
@@ -1010,12 +1016,7 @@ fn eventually(what: &str, done: impl Fn() -> bool) {
 /// covered.
 #[test]
 fn a_failed_periodic_sync_is_never_retried() {
-    let (disk, storage) = sim(41);
-    let options = Options {
-        durability: Durability::Periodic(Duration::from_millis(2)),
-        ..Options::default()
-    };
-    let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
+    let (disk, engine) = periodic_engine(41, Duration::from_millis(2));
     engine.append(vec![event(1, 10)]).unwrap();
     eventually("the first periodic sync", || engine.durable_lsn() == Lsn(1));
     let before = engine.stats().fsyncs;
@@ -1587,12 +1588,7 @@ fn salvage_cuts_a_zeroed_frame_in_a_segment_that_is_not_the_last() {
 /// `Periodic` mode: only a failed write or sync stops syncing.
 #[test]
 fn close_still_syncs_periodic_writes_after_a_failed_apply() {
-    let (disk, storage) = sim(53);
-    let options = Options {
-        durability: Durability::Periodic(Duration::from_secs(3600)),
-        ..Options::default()
-    };
-    let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
+    let (disk, engine) = periodic_engine(53, Duration::from_secs(3600));
     // Acknowledged (after the write) and not synced: the interval is long.
     let mut first = Vec::new();
     for i in 0..20 {

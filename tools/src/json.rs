@@ -10,6 +10,16 @@ use serde_json::{Map, Value, json};
 use waymark_engine::{Event, EventBody, Lsn, TaskStatus};
 
 /// A byte value as JSON.
+/// Named byte values as one JSON object, each value as [`bytes`] shows it.
+pub fn named_bytes<V>(entries: &[(String, V)], value: impl Fn(&V) -> &[u8]) -> Value {
+    Value::Object(
+        entries
+            .iter()
+            .map(|(k, v)| (k.clone(), bytes(value(v))))
+            .collect(),
+    )
+}
+
 pub fn bytes(v: &[u8]) -> Value {
     match std::str::from_utf8(v) {
         Ok(text) => json!({"len": v.len(), "text": text}),

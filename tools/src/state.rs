@@ -263,8 +263,8 @@ pub fn replay_cmd(
                     "tenant": run.tenant, "dag": run.dag, "run": run.run, "task": name,
                     "try": latest_try,
                     "status": record.as_ref().map(|r| task_status_name(&r.status)),
-                    "state": entries.iter().map(|(k, v)| (k.clone(), json::bytes(&v.value))).collect::<serde_json::Map<_, _>>(),
-                    "task_state": task_state.iter().map(|(k, v)| (k.clone(), json::bytes(&v.value))).collect::<serde_json::Map<_, _>>(),
+                    "state": json::named_bytes(&entries, |v| &v.value),
+                    "task_state": json::named_bytes(&task_state, |v| &v.value),
                 });
                 if !out(&o.to_string())? {
                     return Ok(());
@@ -285,7 +285,7 @@ pub fn replay_cmd(
                 let o = json!({
                     "kind": "shared",
                     "tenant": run.tenant, "dag": run.dag, "run": run.run,
-                    "shared": shared.iter().map(|(k, v)| (k.clone(), json::bytes(&v.value))).collect::<serde_json::Map<_, _>>(),
+                    "shared": json::named_bytes(&shared, |v| &v.value),
                 });
                 if !out(&o.to_string())? {
                     return Ok(());

@@ -182,24 +182,36 @@ impl CowFile {
 
     /// Reads `out` at `offset` as the file now reads (within `len`).
     fn read_view(&self, o: &Overlay, out: &mut [u8], offset: u64) -> io::Result<()> {
-        let mut done = 0usize;
-        while done < out.len() {
-            let at = offset + done as u64;
-            let (index, within) = (at / PAGE, at % PAGE);
-            let n = usize::try_from((PAGE - within).min((out.len() - done) as u64))
-                .expect("at most a page");
-            let chunk = &mut out[done..done + n];
+        for (index, within, range) in page_chunks(offset, out.len()) {
+            let at = offset + range.start as u64;
+            let chunk = &mut out[range];
             match o.pages.get(&index) {
-                Some(page) => {
-                    let from = usize::try_from(within).expect("within a page");
-                    chunk.copy_from_slice(&page[from..from + n]);
-                }
+                Some(page) => chunk.copy_from_slice(&page[within..within + chunk.len()]),
                 None => self.read_base(o.base_len, chunk, at)?,
             }
-            done += n;
         }
         Ok(())
     }
+}
+
+/// The pages `len` bytes at `offset` fall in, in order: (page index,
+/// offset within the page, range of the bytes in the caller's buffer).
+fn page_chunks(
+    offset: u64,
+    len: usize,
+) -> impl Iterator<Item = (u64, usize, std::ops::Range<usize>)> {
+    let mut done = 0usize;
+    std::iter::from_fn(move || {
+        if done == len {
+            return None;
+        }
+        let at = offset + done as u64;
+        let within = usize::try_from(at % PAGE).expect("within a page");
+        let n = (PAGE_BYTES - within).min(len - done);
+        let chunk = (at / PAGE, within, done..done + n);
+        done += n;
+        Some(chunk)
+    })
 }
 
 impl StorageFile for CowFile {
@@ -218,12 +230,7 @@ impl StorageFile for CowFile {
         let end = offset
             .checked_add(buf.len() as u64)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past 2^64"))?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = offset + done as u64;
-            let (index, within) = (at / PAGE, at % PAGE);
-            let n = usize::try_from((PAGE - within).min((buf.len() - done) as u64))
-                .expect("at most a page");
+        for (index, within, range) in page_chunks(offset, buf.len()) {
             if !o.pages.contains_key(&index) {
                 let mut page = vec![0u8; PAGE_BYTES].into_boxed_slice();
                 // Within the current length the page shows what is there;
@@ -236,9 +243,7 @@ impl StorageFile for CowFile {
                 o.pages.insert(index, page);
             }
             let page = o.pages.get_mut(&index).expect("inserted above");
-            let from = usize::try_from(within).expect("within a page");
-            page[from..from + n].copy_from_slice(&buf[done..done + n]);
-            done += n;
+            page[within..within + range.len()].copy_from_slice(&buf[range]);
         }
         o.len = o.len.max(end);
         Ok(())
