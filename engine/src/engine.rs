@@ -167,10 +167,12 @@ impl Engine {
             storage
                 .create_dir_all(&log_dir)
                 .map_err(|e| Error::io(&log_dir, e))?;
-            // The new directories are durable only once their parents say so.
-            sync_parent(storage.as_ref(), &dir)?;
-            sync_parent(storage.as_ref(), &log_dir)?;
         }
+        // The directories are durable only once their parents say so. Synced
+        // on every open, not only on the one that made them: that one may
+        // have crashed before its syncs.
+        sync_parent(storage.as_ref(), &dir)?;
+        sync_parent(storage.as_ref(), &log_dir)?;
         let lock = lock_dir(storage.as_ref(), &dir)?;
         let probe = Store::probe(&storage, &dir)?;
         let prealloc = options.preallocate.then_some(options.segment_bytes_max);

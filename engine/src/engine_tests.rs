@@ -316,6 +316,36 @@ fn failed_fsync_poisons_and_loses_nothing_acknowledged() {
 }
 
 #[test]
+fn a_reopen_makes_the_tail_segments_directory_entry_durable_before_acking() {
+    let (disk, storage) = sim(41);
+    let options = Options {
+        snapshots: crate::options::SnapshotOptions::manual(),
+        ..small_segments()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
+    // The next directory sync is a rollover's: it fails after the new
+    // segment's file was synced, so the segment is there, entry not durable.
+    disk.fail_nth(OpKind::SyncDir, 1);
+    let mut i = 0;
+    let err = loop {
+        i += 1;
+        if let Err(e) = engine.append(vec![event(i, 300)]) {
+            break e;
+        }
+    };
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert_eq!(segments(storage.as_ref()).len(), 2);
+    drop(engine);
+    // Reopened without a crash, the engine resumes in that segment.
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
+    let acked = engine.append(vec![event(i, 300)]).unwrap();
+    drop(engine);
+    let storage: Arc<dyn Storage> = Arc::new(disk.reboot(Damage::ForgetDirEntries));
+    let engine = Engine::open_with(storage, DIR, options).unwrap();
+    assert_eq!(engine.recovery_report().last_lsn, Some(acked));
+}
+
+#[test]
 fn full_disk_fails_the_group_and_poisons() {
     let (disk, storage) = sim(6);
     let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();

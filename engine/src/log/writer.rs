@@ -363,6 +363,13 @@ impl Writer {
                 let file = storage
                     .open(&path, OpenMode::ReadWrite)
                     .map_err(|e| Error::io(&path, e))?;
+                // The tail's directory entry may never have been synced: the
+                // open or rollover that created it may have failed or crashed
+                // between the file's sync and the directory's. Acks are about
+                // to depend on it.
+                storage
+                    .sync_dir(&log_dir)
+                    .map_err(|e| Error::io(&log_dir, e))?;
                 // What lies past the recovered tail is not known to be
                 // written: zero-filling starts again from the tail.
                 let active = Active {
