@@ -681,8 +681,12 @@ impl Writer {
                 cause: "an earlier group failed to apply to the views".into(),
             }));
         }
+        // Synced before freezing (the frozen memtable must be durable) and
+        // before waiting either way: the wait can last a whole snapshot, in
+        // which no `Periodic` sync falls due on this thread, and batches
+        // acknowledged before it must not stay unsynced past the interval.
+        self.sync()?;
         if views.levels().frozen.is_none() {
-            self.sync()?;
             views.freeze();
         }
         let _ = wake.try_send(Wake::Check);
@@ -1040,6 +1044,44 @@ mod tests {
         );
         assert_eq!(writer.durable_lsn, Lsn(3));
         assert_eq!(writer.unsynced_since, None);
+    }
+
+    /// In `Periodic` mode, a writer that meets the memory bound while a
+    /// frozen memtable is still being snapshotted waits for the snapshot:
+    /// what it acknowledged before is synced first, so the wait (a whole
+    /// snapshot) does not stretch the loss window past the interval.
+    #[test]
+    fn a_periodic_writer_syncs_before_waiting_on_the_memory_bound() {
+        let mut options = Options {
+            durability: Durability::Periodic(std::time::Duration::from_secs(3600)),
+            ..Options::default()
+        };
+        options.snapshots.memtable_bytes_max = 2;
+        let shared = Arc::new(Shared::default());
+        let mut writer = writer(options, Arc::clone(&shared));
+        let views = Arc::new(crate::view::Views::new(Lsn(0), None));
+        writer.set_views(Arc::clone(&views));
+        let (wake, _woken) = crossbeam_channel::bounded(1);
+        writer.set_snapshot_wake(wake);
+        writer.write_group(&[append_msg(1)]).unwrap();
+        assert_eq!(shared.fsyncs.load(Ordering::Relaxed), 0, "not due yet");
+        // A frozen memtable in the snapshotter's hands, and more above it.
+        views.apply(Lsn(1), &[sample(1)]).unwrap();
+        views.publish(Lsn(1));
+        assert!(views.freeze());
+        views.apply(Lsn(2), &[sample(2)]).unwrap();
+        views.publish(Lsn(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                views.snapshot_failed(&Error::Poisoned {
+                    cause: "released by the test".into(),
+                });
+            });
+            assert!(writer.hold_memory_bound().is_err(), "released by a failure");
+        });
+        assert_eq!(shared.fsyncs.load(Ordering::Relaxed), 1);
+        assert_eq!(writer.durable_lsn, Lsn(1));
     }
 
     /// A group that failed to apply halfway left a batch in the active
