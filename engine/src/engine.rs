@@ -279,14 +279,25 @@ impl Engine {
                 max_bytes: u64::from(limits.batch_events_max),
             });
         }
+        let batch_bytes_max = u64::from(limits.batch_bytes_max);
+        let mut least_bytes = 0u64;
         for event in &batch {
-            event.check(limits)?;
+            least_bytes = least_bytes.saturating_add(event.check(limits)?);
+        }
+        // Refused before encoding: a batch far over the limit would first
+        // be encoded whole (gigabytes, or past what rkyv can encode).
+        if least_bytes > batch_bytes_max {
+            return Err(Error::LimitExceeded {
+                what: Limit::BatchBytes,
+                actual_bytes: least_bytes,
+                max_bytes: batch_bytes_max,
+            });
         }
         if let Some(e) = self.inner.shared.poisoned() {
             return Err(e);
         }
-        let payload = encode_batch(&batch);
-        if payload.len() as u64 > u64::from(limits.batch_bytes_max) {
+        let payload = encode_batch(&batch)?;
+        if payload.len() as u64 > batch_bytes_max {
             return Err(Error::LimitExceeded {
                 what: Limit::BatchBytes,
                 actual_bytes: payload.len() as u64,

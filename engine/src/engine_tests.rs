@@ -278,13 +278,30 @@ fn limits_are_checked_before_anything_is_written() {
             ..
         }
     ));
+    // Names, keys and values alone over the limit: refused before the
+    // batch is encoded (the figure is theirs, 3 × 105 bytes, not the
+    // encoding's).
     let err = engine.append(vec![event(1, 100); 3]).unwrap_err();
     assert!(
         matches!(
             err,
             Error::LimitExceeded {
                 what: Limit::BatchBytes,
-                ..
+                actual_bytes: 315,
+                max_bytes: 300,
+            }
+        ),
+        "{err}"
+    );
+    // Under it (3 × 95 bytes), but not once encoded.
+    let err = engine.append(vec![event(1, 90); 3]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::LimitExceeded {
+                what: Limit::BatchBytes,
+                actual_bytes: 301..,
+                max_bytes: 300,
             }
         ),
         "{err}"

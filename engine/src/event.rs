@@ -340,7 +340,9 @@ impl Event {
     }
 
     /// Checks the event against `limits`, naming the first limit exceeded.
-    pub(crate) fn check(&self, limits: &Limits) -> Result<()> {
+    /// Returns the bytes of its names, keys and values, which its encoding
+    /// holds at least.
+    pub(crate) fn check(&self, limits: &Limits) -> Result<u64> {
         let mut names: Vec<&str> = Vec::with_capacity(6);
         let mut keys: Vec<&str> = Vec::new();
         let mut values: Vec<&[u8]> = Vec::new();
@@ -432,7 +434,8 @@ impl Event {
                 total += len;
             }
         }
-        exceeds(Limit::EventBytes, total, u64::from(limits.event_bytes_max))
+        exceeds(Limit::EventBytes, total, u64::from(limits.event_bytes_max))?;
+        Ok(total)
     }
 }
 
@@ -472,15 +475,27 @@ pub fn now_micros() -> i64 {
 pub type ArchivedBatch = rkyv::vec::ArchivedVec<ArchivedEvent>;
 
 /// Encodes a batch of events into a frame payload.
-pub(crate) fn encode_batch(events: &Vec<Event>) -> rkyv::util::AlignedVec {
-    rkyv::to_bytes::<rkyv::rancor::Error>(events)
-        .expect("serializing owned events into a growable buffer cannot fail")
+///
+/// # Errors
+///
+/// [`Error::LimitExceeded`] (`BatchBytes`) if the encoding does not fit
+/// rkyv's 32-bit relative pointers: a payload past 2 GiB, far over any
+/// batch limit, which only a batch of many events each within their own
+/// limits can reach.
+pub(crate) fn encode_batch(events: &Vec<Event>) -> Result<rkyv::util::AlignedVec> {
+    rkyv::to_bytes::<rkyv::rancor::Error>(events).map_err(|_| Error::LimitExceeded {
+        what: Limit::BatchBytes,
+        // An offset past i32::MAX is what fails, so the encoding is at
+        // least that long.
+        actual_bytes: i32::MAX as u64 + 1,
+        max_bytes: crate::log::frame::FRAME_PAYLOAD_BYTES_MAX,
+    })
 }
 
 /// The encoded payload size of a batch (for benchmarks and size planning).
 #[doc(hidden)]
 pub fn __payload_len(events: &[Event]) -> usize {
-    encode_batch(&events.to_vec()).len()
+    encode_batch(&events.to_vec()).map_or(usize::MAX, |payload| payload.len())
 }
 
 /// Validates a frame payload as a batch and returns its archived view.
@@ -568,14 +583,14 @@ pub(crate) mod tests {
     #[test]
     fn batch_round_trips() {
         let events: Vec<Event> = (0..10).map(sample).collect();
-        let bytes = encode_batch(&events);
+        let bytes = encode_batch(&events).unwrap();
         assert_eq!(decode_batch(&bytes).unwrap(), events);
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let events: Vec<Event> = (0..3).map(sample).collect();
-        let mut bytes = encode_batch(&events).to_vec();
+        let mut bytes = encode_batch(&events).unwrap().to_vec();
         let n = bytes.len();
         bytes[n - 4..].copy_from_slice(&[0xff; 4]);
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
@@ -589,7 +604,7 @@ pub(crate) mod tests {
         // The fast check carries no reason; the second run must supply
         // rkyv's, which names what is wrong.
         let events: Vec<Event> = (0..3).map(sample).collect();
-        let good = encode_batch(&events);
+        let good = encode_batch(&events).unwrap();
         let mut bytes = good.to_vec();
         let n = bytes.len();
         // The root vector's relative pointer, in the last 8 bytes: point it

@@ -990,7 +990,7 @@ mod tests {
         let events = vec![sample(i)];
         let (ack, _rx) = ack_channel();
         Msg::Append {
-            payload: encode_batch(&events),
+            payload: encode_batch(&events).unwrap(),
             events,
             ack,
         }
