@@ -751,6 +751,48 @@ fn retention_removes_only_snapshotted_segments_and_views_survive() {
 }
 
 #[test]
+fn a_cursor_never_passes_over_frames_retention_removed_under_it() {
+    let (_disk, storage) = sim(23);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, removing_retention()).unwrap();
+    for i in 0..200 {
+        engine.append(vec![event(i, 100)]).unwrap();
+    }
+    assert!(segments(storage.as_ref()).len() > 3);
+    let reader = engine.reader();
+    let mut cursor = reader.cursor(Lsn(1));
+    assert_eq!(cursor.next_frame().unwrap().unwrap().lsn(), Lsn(1));
+    // Retention removes every segment but the active one while the cursor
+    // is in the first: it reads that one to its end (the file is open),
+    // then finds the rest gone.
+    engine.snapshot().unwrap();
+    assert_eq!(segments(storage.as_ref()).len(), 1);
+    let mut last = Lsn(1);
+    let err = loop {
+        match cursor.next_frame() {
+            Ok(Some(frame)) => {
+                assert_eq!(frame.lsn(), last.next(), "no LSN passed over");
+                last = frame.lsn();
+            }
+            Ok(None) => panic!("the cursor ended at {last} instead of failing"),
+            Err(e) => break e,
+        }
+    };
+    let first = crate::log::segment::list_segments(storage.as_ref(), &Path::new(DIR).join("log"))
+        .unwrap()[0]
+        .0;
+    assert!(
+        matches!(err, Error::Removed { expected, first: f } if expected == last.next() && f == first),
+        "{err}"
+    );
+    // A new cursor from before the log's first LSN still starts there.
+    let mut cursor = reader.cursor(Lsn(1));
+    match cursor.next_frame().unwrap() {
+        Some(frame) => assert_eq!(frame.lsn(), first),
+        None => assert_eq!(cursor.next_lsn(), first),
+    }
+}
+
+#[test]
 fn views_of_another_log_are_refused() {
     let (_disk, storage) = sim(22);
     let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
@@ -1584,6 +1626,50 @@ fn a_live_reader_follows_a_rollover_between_its_read_and_its_listing() {
         lsns.push(frame.lsn());
     }
     assert_eq!(lsns, vec![Lsn(per_segment), Lsn(per_segment + 1)]);
+}
+
+/// Retention removes the next segment between the listing in which a
+/// cursor at the end of a segment found it and the listing with which it
+/// enters it: the cursor fails with `Removed` (it used to move on to the
+/// log's new first segment and pass over every frame in between).
+#[test]
+fn a_cursor_whose_next_segment_goes_between_two_listings_fails() {
+    let (_disk, storage) = sim(53);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, removing_retention()).unwrap();
+    for i in 0..200 {
+        engine.append(vec![event(i, 100)]).unwrap();
+    }
+    let hooked = Arc::new(BeforeListing {
+        inner: Arc::clone(&storage),
+        hook: std::sync::Mutex::new(None),
+    });
+    let reader = LogReader::open_on(hooked.clone(), DIR).unwrap();
+    let mut cursor = reader.cursor(Lsn(1));
+    assert_eq!(cursor.next_frame().unwrap().unwrap().lsn(), Lsn(1));
+    // The next listing is the one at the end of the first segment; the one
+    // after it enters the second. Retention runs between the two.
+    let rearm = Arc::clone(&hooked);
+    let writer = engine.clone();
+    *hooked.hook.lock().unwrap() = Some(Box::new(move || {
+        *rearm.hook.lock().unwrap() = Some(Box::new(move || {
+            writer.snapshot().unwrap();
+        }));
+    }));
+    let mut last = Lsn(1);
+    let err = loop {
+        match cursor.next_frame() {
+            Ok(Some(frame)) => {
+                assert_eq!(frame.lsn(), last.next(), "no LSN passed over");
+                last = frame.lsn();
+            }
+            Ok(None) => panic!("the cursor ended at {last} instead of failing"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(err, Error::Removed { expected, .. } if expected == last.next()),
+        "{err}"
+    );
 }
 
 /// A zeroed length field in the middle of a segment that is not the last

@@ -173,6 +173,17 @@ pub enum Error {
         /// The LSN the segment starts at.
         found: Lsn,
     },
+    /// Retention removed the frames a cursor was about to read while it
+    /// read the log: the cursor does not pass over them in silence.
+    #[error(
+        "LSN {expected} was removed from the log while it was read; the log now starts at LSN {first}"
+    )]
+    Removed {
+        /// The LSN the cursor was to read next.
+        expected: Lsn,
+        /// The first LSN the log still holds.
+        first: Lsn,
+    },
     /// A segment's format version is newer than this build reads.
     #[error("{path} has format version {version}; this build reads versions up to {supported}", path = .path.display())]
     UnsupportedVersion {

@@ -124,7 +124,15 @@ impl Backend for EngineBackend {
         let from = Lsn(from.0.max(1));
         let mut cursor = reader.cursor(from);
         let mut first = true;
-        while let Some(frame) = cursor.next_frame()? {
+        // Retention removed what the cursor was to read next, mid-scan.
+        let removed = |e: waymark_engine::Error| match e {
+            waymark_engine::Error::Removed { expected, first } => crate::Error::HistoryRemoved {
+                from: expected.0,
+                first: first.0,
+            },
+            e => e.into(),
+        };
+        while let Some(frame) = cursor.next_frame().map_err(removed)? {
             // A cursor from more than one past the log's end starts at the
             // end: the frames before `from` are not asked for.
             if frame.lsn() < from {

@@ -193,7 +193,8 @@ impl LogReader {
     }
 
     /// A cursor that yields frames from `from` on (from the log's first LSN
-    /// if `from` is older).
+    /// if `from` is older when the cursor first reads; frames removed
+    /// after that are [`Error::Removed`], never passed over).
     pub fn cursor(&self, from: Lsn) -> Cursor {
         Cursor {
             reader: self.clone(),
@@ -205,6 +206,7 @@ impl LogReader {
             hint: None,
             ahead: None,
             read_in_segment: 0,
+            started: false,
         }
     }
 
@@ -261,6 +263,9 @@ pub struct Cursor {
     ahead: Option<ReadAhead>,
     /// Frames read from `seg` without read-ahead.
     read_in_segment: u32,
+    /// The cursor has entered a segment: from now on, frames missing
+    /// before the log's first segment were removed under it.
+    started: bool,
 }
 
 /// Frames a cursor reads from one segment by itself before it starts a
@@ -449,7 +454,9 @@ impl Cursor {
     /// # Errors
     ///
     /// [`Error::Corruption`] for an invalid frame or header before the last
-    /// segment, [`Error::Gap`] if segments are missing, I/O errors.
+    /// segment, [`Error::Gap`] if segments are missing, [`Error::Removed`]
+    /// if retention removed the frames this cursor was to read next (after
+    /// it started reading), I/O errors.
     pub fn next_frame(&mut self) -> Result<Option<FrameView<'_>>> {
         // A long scan gets most of its frames from the read-ahead: the
         // short way, without `advance`'s stack frame.
@@ -591,6 +598,7 @@ impl Cursor {
             let (seg_base, seg_path) = (seg.base, seg.path.clone());
             let segments = self.reader.segments()?;
             let later = segments.iter().find(|(base, _)| *base > seg_base).cloned();
+            let log_first = segments.first().map(|(base, _)| *base);
             match later {
                 Some((base, _)) if base == self.next_lsn => {
                     // The writer syncs a segment before starting the next, so
@@ -604,6 +612,15 @@ impl Cursor {
                 Some(_) if !reread_after_listing => {
                     reread_after_listing = true;
                     seg.invalidate();
+                }
+                // This segment is gone from the listing too, and the log
+                // now starts past it: retention (which removes oldest
+                // first) removed the next one while this one was read.
+                Some((base, _)) if stop.is_none() && log_first.is_some_and(|f| f > seg_base) => {
+                    return Err(Error::Removed {
+                        expected: self.next_lsn,
+                        first: log_first.unwrap_or(base),
+                    });
                 }
                 Some((base, path)) => {
                     return Err(match stop {
@@ -635,23 +652,43 @@ impl Cursor {
     /// Opens the segment that holds `next_lsn` and skips to it. Returns false
     /// if the log has no such segment yet.
     fn enter_segment(&mut self) -> Result<bool> {
-        let segments = self.reader.segments()?;
-        let Some(first) = segments.first() else {
-            return Ok(false);
+        let mut listed_again = false;
+        let (segments, base, path, mut seg) = loop {
+            let segments = self.reader.segments()?;
+            let Some(first) = segments.first() else {
+                return Ok(false);
+            };
+            if self.next_lsn < first.0 {
+                if self.started {
+                    return Err(Error::Removed {
+                        expected: self.next_lsn,
+                        first: first.0,
+                    });
+                }
+                // A cursor from before the log's first LSN: older frames
+                // are gone (retention); start at the oldest kept.
+                self.next_lsn = first.0;
+            }
+            let Some((base, path)) = segments
+                .iter()
+                .rev()
+                .find(|(base, _)| *base <= self.next_lsn)
+                .cloned()
+            else {
+                return Ok(false);
+            };
+            match OpenSegment::open(self.reader.storage.as_ref(), &path, base) {
+                Ok(seg) => break (segments, base, path, seg),
+                // Removed (by retention) between the listing and the open:
+                // the next listing tells what is left.
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && !listed_again =>
+                {
+                    listed_again = true;
+                }
+                Err(e) => return Err(e),
+            }
         };
-        if self.next_lsn < first.0 {
-            // Older frames are gone (retention); start at the oldest kept.
-            self.next_lsn = first.0;
-        }
-        let Some((base, path)) = segments
-            .iter()
-            .rev()
-            .find(|(base, _)| *base <= self.next_lsn)
-            .cloned()
-        else {
-            return Ok(false);
-        };
-        let mut seg = OpenSegment::open(self.reader.storage.as_ref(), &path, base)?;
         let (start, end) = seg.window(0, SEGMENT_HEADER_BYTES)?;
         if end - start < SEGMENT_HEADER_BYTES && segments.last().map(|s| s.0) == Some(base) {
             // A segment being created: its header is not written yet.
@@ -683,6 +720,7 @@ impl Cursor {
             Some(_) => {}
         }
         self.seg = Some(seg);
+        self.started = true;
         self.ahead = None;
         self.read_in_segment = 0;
         self.offset = SEGMENT_HEADER_BYTES as u64;
