@@ -388,6 +388,66 @@ fn full_disk_fails_the_group_and_poisons() {
     assert_eq!(engine.recovery_report().last_lsn, Some(Lsn(acked)));
 }
 
+/// A frame at the tail whose checksum holds but whose LSN or payload is
+/// wrong was written whole: no crash makes one, so recovery refuses it as
+/// corruption instead of cutting it (and the acknowledged batch it
+/// replaced) as a torn tail.
+#[test]
+fn a_whole_frame_with_a_wrong_lsn_or_payload_is_corruption_not_a_torn_tail() {
+    use crate::log::frame::{crc_seed, encode_frame};
+    for (case, seed) in [("lsn", 11), ("payload", 12)] {
+        let (_disk, storage) = sim(seed);
+        let engine = Engine::open_with(Arc::clone(&storage), DIR, manual_snapshots()).unwrap();
+        for i in 1..=3 {
+            engine.append(vec![event(i, 50)]).unwrap();
+        }
+        let log_id = engine.log_id();
+        drop(engine);
+        let (offset, durable, payload) = {
+            let reader = LogReader::open_on(Arc::clone(&storage), DIR).unwrap();
+            let mut c = reader.cursor(Lsn(3));
+            let f = c.next_frame().unwrap().unwrap();
+            (f.offset(), f.durable_lsn(), f.payload().to_vec())
+        };
+        let mut frame = Vec::new();
+        match case {
+            "lsn" => encode_frame(&mut frame, crc_seed(log_id), Lsn(2), Lsn(1), &payload),
+            _ => encode_frame(
+                &mut frame,
+                crc_seed(log_id),
+                Lsn(3),
+                durable,
+                &vec![0xff; payload.len()],
+            ),
+        }
+        overwrite(
+            storage.as_ref(),
+            &segments(storage.as_ref())[0],
+            offset,
+            &frame,
+        );
+        let err = Engine::open_with(Arc::clone(&storage), DIR, manual_snapshots()).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::Corruption {
+                    offset: o,
+                    expected_lsn: Lsn(3),
+                    reason: Invalid::UnexpectedLsn(Lsn(2)) | Invalid::Payload(_),
+                    ..
+                } if *o == offset
+            ),
+            "{case}: {err}"
+        );
+        // The tools' check agrees: nothing needs to vouch for it.
+        let segment = &segments(storage.as_ref())[0];
+        assert!(
+            crate::inspect::is_vouched_for_on(storage.as_ref(), segment, offset, Lsn(3)).unwrap(),
+            "{case}"
+        );
+    }
+}
+
 #[test]
 fn torn_tail_is_cut_and_reported() {
     let (_disk, storage) = sim(7);
@@ -1526,12 +1586,25 @@ fn a_bad_frame_the_snapshot_covers_is_corruption_not_a_torn_tail() {
     );
 }
 
-/// Storage that runs a hook (once) before the next directory listing: a
-/// way to put the writer's steps exactly between a reader's steps.
+/// Storage that runs a hook (once) before the next directory listing, and
+/// can serve the next open of a file from another disk: ways to put the
+/// writer's steps exactly between a reader's steps.
 struct BeforeListing {
     inner: Arc<dyn Storage>,
     #[allow(clippy::type_complexity)]
     hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Serves the next open instead of `inner` (once).
+    next_open_from: std::sync::Mutex<Option<Arc<dyn Storage>>>,
+}
+
+impl BeforeListing {
+    fn new(inner: Arc<dyn Storage>) -> Arc<BeforeListing> {
+        Arc::new(BeforeListing {
+            inner,
+            hook: std::sync::Mutex::new(None),
+            next_open_from: std::sync::Mutex::new(None),
+        })
+    }
 }
 
 impl std::fmt::Debug for BeforeListing {
@@ -1546,7 +1619,8 @@ impl Storage for BeforeListing {
         path: &Path,
         mode: OpenMode,
     ) -> std::io::Result<Arc<dyn crate::storage::StorageFile>> {
-        self.inner.open(path, mode)
+        let other = self.next_open_from.lock().unwrap().take();
+        other.as_ref().unwrap_or(&self.inner).open(path, mode)
     }
     fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
         self.inner.create_dir_all(path)
@@ -1602,10 +1676,7 @@ fn a_live_reader_follows_a_rollover_between_its_read_and_its_listing() {
     for i in 0..per_segment - 1 {
         engine.append(vec![event(i, 100)]).unwrap();
     }
-    let hooked = Arc::new(BeforeListing {
-        inner: Arc::clone(&storage),
-        hook: std::sync::Mutex::new(None),
-    });
+    let hooked = BeforeListing::new(Arc::clone(&storage));
     let reader = LogReader::open_on(hooked.clone(), DIR).unwrap();
     let mut cursor = reader.cursor(Lsn(1));
     let mut seen = 0;
@@ -1639,10 +1710,7 @@ fn a_cursor_whose_next_segment_goes_between_two_listings_fails() {
     for i in 0..200 {
         engine.append(vec![event(i, 100)]).unwrap();
     }
-    let hooked = Arc::new(BeforeListing {
-        inner: Arc::clone(&storage),
-        hook: std::sync::Mutex::new(None),
-    });
+    let hooked = BeforeListing::new(Arc::clone(&storage));
     let reader = LogReader::open_on(hooked.clone(), DIR).unwrap();
     let mut cursor = reader.cursor(Lsn(1));
     assert_eq!(cursor.next_frame().unwrap().unwrap().lsn(), Lsn(1));
@@ -1896,6 +1964,34 @@ fn retention_leaves_the_log_alone_after_a_failed_sync() {
         engine.inner.views.applied_lsn() > Lsn(0),
         "the views were written"
     );
+}
+
+/// The other order of the same race: the segment is loaded with the frame
+/// still unfinished and, further on, frames the writer wrote after
+/// finishing and syncing it (which vouch for it). Read again, the frame is
+/// whole: not corruption.
+#[test]
+fn a_frame_finished_while_its_segment_was_loaded_is_not_corruption() {
+    let (disk, storage) = sim(54);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, manual_snapshots()).unwrap();
+    for i in 1..=3 {
+        engine.append(vec![event(i, 10)]).unwrap();
+    }
+    drop(engine);
+    let segment = segments(storage.as_ref())[0].clone();
+    let offset = {
+        let reader = LogReader::open_on(Arc::clone(&storage), DIR).unwrap();
+        let mut c = reader.cursor(Lsn(2));
+        c.next_frame().unwrap().unwrap().offset()
+    };
+    // What the first load sees: frame 2 half written, frame 3 whole.
+    let unfinished = disk.reboot(Damage::KeepAll);
+    overwrite(&unfinished, &segment, offset + 30, &[0; 8]);
+    let hooked = BeforeListing::new(Arc::new(disk.reboot(Damage::KeepAll)));
+    *hooked.next_open_from.lock().unwrap() = Some(Arc::new(unfinished.clone()));
+    assert!(!crate::inspect::is_vouched_for_on(hooked.as_ref(), &segment, offset, Lsn(2)).unwrap());
+    // Unfinished on both reads: corruption, vouched for by frame 3.
+    assert!(crate::inspect::is_vouched_for_on(&unfinished, &segment, offset, Lsn(2)).unwrap());
 }
 
 /// On a live log a reader can stop at a frame still being written; by the

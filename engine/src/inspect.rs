@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use redb::{ReadableDatabase, TableDefinition};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::log::reader::check_header;
 use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::log::{LogReader, Lsn};
@@ -209,18 +209,30 @@ pub fn view_tables(path: impl AsRef<Path>) -> Result<(Lsn, Vec<(&'static str, Ta
 }
 
 /// Whether the invalid frame at `offset` of `segment` (where LSN
-/// `expected_lsn` should be) was synced before: it is still invalid, and
-/// some later valid frame of this log records a durable LSN at or above
-/// it (a frame a live writer has finished since is valid: `false`). Then it is corruption,
-/// not a torn tail (see RELIABILITY.md). Reads the segment whole.
+/// `expected_lsn` should be) is corruption rather than a torn tail (see
+/// RELIABILITY.md): it is still invalid, and either its checksum holds (it
+/// was written whole, with a wrong LSN or payload) or some later valid
+/// frame of this log records a durable LSN at or above it. A frame a live
+/// writer has finished since the caller found it incomplete is valid:
+/// `false`. Reads the segment whole (twice if a later frame vouches).
 ///
 /// # Errors
 ///
 /// I/O errors, or a segment whose header does not decode.
 pub fn is_vouched_for(segment: impl AsRef<Path>, offset: u64, expected_lsn: Lsn) -> Result<bool> {
-    let path = segment.as_ref();
-    let storage = FsStorage;
-    let seg = crate::log::reader::LoadedSegment::load(&storage, path, 0)?;
+    is_vouched_for_on(&FsStorage, segment.as_ref(), offset, expected_lsn)
+}
+
+/// [`is_vouched_for`] on `storage`.
+pub(crate) fn is_vouched_for_on(
+    storage: &dyn Storage,
+    path: &Path,
+    offset: u64,
+    expected_lsn: Lsn,
+) -> Result<bool> {
+    use crate::log::frame::{Decoded, FRAME_ALIGN_BYTES, decode_frame, find_frame_vouching_for};
+    use crate::log::reader::LoadedSegment;
+    let seg = LoadedSegment::load(storage, path, 0)?;
     let base = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -231,21 +243,31 @@ pub fn is_vouched_for(segment: impl AsRef<Path>, offset: u64, expected_lsn: Lsn)
         })?;
     let header = check_header(path, base, &seg.buf)?;
     let seed = crate::log::frame::crc_seed(header.log_id);
-    // On a live log the frame may have been finished since the caller
-    // found it incomplete (and later frames written after it): a frame
-    // that is valid now is no corruption.
-    let pos = seg.pos(offset);
-    if pos.is_multiple_of(crate::log::frame::FRAME_ALIGN_BYTES)
-        && let crate::log::frame::Decoded::Frame(_) =
-            crate::log::frame::decode_frame(&seg.buf, pos, seed, Some(expected_lsn))
-    {
+    // `Some(corrupt)` if the frame at `offset` is whole (its checksum
+    // holds): corrupt unless it is the valid frame expected. `None` if it
+    // is not (yet) a whole frame.
+    let whole = |seg: &LoadedSegment| {
+        let pos = seg.pos(offset);
+        if !pos.is_multiple_of(FRAME_ALIGN_BYTES) {
+            return None;
+        }
+        match decode_frame(&seg.buf, pos, seed, Some(expected_lsn)) {
+            Decoded::Frame(info) => {
+                Some(crate::event::access_batch(&seg.buf[info.payload]).is_err())
+            }
+            Decoded::Invalid(Invalid::UnexpectedLsn(_)) => Some(true),
+            _ => None,
+        }
+    };
+    if let Some(corrupt) = whole(&seg) {
+        return Ok(corrupt);
+    }
+    if find_frame_vouching_for(&seg.buf, seg.pos(offset) + 1, seed, expected_lsn).is_none() {
         return Ok(false);
     }
-    Ok(crate::log::frame::find_frame_vouching_for(
-        &seg.buf,
-        seg.pos(offset) + 1,
-        seed,
-        expected_lsn,
-    )
-    .is_some())
+    // On a live log the load may have read the frame unfinished and the
+    // voucher (written after the frame was synced) later: read again,
+    // after the voucher, before calling it corruption.
+    let again = LoadedSegment::load(storage, path, 0)?;
+    Ok(whole(&again).unwrap_or(true))
 }

@@ -100,8 +100,9 @@ pub(crate) struct Recovered {
 enum SegmentEnd {
     /// The data ends cleanly at this offset.
     Clean(u64),
-    /// An invalid frame at `offset`; `proven` says a later frame proves it
-    /// had been synced (so it is corruption even in the last segment).
+    /// An invalid frame at `offset`; `proven` says it is corruption even in
+    /// the last segment: a later frame proves it had been synced, or its
+    /// checksum holds (so no crash tore it).
     Bad {
         offset: u64,
         reason: Invalid,
@@ -133,7 +134,13 @@ fn scan(seg: &LoadedSegment, seed: u32, expected: &mut Lsn, last: bool) -> (Segm
             }
             Decoded::Invalid(reason) => reason,
         };
-        let proven = find_frame_vouching_for(&seg.buf, pos + 1, seed, *expected).is_some();
+        // A frame whose checksum holds was written whole: a torn or lost
+        // write cannot produce one (the seed rules out other logs, and a cut
+        // zero-fills). A wrong LSN or payload in it is a writer's bug or
+        // tampering, never a crash, so it is not cut as a torn tail.
+        let checksum_holds = matches!(reason, Invalid::UnexpectedLsn(_) | Invalid::Payload(_));
+        let proven =
+            checksum_holds || find_frame_vouching_for(&seg.buf, pos + 1, seed, *expected).is_some();
         let end = SegmentEnd::Bad {
             offset: seg.offset(pos),
             reason,
