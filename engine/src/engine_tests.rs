@@ -1460,20 +1460,35 @@ fn retention_keeps_the_log_until_the_newest_header_is_durable() {
         applied,
         &drop_everything,
         u64::MAX,
+        &|| false,
     )
     .unwrap();
     assert_eq!(
         done.removed, 0,
         "removed the segment before a half-created one"
     );
-    // Header written, not synced: retention syncs it, then removes.
+    // Header written, not synced: retention syncs it, then removes; not
+    // once the engine is poisoned (fail-stop: it leaves the log alone).
     file.write_all_at(&header, 0).unwrap();
+    let syncs = disk.ops();
     let done = crate::log::retention::apply(
         storage.as_ref(),
         &log_dir,
         applied,
         &drop_everything,
         u64::MAX,
+        &|| true,
+    )
+    .unwrap();
+    assert_eq!(done.removed, 0, "removed a segment while poisoned");
+    assert_eq!(disk.ops(), syncs, "touched the disk while poisoned");
+    let done = crate::log::retention::apply(
+        storage.as_ref(),
+        &log_dir,
+        applied,
+        &drop_everything,
+        u64::MAX,
+        &|| false,
     )
     .unwrap();
     assert!(done.removed >= 1);

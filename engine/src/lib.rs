@@ -65,7 +65,9 @@ pub use event::{
 };
 pub use lock::LOCK_FILE_NAME;
 pub use log::{Cursor, FrameView, LogReader, Lsn, RecoveryReport};
-pub use options::{Durability, Limits, Options, RecoveryMode, Retention, SnapshotOptions};
+pub use options::{
+    Durability, Limits, Options, RecoveryMode, Retention, SnapshotOptions, WRITER_QUEUE_DEPTH_MAX,
+};
 pub use view::record::{
     AttemptRecord, CheckpointRecord, KvValue, RunRecord, SharedValue, TaskCounts, TaskRecord,
 };

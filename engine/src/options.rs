@@ -95,6 +95,10 @@ impl Limits {
     }
 }
 
+/// The largest [`Options::writer_queue_depth`]: the queue's slots are
+/// allocated when the engine opens.
+pub const WRITER_QUEUE_DEPTH_MAX: u32 = 1 << 20;
+
 /// How an engine opens and writes its log.
 ///
 /// # Examples
@@ -127,7 +131,7 @@ pub struct Options {
     /// Input size limits.
     pub limits: Limits,
     /// Batches that may wait for the writer before `append` blocks
-    /// (backpressure). Default 4096.
+    /// (backpressure). Default 4096, at most [`WRITER_QUEUE_DEPTH_MAX`].
     pub writer_queue_depth: u32,
     /// Most batches in one group commit. Default 4096.
     pub group_batches_max: u32,
@@ -265,6 +269,10 @@ impl Options {
         if self.writer_queue_depth == 0 || self.group_batches_max == 0 {
             return bad("writer_queue_depth and group_batches_max must be at least 1");
         }
+        // The queue's slots are allocated when the engine opens.
+        if self.writer_queue_depth > WRITER_QUEUE_DEPTH_MAX {
+            return bad("writer_queue_depth must be at most 1,048,576");
+        }
         let snap = &self.snapshots;
         if snap.every_events == 0 || snap.every_bytes == 0 || snap.interval.is_zero() {
             return bad(
@@ -280,5 +288,50 @@ impl Options {
             return bad("a periodic durability interval must be above zero");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Options that would fail later (or abort the process: the queue's
+    /// slots are allocated at open) are refused by `validate`, by name.
+    #[test]
+    fn out_of_range_options_are_refused_before_open() {
+        assert!(Options::default().validate().is_ok());
+        let at_max = Options {
+            writer_queue_depth: WRITER_QUEUE_DEPTH_MAX,
+            ..Options::default()
+        };
+        assert!(at_max.validate().is_ok());
+        for (what, options) in [
+            (
+                "writer_queue_depth",
+                Options {
+                    writer_queue_depth: WRITER_QUEUE_DEPTH_MAX + 1,
+                    ..Options::default()
+                },
+            ),
+            (
+                "writer_queue_depth",
+                Options {
+                    writer_queue_depth: 0,
+                    ..Options::default()
+                },
+            ),
+            (
+                "segment_bytes_max",
+                Options {
+                    segment_bytes_max: 4095,
+                    ..Options::default()
+                },
+            ),
+        ] {
+            match options.validate() {
+                Err(Error::InvalidOptions(why)) => assert!(why.contains(what), "{why}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
     }
 }

@@ -36,16 +36,19 @@ pub(crate) struct Retained {
 const COPY_CHUNK_BYTES: usize = 1 << 20;
 
 /// Applies `policy` to the segments of `log_dir` wholly at or below
-/// `applied_lsn`.
+/// `applied_lsn`. Stops, leaving the log as it is, as soon as `poisoned`
+/// says the engine is (fail-stop: a write or sync may have failed since
+/// the caller looked).
 pub(crate) fn apply(
     storage: &dyn Storage,
     log_dir: &Path,
     applied_lsn: Lsn,
     policy: &Retention,
     now_unix_ms: u64,
+    poisoned: &dyn Fn() -> bool,
 ) -> Result<Retained> {
     let mut done = Retained::default();
-    if matches!(policy, Retention::KeepAll) {
+    if matches!(policy, Retention::KeepAll) || poisoned() {
         return Ok(done);
     }
     let segments = list_segments(storage, log_dir).map_err(|e| Error::io(log_dir, e))?;
@@ -66,7 +69,7 @@ pub(crate) fn apply(
     // writer created the one after it.)
     if let Some((next_base, next_path)) = segments.get(eligible.len())
         && !eligible.is_empty()
-        && !header_made_durable(storage, next_path, *next_base)?
+        && (poisoned() || !header_made_durable(storage, next_path, *next_base)?)
     {
         eligible.pop();
     }
@@ -80,7 +83,7 @@ pub(crate) fn apply(
             let mut total: u64 = sizes.iter().map(|(len, _)| len).sum();
             for ((_, path), (len, created_ms)) in eligible.iter().zip(sizes) {
                 let too_old = now_unix_ms.saturating_sub(created_ms) > millis(*age);
-                if !too_old && total <= *bytes {
+                if !too_old && total <= *bytes || poisoned() {
                     break; // Oldest first: the rest are younger and fit.
                 }
                 remove(storage, log_dir, path)?;
@@ -90,6 +93,9 @@ pub(crate) fn apply(
         }
         Retention::Archive(archive_dir) => {
             for (_, path) in eligible {
+                if poisoned() {
+                    break;
+                }
                 archive(storage, log_dir, archive_dir, path)?;
                 done.archived += 1;
             }

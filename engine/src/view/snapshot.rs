@@ -157,6 +157,7 @@ pub(crate) fn snapshot_once(snaps: &Snapshots, writer: &Sender<Msg>) -> Result<(
         views.applied_lsn(),
         &snaps.retention,
         now_unix_ms(),
+        &|| snaps.shared.poisoned().is_some(),
     )?;
     snaps.removed.fetch_add(done.removed, Ordering::Relaxed);
     snaps.archived.fetch_add(done.archived, Ordering::Relaxed);

@@ -314,6 +314,13 @@ impl Store {
                 .try_into()
                 .map_err(|_| self.err("meta applied_lsn is not 8 bytes"))?,
         );
+        // No log reaches past the largest segment base: a larger figure is
+        // damage (and `Lsn::next` on it would overflow).
+        if applied > crate::log::segment::MAX_BASE_LSN {
+            return Err(self.err(format!(
+                "meta applied_lsn {applied} is outside the LSN space"
+            )));
+        }
         Ok(Some((id, version, Lsn(applied))))
     }
 
@@ -552,6 +559,30 @@ mod tests {
             .expect("a new file");
         f.write_all_at(bytes, 0).expect("written");
         f
+    }
+
+    /// An `applied_lsn` past any LSN the log can reach makes the views
+    /// file unreadable (rebuilt from the log, or refused), never a panic on
+    /// `Lsn::next`.
+    #[test]
+    fn an_applied_lsn_outside_the_lsn_space_is_an_unreadable_file() {
+        let disk = SimDisk::new(62);
+        let storage: Arc<dyn Storage> = Arc::new(disk);
+        let dir = Path::new("/s");
+        storage.create_dir_all(dir).unwrap();
+        let probe = Store::probe(&storage, dir).unwrap();
+        let opened = Store::attach(probe, &storage, dir, 7, Lsn(1), Lsn(0)).unwrap();
+        let txn = opened.store.db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert("applied_lsn", u64::MAX.to_le_bytes().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        drop(opened);
+        let probe = Store::probe(&storage, dir).unwrap();
+        assert_eq!(probe.verify_from(), Lsn(1));
+        assert!(probe.found.is_err());
     }
 
     /// Only a whole image (its CRC matches) is ever put back: a head file
