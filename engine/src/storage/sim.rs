@@ -49,13 +49,16 @@ pub enum Damage {
     /// corrupted (the unsynced bytes become random).
     Pages,
     /// Files created, renamed or removed since their directory's last sync
-    /// come back as they were at that sync; file data survives.
+    /// come back as they were at that sync; file data survives. (A rename
+    /// between two directories is undone unless either was synced since:
+    /// renames are atomic.)
     ForgetDirEntries,
     /// Unsynced truncations are undone (the cut bytes come back); other
     /// unsynced changes survive.
     DropTruncations,
-    /// For each file and each directory, one of the damages above, drawn from
-    /// the seed.
+    /// For each file, one of the data damages above; for each directory, a
+    /// prefix of its unsynced changes, in order (none, some or all), drawn
+    /// from the seed.
     Random,
 }
 
@@ -127,13 +130,70 @@ enum Node {
     File(InodeId),
 }
 
+/// A change to directory entries.
+#[derive(Clone, Debug)]
+enum DirChange {
+    /// A new file or directory (`open` with `CreateNew`, `create_dir_all`,
+    /// a new lock file).
+    Link { path: PathBuf, node: Node },
+    /// `remove_file`.
+    Unlink { path: PathBuf },
+    /// `rename`: one change, in one directory or two (atomic, as a
+    /// journaling file system makes it).
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        node: Node,
+    },
+}
+
+impl DirChange {
+    /// The directories whose entries it changes.
+    fn dirs(&self) -> Vec<PathBuf> {
+        match self {
+            DirChange::Link { path, .. } | DirChange::Unlink { path } => vec![parent_of(path)],
+            DirChange::Rename { from, to, .. } => {
+                let (a, b) = (parent_of(from), parent_of(to));
+                if a == b { vec![a] } else { vec![a, b] }
+            }
+        }
+    }
+
+    fn apply(&self, entries: &mut BTreeMap<PathBuf, Node>) {
+        match self {
+            DirChange::Link { path, node } => {
+                entries.insert(path.clone(), *node);
+            }
+            DirChange::Unlink { path } => {
+                entries.remove(path);
+            }
+            DirChange::Rename { from, to, node } => {
+                if entries.get(from) == Some(node) {
+                    entries.remove(from);
+                }
+                entries.insert(to.clone(), *node);
+            }
+        }
+    }
+}
+
+/// A directory change and whether a directory sync made it durable.
+#[derive(Clone, Debug)]
+struct DirOp {
+    change: DirChange,
+    durable: bool,
+}
+
 #[derive(Clone, Debug, Default)]
 struct Fs {
     inodes: HashMap<InodeId, Inode>,
     /// Current directory entries, by full path.
     entries: BTreeMap<PathBuf, Node>,
-    /// Directory entries as of each directory's last sync.
-    durable_entries: BTreeMap<PathBuf, Node>,
+    /// The entries before the first change of `dir_ops`.
+    base_entries: BTreeMap<PathBuf, Node>,
+    /// Directory changes since `base_entries`, in order. A crash keeps the
+    /// durable ones and, per directory, a prefix of the others.
+    dir_ops: Vec<DirOp>,
     next_inode: InodeId,
 }
 
@@ -211,12 +271,32 @@ fn to_usize(n: u64) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))
 }
 
+/// The end of `len` bytes at `offset`, if a simulated file may reach it
+/// (`EFBIG` past [`SimDisk::MAX_FILE_BYTES`], as a real file system past
+/// its own limit).
+fn file_end(offset: u64, len: u64) -> io::Result<u64> {
+    offset
+        .checked_add(len)
+        .filter(|end| *end <= SimDisk::MAX_FILE_BYTES)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "past the simulated disk's largest file",
+            )
+        })
+}
+
 impl SimDisk {
+    /// The largest simulated file, in bytes (4 GiB): files live in memory,
+    /// so a write or `set_len` past it fails with
+    /// [`io::ErrorKind::FileTooLarge`] instead of allocating it.
+    pub const MAX_FILE_BYTES: u64 = 1 << 32;
+
     /// An empty disk whose random choices all come from `seed`.
     pub fn new(seed: u64) -> SimDisk {
         let mut fs = Fs::default();
         fs.entries.insert(PathBuf::from("/"), Node::Dir);
-        fs.durable_entries.insert(PathBuf::from("/"), Node::Dir);
+        fs.base_entries.insert(PathBuf::from("/"), Node::Dir);
         SimDisk::from_fs(seed, fs, fastrand::Rng::with_seed(seed))
     }
 
@@ -271,8 +351,14 @@ impl SimDisk {
     }
 
     /// Makes the `n`-th operation of `kind` from now (`n = 1`: the next one)
-    /// fail with an I/O error. The failed operation has no effect, except a
-    /// failed write, which may have written any prefix of its bytes.
+    /// fail with an I/O error. The failed operation has no effect, except:
+    ///
+    /// - a failed write has written a prefix of its bytes (any length,
+    ///   drawn from the seed, possibly none or all);
+    /// - a failed `sync_data` has made some of the file's unsynced pages
+    ///   durable (each drawn from the seed) and forgets the rest, as Linux
+    ///   marks pages clean after a writeback error: readers still see them
+    ///   until the next crash, but no later sync makes them durable.
     pub fn fail_nth(&self, kind: OpKind, n: u64) {
         assert!(n >= 1, "fail_nth counts from 1");
         self.state().faults.push((kind, n));
@@ -300,6 +386,16 @@ impl SimDisk {
     /// Counts an operation and decides whether it fails (crash or injected
     /// fault). Called with the state locked, before the operation's effect.
     fn begin(state: &mut State, kind: OpKind) -> io::Result<()> {
+        if SimDisk::begin_faultable(state, kind)? {
+            return Err(injected_error(kind));
+        }
+        Ok(())
+    }
+
+    /// As [`SimDisk::begin`], but an injected fault is returned as `true`
+    /// for the operation to apply its partial effect (a failed write or
+    /// sync) before it fails.
+    fn begin_faultable(state: &mut State, kind: OpKind) -> io::Result<bool> {
         if state.crashed {
             return Err(crashed_error());
         }
@@ -308,22 +404,17 @@ impl SimDisk {
             state.crashed = true;
             return Err(crashed_error());
         }
+        // Every fault of this kind counts this operation.
         let mut fail = false;
         state.faults.retain_mut(|(k, n)| {
-            if *k != kind || fail {
+            if *k != kind {
                 return true;
             }
             *n -= 1;
-            if *n == 0 {
-                fail = true;
-                return false;
-            }
-            true
+            fail |= *n == 0;
+            *n > 0
         });
-        if fail {
-            return Err(injected_error(kind));
-        }
-        Ok(())
+        Ok(fail)
     }
 }
 
@@ -341,6 +432,16 @@ fn parent_of(path: &Path) -> PathBuf {
 }
 
 impl Fs {
+    /// Makes a directory change: now, and in the log of changes a crash
+    /// may undo.
+    fn change(&mut self, change: DirChange) {
+        change.apply(&mut self.entries);
+        self.dir_ops.push(DirOp {
+            change,
+            durable: false,
+        });
+    }
+
     fn total_bytes(&self) -> u64 {
         self.inodes.values().map(|i| i.current.len() as u64).sum()
     }
@@ -374,10 +475,14 @@ impl Fs {
     }
 }
 
-/// Applies `op` to `bytes`.
+/// Applies `op` to `bytes`. Offsets and lengths were checked against
+/// [`SimDisk::MAX_FILE_BYTES`] when the operation was made.
 fn apply(bytes: &mut Vec<u8>, op: &Op) {
     match op {
         Op::Write { offset, data } => {
+            if data.is_empty() {
+                return; // `pwrite` of nothing leaves the file as it is.
+            }
             let start = *offset as usize;
             let end = start + data.len();
             if bytes.len() < end {
@@ -387,6 +492,60 @@ fn apply(bytes: &mut Vec<u8>, op: &Op) {
         }
         Op::SetLen { len_bytes } => bytes.resize(*len_bytes as usize, 0),
     }
+}
+
+/// The file once every unsynced operation reached the disk: the durable
+/// bytes with them applied. (Not `current` after a failed sync: the pages
+/// that sync could not write are still in `current`, but the disk never
+/// gets them.)
+fn flushed(inode: &Inode) -> Vec<u8> {
+    let mut bytes = inode.durable.clone();
+    for op in &inode.unsynced {
+        apply(&mut bytes, op);
+    }
+    bytes
+}
+
+/// The file after each 4 KiB page holding unsynced bytes was independently
+/// kept or dropped (the durable bytes come back, zeros past the durable
+/// length), or, with `corrupt`, also possibly corrupted (the unsynced bytes
+/// become random). Only the unsynced bytes of a page are affected.
+fn page_damage(inode: &Inode, rng: &mut fastrand::Rng, corrupt: bool) -> Vec<u8> {
+    let mut bytes = flushed(inode);
+    let mut dirty: BTreeMap<u64, Vec<(usize, usize)>> = BTreeMap::new();
+    for op in &inode.unsynced {
+        if let Op::Write { offset, data } = op {
+            let mut start = *offset;
+            let end = offset + data.len() as u64;
+            while start < end {
+                let page = start / PAGE_BYTES;
+                let page_end = ((page + 1) * PAGE_BYTES).min(end);
+                dirty
+                    .entry(page)
+                    .or_default()
+                    .push((start as usize, page_end as usize));
+                start = page_end;
+            }
+        }
+    }
+    for ranges in dirty.values() {
+        let choice = rng.u8(0..if corrupt { 3 } else { 2 });
+        for &(start, end) in ranges {
+            // A later truncation may have cut the range short, or away.
+            let end = end.min(bytes.len());
+            if start >= end {
+                continue;
+            }
+            for (i, byte) in bytes[start..end].iter_mut().enumerate() {
+                match choice {
+                    0 => {}
+                    1 => *byte = inode.durable.get(start + i).copied().unwrap_or(0),
+                    _ => *byte = rng.u8(..),
+                }
+            }
+        }
+    }
+    bytes
 }
 
 /// The data damages a file can get (the directory damage is separate).
@@ -420,15 +579,18 @@ fn file_damage(damage: Damage, rng: &mut fastrand::Rng) -> FileDamage {
 fn damaged_content(inode: &Inode, damage: FileDamage, rng: &mut fastrand::Rng) -> Vec<u8> {
     let mut bytes = inode.durable.clone();
     match damage {
-        FileDamage::Keep => return inode.current.clone(),
+        FileDamage::Keep => return flushed(inode),
         FileDamage::Drop => {}
         FileDamage::TornLast => {
-            if let Some((last, rest)) = inode.unsynced.split_last() {
-                for op in rest {
-                    apply(&mut bytes, op);
-                }
-                match last {
-                    Op::Write { offset, data } => {
+            // The last write is torn; what came after it (a length change)
+            // may or may not have reached the disk.
+            let last_write = inode
+                .unsynced
+                .iter()
+                .rposition(|op| matches!(op, Op::Write { .. }));
+            for (i, op) in inode.unsynced.iter().enumerate() {
+                match (op, last_write) {
+                    (Op::Write { offset, data }, Some(last)) if i == last => {
                         let keep = rng.usize(0..data.len().max(1));
                         let torn = Op::Write {
                             offset: *offset,
@@ -436,11 +598,19 @@ fn damaged_content(inode: &Inode, damage: FileDamage, rng: &mut fastrand::Rng) -
                         };
                         apply(&mut bytes, &torn);
                     }
-                    Op::SetLen { .. } => {
+                    (_, Some(last)) if i > last => {
                         if rng.bool() {
-                            apply(&mut bytes, last);
+                            apply(&mut bytes, op);
                         }
                     }
+                    // No write at all: the last length change is torn
+                    // (kept or not).
+                    (_, None) if i + 1 == inode.unsynced.len() => {
+                        if rng.bool() {
+                            apply(&mut bytes, op);
+                        }
+                    }
+                    _ => apply(&mut bytes, op),
                 }
             }
         }
@@ -452,75 +622,55 @@ fn damaged_content(inode: &Inode, damage: FileDamage, rng: &mut fastrand::Rng) -
                 }
             }
         }
-        FileDamage::Pages => {
-            bytes = inode.current.clone();
-            // Each page touched by an unsynced write is kept, dropped or
-            // corrupted; only the unsynced bytes in it are affected.
-            let mut dirty: BTreeMap<u64, Vec<(usize, usize)>> = BTreeMap::new();
-            for op in &inode.unsynced {
-                if let Op::Write { offset, data } = op {
-                    let mut start = *offset;
-                    let end = offset + data.len() as u64;
-                    while start < end {
-                        let page = start / PAGE_BYTES;
-                        let page_end = ((page + 1) * PAGE_BYTES).min(end);
-                        dirty
-                            .entry(page)
-                            .or_default()
-                            .push((start as usize, page_end as usize));
-                        start = page_end;
-                    }
-                }
-            }
-            for ranges in dirty.values() {
-                let choice = rng.u8(0..3);
-                for &(start, end) in ranges {
-                    let end = end.min(bytes.len()).max(start);
-                    for (i, byte) in bytes[start..end].iter_mut().enumerate() {
-                        match choice {
-                            0 => {}
-                            1 => *byte = inode.durable.get(start + i).copied().unwrap_or(0),
-                            _ => *byte = rng.u8(..),
-                        }
-                    }
-                }
-            }
-        }
+        FileDamage::Pages => bytes = page_damage(inode, rng, true),
     }
     bytes
 }
 
 /// Builds the file system as it comes back after a crash with `damage`.
 fn after_crash(fs: &Fs, damage: Damage, rng: &mut fastrand::Rng) -> Fs {
-    // Directory entries: per directory, the current ones or the durable ones.
-    let dirs: Vec<PathBuf> = fs
-        .entries
-        .iter()
-        .chain(fs.durable_entries.iter())
-        .filter(|(_, node)| **node == Node::Dir)
-        .map(|(p, _)| p.clone())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut entries = BTreeMap::new();
-    entries.insert(PathBuf::from("/"), Node::Dir);
-    for dir in &dirs {
-        let forget = match damage {
-            Damage::DropAll | Damage::ForgetDirEntries => true,
-            Damage::Random => rng.bool(),
-            _ => false,
-        };
-        let source = if forget {
-            &fs.durable_entries
-        } else {
-            &fs.entries
-        };
-        for (path, node) in source.iter() {
-            if path.as_path() != Path::new("/") && parent_of(path) == *dir {
-                entries.insert(path.clone(), *node);
-            }
+    // Directory entries: the durable changes and, per directory, a prefix
+    // of the others (once one change of a directory is lost, every later
+    // one of it is: a rename across two is kept only if both keep it).
+    let mut pending: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    for op in fs.dir_ops.iter().filter(|op| !op.durable) {
+        for dir in op.change.dirs() {
+            *pending.entry(dir).or_default() += 1;
         }
     }
+    let cuts: BTreeMap<PathBuf, usize> = pending
+        .into_iter()
+        .map(|(dir, n)| {
+            let cut = match damage {
+                Damage::DropAll | Damage::ForgetDirEntries => 0,
+                Damage::Random => rng.usize(0..=n),
+                _ => n,
+            };
+            (dir, cut)
+        })
+        .collect();
+    let mut seen: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    let mut closed: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
+    let mut entries = fs.base_entries.clone();
+    for op in &fs.dir_ops {
+        let dirs = op.change.dirs();
+        let keep = op.durable
+            || dirs.iter().all(|d| {
+                !closed.contains(d)
+                    && seen.get(d).copied().unwrap_or(0) < cuts.get(d).copied().unwrap_or(0)
+            });
+        if !op.durable {
+            for d in &dirs {
+                *seen.entry(d.clone()).or_default() += 1;
+            }
+        }
+        if keep {
+            op.change.apply(&mut entries);
+        } else {
+            closed.extend(dirs);
+        }
+    }
+    entries.insert(PathBuf::from("/"), Node::Dir);
     // Keep only entries whose parent directory survived.
     loop {
         let orphans: Vec<PathBuf> = entries
@@ -560,8 +710,9 @@ fn after_crash(fs: &Fs, damage: Damage, rng: &mut fastrand::Rng) -> Fs {
     }
     Fs {
         inodes,
-        durable_entries: entries.clone(),
+        base_entries: entries.clone(),
         entries,
+        dir_ops: Vec::new(),
         next_inode: fs.next_inode,
     }
 }
@@ -579,13 +730,28 @@ impl SimFile {
         kind: OpKind,
         f: impl FnOnce(&mut State, InodeId) -> io::Result<T>,
     ) -> io::Result<T> {
+        self.with_inode_faultable(kind, |state, id, injected| {
+            if injected {
+                return Err(injected_error(kind));
+            }
+            f(state, id)
+        })
+    }
+
+    /// As `with_inode`, but an injected fault is passed to `f` (`true`),
+    /// which applies the failed operation's partial effect and fails.
+    fn with_inode_faultable<T>(
+        &self,
+        kind: OpKind,
+        f: impl FnOnce(&mut State, InodeId, bool) -> io::Result<T>,
+    ) -> io::Result<T> {
         let mut state = self.disk.state();
-        SimDisk::begin(&mut state, kind)?;
+        let injected = SimDisk::begin_faultable(&mut state, kind)?;
         if !state.fs.inodes.contains_key(&self.inode) {
             // Only a crash removes inodes, and a crash fails every handle.
             return Err(io::Error::new(io::ErrorKind::NotFound, "file is gone"));
         }
-        f(&mut state, self.inode)
+        f(&mut state, self.inode, injected)
     }
 
     fn check_writable(&self) -> io::Result<()> {
@@ -621,16 +787,24 @@ impl StorageFile for SimFile {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check_writable()?;
-        self.with_inode(OpKind::Write, |state, id| {
-            to_usize(offset)?;
+        self.with_inode_faultable(OpKind::Write, |state, id, injected| {
+            let end = file_end(offset, buf.len() as u64)?;
             let mut len = buf.len();
             let mut result = Ok(());
+            if injected {
+                // A failed write may have written any prefix of its bytes.
+                len = state.rng.usize(0..=len);
+                result = Err(injected_error(OpKind::Write));
+            }
             if let Some(capacity) = state.capacity_bytes {
                 let current_len = state.fs.inodes[&id].current.len() as u64;
-                let growth = (offset + len as u64).saturating_sub(current_len);
+                let growth = end.saturating_sub(current_len);
                 let free = capacity.saturating_sub(state.fs.total_bytes());
                 if growth > free {
-                    len -= to_usize(growth - free)?;
+                    // What fits: up to the file's end plus the free bytes
+                    // (a write past the end also fills the hole before it).
+                    let fits = (current_len + free).saturating_sub(offset);
+                    len = len.min(to_usize(fits)?);
                     result = Err(full_error());
                 }
             }
@@ -654,7 +828,7 @@ impl StorageFile for SimFile {
     fn set_len(&self, len_bytes: u64) -> io::Result<()> {
         self.check_writable()?;
         self.with_inode(OpKind::SetLen, |state, id| {
-            to_usize(len_bytes)?;
+            file_end(len_bytes, 0)?;
             if let Some(capacity) = state.capacity_bytes {
                 let current_len = state.fs.inodes[&id].current.len() as u64;
                 let growth = len_bytes.saturating_sub(current_len);
@@ -671,10 +845,20 @@ impl StorageFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.with_inode(OpKind::Sync, |state, id| {
+        self.with_inode_faultable(OpKind::Sync, |state, id, injected| {
+            if injected {
+                // Some pages reached the disk before the error; the kernel
+                // marks the rest clean: no later sync writes them.
+                let durable = page_damage(&state.fs.inodes[&id], &mut state.rng, false);
+                let inode = inode_mut(state, id);
+                inode.durable = durable;
+                inode.unsynced.clear();
+                return Err(injected_error(OpKind::Sync));
+            }
             let inode = inode_mut(state, id);
-            inode.durable = inode.current.clone();
-            inode.unsynced.clear();
+            for op in std::mem::take(&mut inode.unsynced) {
+                apply(&mut inode.durable, &op);
+            }
             Ok(())
         })
     }
@@ -717,7 +901,10 @@ impl Storage for SimDisk {
                 let id = state.fs.next_inode;
                 state.fs.next_inode += 1;
                 state.fs.inodes.insert(id, Inode::default());
-                state.fs.entries.insert(path.to_path_buf(), Node::File(id));
+                state.fs.change(DirChange::Link {
+                    path: path.to_path_buf(),
+                    node: Node::File(id),
+                });
                 id
             }
         };
@@ -744,7 +931,10 @@ impl Storage for SimDisk {
                     ));
                 }
                 None => {
-                    state.fs.entries.insert(dir.to_path_buf(), Node::Dir);
+                    state.fs.change(DirChange::Link {
+                        path: dir.to_path_buf(),
+                        node: Node::Dir,
+                    });
                 }
             }
         }
@@ -776,7 +966,9 @@ impl Storage for SimDisk {
         let mut state = self.state();
         SimDisk::begin(&mut state, OpKind::Remove)?;
         state.fs.file(path)?;
-        state.fs.entries.remove(path);
+        state.fs.change(DirChange::Unlink {
+            path: path.to_path_buf(),
+        });
         Ok(())
     }
 
@@ -791,8 +983,11 @@ impl Storage for SimDisk {
                 format!("{} is a directory", to.display()),
             ));
         }
-        state.fs.entries.remove(from);
-        state.fs.entries.insert(to.to_path_buf(), Node::File(id));
+        state.fs.change(DirChange::Rename {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            node: Node::File(id),
+        });
         Ok(())
     }
 
@@ -801,15 +996,16 @@ impl Storage for SimDisk {
         SimDisk::begin(&mut state, OpKind::SyncDir)?;
         state.fs.require_dir(path)?;
         let fs = &mut state.fs;
-        let is_child = |p: &PathBuf| p.as_path() != Path::new("/") && parent_of(p) == path;
-        fs.durable_entries.retain(|p, _| !is_child(p));
-        let children: Vec<(PathBuf, Node)> = fs
-            .entries
-            .iter()
-            .filter(|(p, _)| is_child(p))
-            .map(|(p, n)| (p.clone(), *n))
-            .collect();
-        fs.durable_entries.extend(children);
+        for op in &mut fs.dir_ops {
+            if !op.durable && op.change.dirs().iter().any(|d| d == path) {
+                op.durable = true;
+            }
+        }
+        // Fold the durable changes at the front into the base.
+        let folded = fs.dir_ops.iter().take_while(|op| op.durable).count();
+        for op in fs.dir_ops.drain(..folded) {
+            op.change.apply(&mut fs.base_entries);
+        }
         Ok(())
     }
 
@@ -827,7 +1023,10 @@ impl Storage for SimDisk {
             let id = state.fs.next_inode;
             state.fs.next_inode += 1;
             state.fs.inodes.insert(id, Inode::default());
-            state.fs.entries.insert(path.to_path_buf(), Node::File(id));
+            state.fs.change(DirChange::Link {
+                path: path.to_path_buf(),
+                node: Node::File(id),
+            });
         }
         state.locks.insert(path.to_path_buf());
         Ok(Box::new(SimLock {
@@ -920,6 +1119,53 @@ mod tests {
         assert!(content(&disk.reboot(Damage::DropAll), "/d/f").is_none());
     }
 
+    /// Unsynced entries of one directory survive as a prefix, in order:
+    /// the first file without the second, never the second without the
+    /// first.
+    #[test]
+    fn unsynced_entries_survive_as_a_prefix() {
+        let mut outcomes = HashSet::new();
+        for seed in 0..64 {
+            let (disk, _f) = setup(seed);
+            disk.open(Path::new("/d/a"), OpenMode::CreateNew).unwrap();
+            disk.open(Path::new("/d/b"), OpenMode::CreateNew).unwrap();
+            let after = disk.reboot(Damage::Random);
+            let a = after.exists(Path::new("/d/a")).unwrap();
+            let b = after.exists(Path::new("/d/b")).unwrap();
+            assert!(a || !b, "b survived without a (seed {seed})");
+            outcomes.insert((a, b));
+        }
+        assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    }
+
+    /// A rename between directories is atomic: after a crash the file is
+    /// in one place or the other, never both or neither.
+    #[test]
+    fn a_rename_between_directories_is_atomic() {
+        let mut outcomes = HashSet::new();
+        for seed in 0..64 {
+            let (disk, _f) = setup(seed);
+            disk.create_dir_all(Path::new("/e")).unwrap();
+            disk.sync_dir(Path::new("/")).unwrap();
+            disk.rename(Path::new("/d/f"), Path::new("/e/g")).unwrap();
+            let after = disk.reboot(Damage::Random);
+            let old = after.exists(Path::new("/d/f")).unwrap();
+            let new = after.exists(Path::new("/e/g")).unwrap();
+            assert!(old != new, "seed {seed}: at /d/f {old}, at /e/g {new}");
+            outcomes.insert(new);
+        }
+        assert_eq!(outcomes.len(), 2);
+        // Synced on either side, it stays done.
+        let (disk, _f) = setup(1);
+        disk.create_dir_all(Path::new("/e")).unwrap();
+        disk.sync_dir(Path::new("/")).unwrap();
+        disk.rename(Path::new("/d/f"), Path::new("/e/g")).unwrap();
+        disk.sync_dir(Path::new("/e")).unwrap();
+        let after = disk.reboot(Damage::DropAll);
+        assert!(!after.exists(Path::new("/d/f")).unwrap());
+        assert!(after.exists(Path::new("/e/g")).unwrap());
+    }
+
     #[test]
     fn unsynced_truncation_can_be_undone() {
         let (disk, f) = setup(4);
@@ -959,6 +1205,85 @@ mod tests {
         f.sync_data().unwrap();
         assert!(f.sync_data().is_err());
         f.sync_data().unwrap();
+    }
+
+    /// Linux after a writeback error: the failed sync made some pages
+    /// durable and marked the rest clean, so a later successful sync does
+    /// not write them. Readers see them until the crash.
+    #[test]
+    fn a_failed_sync_forgets_what_it_did_not_write() {
+        let mut lost = 0;
+        for seed in 0..32 {
+            let (disk, f) = setup(seed);
+            f.write_all_at(b"abc", 0).unwrap();
+            disk.fail_nth(OpKind::Sync, 1);
+            assert!(f.sync_data().is_err());
+            f.sync_data().unwrap();
+            assert_eq!(content(&disk, "/d/f").unwrap(), b"abc", "readers see it");
+            // The page made it, or did not (its length may have).
+            let after = content(&disk.reboot(Damage::DropAll), "/d/f").unwrap();
+            assert!(
+                after == b"abc" || after.iter().all(|b| *b == 0),
+                "{after:?}"
+            );
+            lost += usize::from(after != b"abc");
+        }
+        assert!(lost > 0 && lost < 32, "kept or lost by the seed: {lost}");
+    }
+
+    #[test]
+    fn a_failed_write_writes_some_prefix() {
+        let lens: HashSet<u64> = (0..32)
+            .map(|seed| {
+                let (disk, f) = setup(seed);
+                disk.fail_nth(OpKind::Write, 1);
+                assert!(f.write_all_at(&[5; 100], 0).is_err());
+                f.len().unwrap()
+            })
+            .collect();
+        assert!(lens.iter().all(|n| *n <= 100));
+        assert!(lens.len() > 2, "{lens:?}");
+    }
+
+    #[test]
+    fn every_fault_of_a_kind_counts_each_operation() {
+        let (disk, f) = setup(9);
+        disk.fail_nth(OpKind::Sync, 1);
+        disk.fail_nth(OpKind::Sync, 2);
+        assert!(f.sync_data().is_err());
+        assert!(f.sync_data().is_err());
+        f.sync_data().unwrap();
+    }
+
+    /// Odd but legal uses get an error or their effect, never a panic.
+    #[test]
+    fn odd_offsets_and_lengths_never_panic() {
+        // Page damage after an unsynced truncation cut a dirty page away.
+        let (disk, f) = setup(10);
+        f.write_all_at(&[1; 8192], 0).unwrap();
+        f.set_len(100).unwrap();
+        assert_eq!(
+            content(&disk.reboot(Damage::Pages), "/d/f").unwrap().len(),
+            100
+        );
+        // A full disk and a write past the end of the file.
+        let (disk, f) = setup(11);
+        disk.set_capacity(Some(10));
+        let err = f.write_all_at(b"x", 100).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(f.len().unwrap(), 0, "nothing fits past the hole");
+        // Offsets past the largest file, or past u64.
+        let (_disk, f) = setup(12);
+        for err in [
+            f.set_len(u64::MAX).unwrap_err(),
+            f.write_all_at(b"x", 1 << 40).unwrap_err(),
+            f.write_all_at(b"xy", u64::MAX - 1).unwrap_err(),
+        ] {
+            assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        }
+        // Writing nothing past the end leaves the length.
+        f.write_all_at(b"", 50).unwrap();
+        assert_eq!(f.len().unwrap(), 0);
     }
 
     #[test]
