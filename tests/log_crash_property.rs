@@ -7,21 +7,27 @@
 //! - a crash during recovery changes nothing (recovery is idempotent), and
 //!   the recovered log accepts appends at the next LSN.
 //!
+//! - after a failed append (an injected I/O fault or a full disk), every
+//!   later append fails too (fail-stop).
+//!
 //! How: several threads append random batches under a random durability
-//! mode and segment size while the disk crashes at a random operation with a
-//! random damage (every kind `SimDisk` has); sometimes the disk crashes again
-//! during recovery. Each case prints its scenario on failure; the seed drives
-//! every choice of the disk, and with one writer thread a case replays
-//! exactly. `WAYMARK_PROPTEST_CASES` raises the number of cases.
+//! mode and segment size while the disk crashes at a random point of the run
+//! (a fraction of the operations a dry run of the same case counts) with a
+//! random damage (every kind `SimDisk` has); some cases also fail one chosen
+//! storage operation or fill the disk first; sometimes the disk crashes
+//! again during recovery. Each case prints its scenario on failure; the seed
+//! drives every choice of the disk, and with one writer thread under `Sync`
+//! or `None` a case replays exactly (`Periodic` syncs by the clock).
+//! `WAYMARK_PROPTEST_CASES` raises the number of cases.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use waymark_engine::storage::{Damage, SimDisk, Storage};
+use waymark_engine::storage::{Damage, OpKind, SimDisk, Storage};
 use waymark_engine::{Durability, Engine, Error, LogReader, Lsn, Options};
-use waymark_tests::{batch, batch_origin, proptest_cases};
+use waymark_tests::{CrashAt, batch, batch_origin, proptest_cases};
 
 const DIR: &str = "/state";
 
@@ -33,10 +39,26 @@ struct Scenario {
     durability: Durability,
     segment_bytes_max: u64,
     preallocate: bool,
-    crash_after_ops: u64,
+    crash_at: CrashAt,
     damage: Damage,
     crash_in_recovery: Option<(u64, Damage)>,
+    /// The `n`-th operation of this kind fails.
+    fault: Option<(OpKind, u64)>,
+    /// The disk holds this many bytes.
+    capacity: Option<u64>,
 }
+
+/// Storage operations a fault may hit while the log is written.
+const FAULTS: [OpKind; 8] = [
+    OpKind::Write,
+    OpKind::Sync,
+    OpKind::SyncDir,
+    OpKind::Create,
+    OpKind::SetLen,
+    OpKind::Read,
+    OpKind::Open,
+    OpKind::List,
+];
 
 fn scenario() -> impl Strategy<Value = Scenario> {
     (
@@ -50,9 +72,11 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         ],
         prop_oneof![Just(4096u64), Just(16384), Just(1 << 20)],
         any::<bool>(),
-        0..600u64,
+        CrashAt::strategy(),
         proptest::sample::select(Damage::ALL.to_vec()),
         proptest::option::of((0..80u64, proptest::sample::select(Damage::ALL.to_vec()))),
+        proptest::option::weighted(0.25, (proptest::sample::select(FAULTS.to_vec()), 1..40u64)),
+        proptest::option::weighted(0.1, 20_000..400_000u64),
     )
         .prop_map(
             |(
@@ -62,9 +86,11 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 durability,
                 segment_bytes_max,
                 preallocate,
-                crash_after_ops,
+                crash_at,
                 damage,
                 crash_in_recovery,
+                fault,
+                capacity,
             )| {
                 Scenario {
                     seed,
@@ -73,9 +99,11 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     durability,
                     segment_bytes_max,
                     preallocate,
-                    crash_after_ops,
+                    crash_at,
                     damage,
                     crash_in_recovery,
+                    fault,
+                    capacity,
                 }
             },
         )
@@ -87,15 +115,29 @@ struct Ack {
     lsn: Lsn,
 }
 
-/// Runs the writers until they finish or the disk crashes; returns the acks.
-fn write_until_crash(s: &Scenario, disk: &SimDisk, options: &Options) -> Vec<Ack> {
+/// Runs the writers until they finish, fail or the disk crashes (before
+/// operation `crash_after_ops`, if given); returns the acks and the disk's
+/// operations when the open returned, or what broke fail-stop.
+fn write_until_crash(
+    s: &Scenario,
+    disk: &SimDisk,
+    options: &Options,
+    crash_after_ops: Option<u64>,
+) -> Result<(Vec<Ack>, u64), String> {
     let storage: Arc<dyn Storage> = Arc::new(disk.clone());
-    disk.crash_after_ops(s.crash_after_ops);
+    if let Some(ops) = crash_after_ops {
+        disk.crash_after_ops(ops);
+    }
+    if let Some((kind, n)) = s.fault {
+        disk.fail_nth(kind, n);
+    }
+    disk.set_capacity(s.capacity);
     let engine = match Engine::open_with(storage, DIR, options.clone()) {
         Ok(engine) => engine,
         // The crash came during the first open: nothing was acknowledged.
-        Err(_) => return Vec::new(),
+        Err(_) => return Ok((Vec::new(), disk.ops())),
     };
+    let opened = disk.ops();
     let acks = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..s.writers)
             .map(|writer| {
@@ -105,20 +147,29 @@ fn write_until_crash(s: &Scenario, disk: &SimDisk, options: &Options) -> Vec<Ack
                     for index in 0..s.batches_per_writer {
                         match engine.append(batch(s.seed, writer, index)) {
                             Ok(lsn) => acks.push(Ack { writer, index, lsn }),
-                            Err(_) => break,
+                            Err(e) => {
+                                // Fail-stop: nothing is acknowledged after a
+                                // failure (the batch would be a new one).
+                                if let Ok(lsn) = engine.append(batch(s.seed, writer + 100, index)) {
+                                    return Err(format!(
+                                        "an append succeeded at {lsn} after one failed with: {e}"
+                                    ));
+                                }
+                                break;
+                            }
                         }
                     }
-                    acks
+                    Ok(acks)
                 })
             })
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().expect("writer threads do not panic"))
-            .collect()
+            .map(|h| h.join().expect("writer threads do not panic"))
+            .collect::<Result<Vec<_>, String>>()
     });
     drop(engine);
-    acks
+    Ok((acks?.into_iter().flatten().collect(), opened))
 }
 
 /// Every frame of the log, decoded, in order.
@@ -139,8 +190,14 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
         preallocate: s.preallocate,
         ..Options::default()
     };
+    let crash_after_ops = s.crash_at.ops(|| {
+        let dry = SimDisk::new(s.seed);
+        let opened = write_until_crash(s, &dry, &options, None).map_or(0, |(_, opened)| opened);
+        (opened, dry.ops())
+    });
     let disk = SimDisk::new(s.seed);
-    let acks = write_until_crash(s, &disk, &options);
+    let (acks, _) =
+        write_until_crash(s, &disk, &options, crash_after_ops).map_err(TestCaseError::fail)?;
     let mut disk = disk.reboot(s.damage);
     if let Some((ops, damage)) = s.crash_in_recovery {
         disk.crash_after_ops(ops);
@@ -259,9 +316,11 @@ fn every_damage_at_several_crash_points() {
                 durability: Durability::Sync,
                 segment_bytes_max: 4096,
                 preallocate: d % 2 == 0,
-                crash_after_ops,
+                crash_at: CrashAt::Op(crash_after_ops),
                 damage,
                 crash_in_recovery: (crash_after_ops == 120).then_some((10, Damage::Random)),
+                fault: None,
+                capacity: None,
             };
             if let Err(e) = check(&s) {
                 panic!("{s:?}: {e}");

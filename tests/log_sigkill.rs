@@ -30,8 +30,20 @@ fn acknowledged_batches_survive_sigkill() {
     for round in 0..ROUNDS {
         let (mut child, mut stdout) = spawn_ready_child(dir.path(), round * 10);
         std::thread::sleep(Duration::from_millis(rng.u64(20..250)));
+        // The child appends in a loop until killed: one that ended by
+        // itself failed (an append error poisons it), which the kill would
+        // hide.
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "round {round}: the child exited before the kill"
+        );
         child.kill().expect("SIGKILL the child");
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "round {round}: the child did not die of the SIGKILL: {status}"
+        );
         let mut rest = String::new();
         stdout.read_to_string(&mut rest).unwrap();
         let complete = match rest.rfind('\n') {

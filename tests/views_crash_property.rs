@@ -2,7 +2,8 @@
 //! puts, deletes, task clears, status changes, shared variables,
 //! checkpoints, restores and run purges, with snapshots into redb at random
 //! points; the simulated disk crashes at a random storage operation (in an
-//! append, in a snapshot's redb transaction, in recovery) with a random
+//! append, in a snapshot's redb transaction, in recovery; drawn as a
+//! fraction of the operations a dry run of the case makes) with a random
 //! damage. After reopening:
 //! - the directory opens (no crash leaves it unopenable);
 //! - every batch acknowledged under `Sync` is in the log, in order;
@@ -25,7 +26,7 @@ use waymark_engine::{
     Durability, Engine, Event, LogReader, Lsn, Options, Retention, SnapshotOptions,
 };
 use waymark_tests::model::{Model, Universe, event};
-use waymark_tests::proptest_cases;
+use waymark_tests::{CrashAt, proptest_cases};
 
 const DIR: &str = "/state";
 /// Archived segments go to `ARCHIVE/log`, so a `LogReader` on `ARCHIVE`
@@ -44,7 +45,7 @@ struct Scenario {
     background: bool,
     segment_bytes_max: u64,
     retention: Retention,
-    crash_after_ops: u64,
+    crash_at: CrashAt,
     damage: Damage,
     crash_in_recovery: Option<(u64, Damage)>,
 }
@@ -73,7 +74,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             }),
             Just(Retention::Archive(ARCHIVE_LOG.into())),
         ],
-        0..1500u64,
+        CrashAt::strategy(),
         proptest::sample::select(Damage::ALL.to_vec()),
         proptest::option::of((0..200u64, proptest::sample::select(Damage::ALL.to_vec()))),
     )
@@ -86,7 +87,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 background,
                 segment_bytes_max,
                 retention,
-                crash_after_ops,
+                crash_at,
                 damage,
                 crash_in_recovery,
             )| Scenario {
@@ -97,7 +98,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 background,
                 segment_bytes_max,
                 retention,
-                crash_after_ops,
+                crash_at,
                 damage,
                 crash_in_recovery,
             },
@@ -121,13 +122,17 @@ fn options(s: &Scenario) -> Options {
     }
 }
 
-/// Appends until the batches run out or the disk crashes; returns how many
-/// batches were acknowledged.
-fn write_until_crash(s: &Scenario, disk: &SimDisk) -> usize {
-    disk.crash_after_ops(s.crash_after_ops);
+/// Appends until the batches run out or the disk crashes (before operation
+/// `crash_after_ops`, if given); returns how many batches were
+/// acknowledged, and the disk's operations when the open returned.
+fn write_until_crash(s: &Scenario, disk: &SimDisk, crash_after_ops: Option<u64>) -> (usize, u64) {
+    if let Some(ops) = crash_after_ops {
+        disk.crash_after_ops(ops);
+    }
     let Ok(engine) = Engine::open_with(Arc::new(disk.clone()), DIR, options(s)) else {
-        return 0; // The crash came during the first open.
+        return (0, disk.ops()); // The crash came during the first open.
     };
+    let opened = disk.ops();
     let mut acked = 0;
     for (i, batch) in s.batches.iter().enumerate() {
         if engine.append(batch.clone()).is_err() {
@@ -138,7 +143,7 @@ fn write_until_crash(s: &Scenario, disk: &SimDisk) -> usize {
             break;
         }
     }
-    acked
+    (acked, opened)
 }
 
 /// What a log directory holds: its frames from its first segment on, and
@@ -176,8 +181,13 @@ fn read_log(storage: Arc<dyn Storage>, dir: &str) -> Result<Log, String> {
 }
 
 fn check(s: &Scenario) -> Result<(), TestCaseError> {
+    let crash_after_ops = s.crash_at.ops(|| {
+        let dry = SimDisk::new(s.seed);
+        let (_, opened) = write_until_crash(s, &dry, None);
+        (opened, dry.ops())
+    });
     let disk = SimDisk::new(s.seed);
-    let acked = write_until_crash(s, &disk);
+    let (acked, _) = write_until_crash(s, &disk, crash_after_ops);
     let mut disk = disk.reboot(s.damage);
     if let Some((ops, damage)) = s.crash_in_recovery {
         disk.crash_after_ops(ops);
@@ -297,7 +307,7 @@ fn views_ahead_of_every_frame_on_disk() {
             age: Duration::ZERO,
             bytes: 0,
         },
-        crash_after_ops: u64::MAX,
+        crash_at: CrashAt::Never,
         damage: Damage::KeepAll,
         crash_in_recovery: None,
     };
