@@ -1766,9 +1766,9 @@ fn a_cursor_whose_next_segment_goes_between_two_listings_fails() {
     );
 }
 
-/// A zeroed length field in the middle of a segment that is not the last
-/// reads as that segment's end: strict mode refuses (the next segment does
-/// not follow), and salvage opens, cutting at the zeros even though valid
+/// A zeroed length field in the middle of a segment that is not the last:
+/// strict mode refuses, naming that segment and offset (frames follow the
+/// zeros), and salvage opens, cutting at the zeros even though valid
 /// frames follow them in that segment (the second pass of salvage used to
 /// refuse those as corruption, after removing the later segments).
 #[test]
@@ -1796,7 +1796,20 @@ fn salvage_cuts_a_zeroed_frame_in_a_segment_that_is_not_the_last() {
     file.write_all_at(&[0; 4], third + 4).unwrap();
     file.sync_data().unwrap();
     drop(file);
-    assert!(Engine::open_with(Arc::clone(&storage), DIR, small_segments()).is_err());
+    // Refused where the damage is (not as a gap at the next segment).
+    let err = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Corruption {
+                segment,
+                offset,
+                expected_lsn: Lsn(3),
+                reason: Invalid::TrailingGarbage,
+            } if *segment == segment_path(Lsn(1)) && *offset == third
+        ),
+        "{err}"
+    );
     let salvage = Options {
         recovery: RecoveryMode::Salvage,
         ..small_segments()

@@ -207,6 +207,7 @@ impl LogReader {
             ahead: None,
             read_in_segment: 0,
             started: false,
+            torn_newest: None,
         }
     }
 
@@ -229,10 +230,24 @@ pub(crate) fn zeros_after_header(buf: &[u8]) -> bool {
         .is_none_or(|rest| rest.iter().all(|b| *b == 0))
 }
 
-/// [`zeros_after_header`] for the segment file at `path` (read whole).
+/// [`zeros_after_header`] for the segment file at `path`, read a chunk at
+/// a time (stops at the first byte that is not zero).
 pub(crate) fn is_torn_creation(storage: &dyn Storage, path: &Path) -> Result<bool> {
-    let seg = LoadedSegment::load(storage, path, 0)?;
-    Ok(zeros_after_header(&seg.buf))
+    let file = storage
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io(path, e))?;
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    let mut at = SEGMENT_HEADER_BYTES as u64;
+    loop {
+        let n = read_up_to(file.as_ref(), &mut chunk, at).map_err(|e| Error::io(path, e))?;
+        if chunk[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        if n < chunk.len() {
+            return Ok(true);
+        }
+        at += n as u64;
+    }
 }
 
 /// Where and why a [`Cursor`] stopped at the tail of the log.
@@ -266,6 +281,9 @@ pub struct Cursor {
     /// The cursor has entered a segment: from now on, frames missing
     /// before the log's first segment were removed under it.
     started: bool,
+    /// The newest segment, found a torn creation (zeros after a header
+    /// that does not check): not read again while its header stays bad.
+    torn_newest: Option<PathBuf>,
 }
 
 /// Frames a cursor reads from one segment by itself before it starts a
@@ -701,8 +719,12 @@ impl Cursor {
             // removes it. Not there yet, as for a reader of a live log.
             Err(Error::Corruption { .. })
                 if segments.last().map(|s| s.0) == Some(base)
-                    && is_torn_creation(self.reader.storage.as_ref(), &path)? =>
+                    && (self.torn_newest.as_ref() == Some(&path)
+                        || is_torn_creation(self.reader.storage.as_ref(), &path)?) =>
             {
+                // No frame follows a header that is still bad: a poll need
+                // not read the (preallocated) file again.
+                self.torn_newest = Some(path);
                 return Ok(false);
             }
             Err(e) => return Err(e),

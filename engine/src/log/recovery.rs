@@ -112,7 +112,7 @@ enum SegmentEnd {
 
 /// Scans one loaded segment from its first frame. Returns the end and the
 /// number of frames; `expected` advances past each valid frame.
-fn scan(seg: &LoadedSegment, seed: u32, expected: &mut Lsn, last: bool) -> (SegmentEnd, u64) {
+fn scan(seg: &LoadedSegment, seed: u32, expected: &mut Lsn) -> (SegmentEnd, u64) {
     let mut pos = SEGMENT_HEADER_BYTES;
     let mut frames = 0u64;
     loop {
@@ -126,8 +126,13 @@ fn scan(seg: &LoadedSegment, seed: u32, expected: &mut Lsn, last: bool) -> (Segm
                 }
                 Err(why) => Invalid::Payload(why),
             },
+            // Past its last frame a segment holds zeros (zero-filled ahead
+            // or preallocated), in every segment: anything else is a frame
+            // whose length field was damaged, reported where it is (in a
+            // segment before the last, it used to read as that segment's
+            // end and surface as a gap at the next one).
             Decoded::End => {
-                if !last || seg.buf[pos..].iter().all(|b| *b == 0) {
+                if seg.buf[pos..].iter().all(|b| *b == 0) {
                     return (SegmentEnd::Clean(seg.offset(pos)), frames);
                 }
                 Invalid::TrailingGarbage
@@ -428,7 +433,7 @@ pub(crate) fn recover(
             return salvage(e, &mut report);
         }
         let seed = crc_seed(header.log_id);
-        let (end, frames) = scan(&seg, seed, &mut next, last);
+        let (end, frames) = scan(&seg, seed, &mut next);
         report.frames += frames;
         if frames > 0 {
             report.first_lsn.get_or_insert(*base);
