@@ -41,7 +41,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         // Valid frames, then damage: the interesting inputs for recovery.
-        let mut data = valid_frames(seed);
+        let mut data = valid_log(seed);
         for (at, byte) in flips {
             let i = at.index(data.len());
             data[i] ^= byte;
@@ -51,25 +51,89 @@ proptest! {
     }
 }
 
-/// The frames of a small valid log (log id 7, as the recovery entry point
-/// writes its headers), without the segment header.
-fn valid_frames(seed: u64) -> Vec<u8> {
-    use std::sync::Arc;
-    use waymark_engine::storage::{OpenMode, SimDisk, Storage};
-    let disk = SimDisk::new(seed);
-    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
-    let options = waymark_engine::Options {
-        preallocate: false,
-        ..Default::default()
-    };
-    let engine = waymark_engine::Engine::open_with(Arc::clone(&storage), "/s", options).unwrap();
-    for i in 0..5 {
-        engine.append(waymark_tests::batch(seed, 0, i)).unwrap();
+/// Five batches as frames sealed for the recovery entry point's log, all
+/// in one segment (the leading 0).
+fn valid_log(seed: u64) -> Vec<u8> {
+    let batches: Vec<_> = (0..5).map(|i| waymark_tests::batch(seed, 0, i)).collect();
+    let mut data = vec![0];
+    data.extend(waymark_engine::__fuzz::sealed_frames(&batches));
+    data
+}
+
+/// The damaged logs above start from a log that recovers whole: without
+/// that, every case would only test a bad first frame.
+#[test]
+fn the_undamaged_log_recovers_whole() {
+    for seed in 0..4 {
+        assert_eq!(
+            waymark_engine::__fuzz::recovery(&valid_log(seed)),
+            Some(waymark_engine::Lsn(5))
+        );
     }
-    drop(engine);
-    let path = std::path::Path::new("/s/log/00000000000000000001.seg");
-    let f = storage.open(path, OpenMode::Read).unwrap();
-    let mut buf = vec![0u8; f.len().unwrap() as usize];
-    f.read_exact_at(&mut buf, 0).unwrap();
-    buf.split_off(64)
+}
+
+/// A state directory on real files with a snapshotted `views.redb` (and
+/// its log), built once: the damaged-views cases below start from it.
+fn snapshotted_state() -> &'static (tempfile::TempDir, Vec<u8>) {
+    static STATE: std::sync::OnceLock<(tempfile::TempDir, Vec<u8>)> = std::sync::OnceLock::new();
+    STATE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = waymark_engine::Engine::open(dir.path()).unwrap();
+        for i in 0..40 {
+            engine.append(waymark_tests::batch(3, i % 3, i)).unwrap();
+        }
+        engine.snapshot().unwrap();
+        engine.close().unwrap();
+        let views = std::fs::read(dir.path().join("views.redb")).unwrap();
+        (dir, views)
+    })
+}
+
+/// Copies the snapshotted state to a new directory with `views` as its
+/// views file.
+fn state_with_views(views: &[u8]) -> tempfile::TempDir {
+    let (source, _) = snapshotted_state();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("log")).unwrap();
+    for entry in std::fs::read_dir(source.path().join("log")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join("log").join(entry.file_name())).unwrap();
+    }
+    std::fs::write(dir.path().join("views.redb"), views).unwrap();
+    dir
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: proptest_cases(16), ..ProptestConfig::default() })]
+
+    /// A damaged `views.redb` (redb's own pages, our meta and records):
+    /// the tools' readers and the engine's open give a typed error, or
+    /// open (rebuilding the views from the log if they must), never panic.
+    #[test]
+    fn damaged_views_files(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in proptest::option::weighted(0.2, any::<prop::sample::Index>()),
+    ) {
+        let (_, views) = snapshotted_state();
+        let mut views = views.clone();
+        for (at, byte) in flips {
+            let i = at.index(views.len());
+            views[i] ^= byte;
+        }
+        if let Some(cut) = cut {
+            views.truncate(cut.index(views.len() + 1));
+        }
+        let dir = state_with_views(&views);
+        let _ = waymark_engine::inspect::views_meta(dir.path());
+        let _ = waymark_engine::inspect::view_tables(dir.path().join("views.redb"));
+        if let Ok(engine) = waymark_engine::Engine::open(dir.path()) {
+            let run = waymark_engine::RunScope {
+                tenant: "t".into(),
+                dag: "d".into(),
+                run: "r".into(),
+            };
+            let _ = engine.views().shared_entries(&run);
+            let _ = engine.views().runs("t", None);
+        }
+    }
 }

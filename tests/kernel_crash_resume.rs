@@ -77,13 +77,13 @@ fn check(
     let crash_after_ops = crash_at.ops(|| {
         let dry = SimDisk::new(seed);
         let Ok(k) = kernel(&dry) else {
-            return (dry.ops(), dry.ops());
+            return Ok::<_, TestCaseError>((dry.ops(), dry.ops()));
         };
         let opened = dry.ops();
         run_until_crash(&k, &run, keys_per_task);
         drop(k);
-        (opened, dry.ops())
-    });
+        Ok((opened, dry.ops()))
+    })?;
     let disk = SimDisk::new(seed);
     if let Some(ops) = crash_after_ops {
         disk.crash_after_ops(ops);
@@ -174,5 +174,17 @@ proptest! {
         keys_per_task in 1..5usize,
     ) {
         check(seed, crash_at, damage, keys_per_task)?;
+    }
+}
+
+/// The failures `kernel_crash_resume.proptest-regressions` recorded,
+/// pinned: the saved seeds replay different cases since the crash point
+/// became a `CrashAt` (proptest saves its random seed, not the values).
+#[test]
+fn recorded_failures_crash_at_0_and_45() {
+    for ops in [0, 45] {
+        if let Err(e) = check(0, CrashAt::Op(ops), Damage::KeepAll, 1) {
+            panic!("crash after {ops} operations: {e}");
+        }
     }
 }

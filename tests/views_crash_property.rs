@@ -184,8 +184,8 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     let crash_after_ops = s.crash_at.ops(|| {
         let dry = SimDisk::new(s.seed);
         let (_, opened) = write_until_crash(s, &dry, None);
-        (opened, dry.ops())
-    });
+        Ok::<_, TestCaseError>((opened, dry.ops()))
+    })?;
     let disk = SimDisk::new(s.seed);
     let (acked, _) = write_until_crash(s, &disk, crash_after_ops);
     let mut disk = disk.reboot(s.damage);

@@ -159,9 +159,9 @@ fn read_log(storage: Arc<dyn Storage>) -> Result<Vec<(Lsn, Vec<Event>)>, String>
 fn check(s: &Scenario) -> Result<(), TestCaseError> {
     let crash_after_ops = s.crash_at.ops(|| {
         let dry = SimDisk::new(s.seed);
-        let opened = write_until_crash(s, &dry, None).map_or(0, |w| w.opened);
-        (opened, dry.ops())
-    });
+        let opened = write_until_crash(s, &dry, None)?.opened;
+        Ok::<_, TestCaseError>((opened, dry.ops()))
+    })?;
     let disk = SimDisk::new(s.seed);
     let written = write_until_crash(s, &disk, crash_after_ops)?;
     verify(s, disk, &written.acked)

@@ -479,9 +479,9 @@ pub type ArchivedBatch = rkyv::vec::ArchivedVec<ArchivedEvent>;
 /// # Errors
 ///
 /// [`Error::LimitExceeded`] (`BatchBytes`) if the encoding does not fit
-/// rkyv's 32-bit relative pointers: a payload past 2 GiB, far over any
-/// batch limit, which only a batch of many events each within their own
-/// limits can reach.
+/// rkyv's 32-bit relative pointers: a payload past 2 GiB, over any batch
+/// limit (its `max_bytes` is the format's frame limit; the caller's
+/// configured limit is smaller).
 pub(crate) fn encode_batch(events: &Vec<Event>) -> Result<rkyv::util::AlignedVec> {
     rkyv::to_bytes::<rkyv::rancor::Error>(events).map_err(|_| Error::LimitExceeded {
         what: Limit::BatchBytes,

@@ -103,28 +103,56 @@ pub mod __fuzz {
     //! Entry points for the fuzz targets: every decoder of bytes from disk.
     //! Not API.
 
-    /// Decodes a frame at the start of `buf` and validates its payload.
+    /// Decodes a frame at the start of `buf` and validates its payload,
+    /// as it is and with its checksum made to hold (random bytes almost
+    /// never pass the checksum, and the payload's validation is behind
+    /// it).
     pub fn frame(buf: &[u8], seed: u32) {
-        if let crate::log::frame::Decoded::Frame(info) =
-            crate::log::frame::decode_frame(buf, 0, seed, None)
-        {
-            let mut aligned = rkyv::util::AlignedVec::<16>::new();
-            aligned.extend_from_slice(&buf[info.payload]);
-            let _ = crate::event::decode_batch(&aligned);
+        let mut sealed = buf.to_vec();
+        crate::log::frame::seal(&mut sealed, seed);
+        for bytes in [buf, &sealed[..]] {
+            if let crate::log::frame::Decoded::Frame(info) =
+                crate::log::frame::decode_frame(bytes, 0, seed, None)
+            {
+                let mut aligned = rkyv::util::AlignedVec::<16>::new();
+                aligned.extend_from_slice(&bytes[info.payload]);
+                let _ = crate::event::decode_batch(&aligned);
+            }
+            let _ = crate::log::frame::find_frame_vouching_for(bytes, 0, seed, crate::Lsn(1));
         }
-        let _ = crate::log::frame::find_frame_vouching_for(buf, 0, seed, crate::Lsn(1));
     }
+
+    /// The frames of a log whose batches are `batches` (LSNs from 1), sealed
+    /// for the log id [`recovery`] writes in its headers: valid input for
+    /// it, to damage.
+    pub fn sealed_frames(batches: &[Vec<crate::Event>]) -> Vec<u8> {
+        let seed = crate::log::frame::crc_seed(RECOVERY_LOG_ID);
+        let mut out = Vec::new();
+        for (i, batch) in batches.iter().enumerate() {
+            let Ok(payload) = crate::event::encode_batch(batch) else {
+                continue;
+            };
+            let lsn = crate::Lsn(i as u64 + 1);
+            crate::log::frame::encode_frame(&mut out, seed, lsn, crate::Lsn(i as u64), &payload);
+        }
+        out
+    }
+
+    /// The log id of the segments [`recovery`] writes.
+    const RECOVERY_LOG_ID: u128 = 7;
 
     /// Decodes a segment header.
     pub fn segment_header(buf: &[u8]) {
         let _ = crate::log::segment::SegmentHeader::decode(buf);
     }
 
-    /// Writes `data` as the log of a state directory on a simulated disk
-    /// (a valid first segment header, then `data` split into frames of one
-    /// or two segments), opens it strictly and in salvage mode, and reads
-    /// what opened. Errors are fine; panics are bugs.
-    pub fn recovery(data: &[u8]) {
+    /// Writes `data` as the log of a state directory on a simulated disk,
+    /// opens it strictly and in salvage mode, and reads what opened. The
+    /// first byte says where the rest is split between two segments (0:
+    /// all in one), each behind a valid header. Errors are fine; panics
+    /// are bugs. Returns the last LSN the strict open recovered, if it
+    /// opened.
+    pub fn recovery(data: &[u8]) -> Option<crate::Lsn> {
         use std::path::Path;
         use std::sync::Arc;
 
@@ -134,16 +162,16 @@ pub mod __fuzz {
         let disk = SimDisk::new(data.len() as u64);
         let storage: Arc<dyn Storage> = Arc::new(disk.clone());
         let log = Path::new("/s/log");
-        if storage.create_dir_all(log).is_err() {
-            return;
-        }
-        let split = data
-            .first()
-            .map_or(0, |b| usize::from(*b) * data.len() / 256);
+        storage.create_dir_all(log).ok()?;
+        let (mode, data) = data.split_first().unwrap_or((&0, &[]));
+        let split = match mode {
+            0 => data.len(),
+            _ => usize::from(*mode) * data.len() / 256,
+        };
         let (first, second) = data.split_at(split.min(data.len()));
         let header = |base: u64| SegmentHeader {
             format_version: crate::log::FORMAT_VERSION,
-            log_id: 7,
+            log_id: RECOVERY_LOG_ID,
             base_lsn: crate::Lsn(base),
             created_unix_ms: 0,
         };
@@ -152,12 +180,11 @@ pub mod __fuzz {
                 continue;
             }
             let path = log.join(segment_file_name(crate::Lsn(base)));
-            let Ok(f) = storage.open(&path, OpenMode::CreateNew) else {
-                return;
-            };
+            let f = storage.open(&path, OpenMode::CreateNew).ok()?;
             let _ = f.write_all_at(&header(base).encode(), 0);
             let _ = f.write_all_at(body, crate::log::segment::SEGMENT_HEADER_BYTES as u64);
         }
+        let mut recovered = None;
         for recovery in [crate::RecoveryMode::Strict, crate::RecoveryMode::Salvage] {
             // Small segments: the simulated disk holds preallocated bytes
             // in memory, and the fuzzer wants many cases a second.
@@ -168,6 +195,9 @@ pub mod __fuzz {
                 ..crate::Options::default()
             };
             if let Ok(engine) = crate::Engine::open_with(Arc::clone(&storage), "/s", options) {
+                if recovery == crate::RecoveryMode::Strict {
+                    recovered = engine.recovery_report().last_lsn;
+                }
                 drop(engine);
             }
         }
@@ -177,6 +207,7 @@ pub mod __fuzz {
                 let _ = frame.decode();
             }
         }
+        recovered
     }
 
     /// Decodes `buf` as every kind of view record (the bytes redb holds),

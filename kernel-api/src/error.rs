@@ -60,7 +60,8 @@ pub enum Error {
         "the log no longer holds LSN {from}: it starts at LSN {first} (older segments were removed or archived by retention)"
     )]
     HistoryRemoved {
-        /// The LSN asked for.
+        /// The LSN asked for, or, when retention removed segments while a
+        /// scan read, the next LSN the scan was to read.
         from: u64,
         /// The oldest LSN the log still holds.
         first: u64,

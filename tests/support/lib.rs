@@ -86,15 +86,16 @@ impl CrashAt {
     /// The operations before the crash, or `None` for no crash;
     /// `dry_run` makes the same run without a crash on a fresh disk and
     /// returns how many operations it had made when its first open
-    /// returned, and in all.
-    pub fn ops(self, dry_run: impl FnOnce() -> (u64, u64)) -> Option<u64> {
-        match self {
+    /// returned, and in all. An error of the dry run (a check it failed:
+    /// it is a whole run without a crash) is the case's.
+    pub fn ops<E>(self, dry_run: impl FnOnce() -> Result<(u64, u64), E>) -> Result<Option<u64>, E> {
+        Ok(match self {
             CrashAt::Op(n) => Some(n),
             CrashAt::PerMille(p) => {
-                let (opened, all) = dry_run();
+                let (opened, all) = dry_run()?;
                 Some(opened + all.saturating_sub(opened).saturating_mul(p) / 1000)
             }
             CrashAt::Never => None,
-        }
+        })
     }
 }

@@ -168,7 +168,7 @@ pub(crate) fn log_end(cursor: &Cursor) -> Result<()> {
             expected_lsn,
             reason: reason.clone(),
         })
-        .context("later frames were written after this one was synced");
+        .context("a crash does not make this frame: it is whole with a wrong LSN or payload, or later frames were written after it was synced");
     }
     eprintln!(
         "waymark: the log ends in an incomplete frame at {} offset {} ({reason}): a torn tail or a frame still being written",

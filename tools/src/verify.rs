@@ -56,7 +56,7 @@ pub fn verify(dir: &Path) -> Result<Report> {
         if waymark_engine::inspect::is_vouched_for(&t.segment, t.offset, last.next())? {
             // A later frame proves this one had been synced: corruption.
             r.lines.push(format!(
-                "CORRUPT  {} offset {} (expected LSN {}): {reason}; later frames were written after it was synced",
+                "CORRUPT  {} offset {} (expected LSN {}): {reason}; not a torn tail (whole with a wrong LSN or payload, or later frames were written after it was synced)",
                 t.segment.display(),
                 t.offset,
                 last.next().0

@@ -319,6 +319,18 @@ fn remove(storage: &dyn Storage, log_dir: &Path, path: &Path) -> Result<()> {
 /// header checked: it was synced before the next segment was created, and
 /// `waymark verify` still reads every frame. This keeps an open's cost
 /// bounded by the snapshot interval and one segment, not by the log's size.
+/// Drops the clean cached pages of the file at `path`
+/// ([`crate::storage::StorageFile::forget_cached`]). Advice the file
+/// system may not take (it then reports an error): that is no reason to
+/// refuse an open, so only opening the file can fail.
+pub(crate) fn forget_cached(storage: &dyn Storage, path: &Path) -> Result<()> {
+    let file = storage
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io(path, e))?;
+    let _ = file.forget_cached();
+    Ok(())
+}
+
 pub(crate) fn recover(
     storage: &dyn Storage,
     log_dir: &Path,
@@ -327,6 +339,14 @@ pub(crate) fn recover(
     verify_from: Lsn,
 ) -> Result<Recovered> {
     let segments = list_segments(storage, log_dir).map_err(|e| Error::io(log_dir, e))?;
+    // A failed sync of the last segment (the only one a writer syncs after
+    // creating the next) may have left pages cached and clean that never
+    // reached the disk: read what the disk holds, so that such frames are a
+    // torn tail now, not a hole under later acknowledged ones after the
+    // next power loss.
+    if let Some((_, path)) = segments.last() {
+        forget_cached(storage, path)?;
+    }
     let mut report = RecoveryReport::default();
     let mut log_id: Option<u128> = None;
     let mut expected: Option<Lsn> = None;

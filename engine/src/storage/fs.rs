@@ -52,6 +52,13 @@ impl StorageFile for FsFile {
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }
+
+    fn forget_cached(&self) -> io::Result<()> {
+        // Dirty pages are left (the kernel starts their writeback); clean
+        // ones, including any a failed sync left clean, are dropped.
+        rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed)
+            .map_err(io::Error::from)
+    }
 }
 
 impl Storage for FsStorage {

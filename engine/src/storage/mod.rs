@@ -63,6 +63,15 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// the unsynced data may be lost; it must not be retried as if it could
     /// succeed later.
     fn sync_data(&self) -> io::Result<()>;
+    /// Drops the file's cached pages that are clean, so that later reads
+    /// come from the disk (`posix_fadvise(DONTNEED)`). After a failed sync,
+    /// Linux keeps the pages it could not write marked clean: a later
+    /// reader in the same boot (a reopen after the engine was poisoned)
+    /// would see bytes the disk does not hold, and no sync writes them.
+    /// Advice: storage that cannot drop its cache does nothing.
+    fn forget_cached(&self) -> io::Result<()> {
+        Ok(())
+    }
 
     /// Reads exactly `buf.len()` bytes at `offset`, or fails with
     /// [`io::ErrorKind::UnexpectedEof`].

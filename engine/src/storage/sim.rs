@@ -858,7 +858,29 @@ impl StorageFile for SimFile {
             let inode = inode_mut(state, id);
             for op in std::mem::take(&mut inode.unsynced) {
                 apply(&mut inode.durable, &op);
+                // A write dirties its whole pages: they go to disk as
+                // readers see them, bytes a failed sync left clean included.
+                if let Op::Write { offset, data } = &op {
+                    let start = (offset / PAGE_BYTES * PAGE_BYTES) as usize;
+                    let end = (offset + data.len() as u64).div_ceil(PAGE_BYTES) * PAGE_BYTES;
+                    let end = (end as usize)
+                        .min(inode.current.len())
+                        .min(inode.durable.len());
+                    if start < end {
+                        inode.durable[start..end].copy_from_slice(&inode.current[start..end]);
+                    }
+                }
             }
+            Ok(())
+        })
+    }
+
+    fn forget_cached(&self) -> io::Result<()> {
+        self.with_inode(OpKind::Read, |state, id| {
+            // Pages a failed sync left clean are gone from the cache: what
+            // readers see is the disk, plus what is still dirty.
+            let inode = inode_mut(state, id);
+            inode.current = flushed(inode);
             Ok(())
         })
     }

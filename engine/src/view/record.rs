@@ -4,10 +4,6 @@
 //! through validation, like events: redb's bytes come from disk. Changing a
 //! record type changes the views' format: bump [`super::VIEWS_FORMAT_VERSION`].
 
-// rkyv's derive generates resolver types whose fields carry no docs; every
-// item written in this file is documented by hand.
-#![allow(missing_docs)]
-
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor::{BoxedError, Failure};
 use rkyv::{Archive, Deserialize, Serialize};
@@ -83,11 +79,18 @@ pub struct TaskRecord {
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[rkyv(attr(allow(missing_docs)))]
 pub struct TaskCounts {
+    /// Tasks whose latest attempt is scheduled.
     pub scheduled: u32,
+    /// Tasks whose latest attempt is running.
     pub running: u32,
+    /// Tasks whose latest attempt succeeded.
     pub succeeded: u32,
+    /// Tasks whose latest attempt failed.
     pub failed: u32,
+    /// Tasks whose latest attempt was interrupted (a crash, found by
+    /// `resume`).
     pub interrupted: u32,
+    /// Tasks whose latest attempt was cancelled.
     pub cancelled: u32,
 }
 
