@@ -347,7 +347,7 @@ impl OpenSegment {
     }
 
     /// Forgets the window, so that the next read sees bytes written since.
-    fn invalidate(&mut self) {
+    pub(crate) fn invalidate(&mut self) {
         self.filled = 0;
     }
 

@@ -215,6 +215,15 @@ fn scan_clean_last(
         next = next.next();
         frames += 1;
     }
+    // A failed sync may have left pages of the frames after the snapshot
+    // cached and clean although they never reached the disk (Linux marks
+    // them clean after a writeback error, and no later sync writes them):
+    // read those frames as the disk holds them, so that a failed group is
+    // a torn tail now, not a hole under later acknowledged batches after
+    // the next power loss. (The frames the snapshot covers were synced
+    // before it.)
+    forget_cached(storage, path, offset / 4096 * 4096)?;
+    seg.invalidate();
     loop {
         if next == verify_from {
             resume_offset = Some(offset);
@@ -319,15 +328,15 @@ fn remove(storage: &dyn Storage, log_dir: &Path, path: &Path) -> Result<()> {
 /// header checked: it was synced before the next segment was created, and
 /// `waymark verify` still reads every frame. This keeps an open's cost
 /// bounded by the snapshot interval and one segment, not by the log's size.
-/// Drops the clean cached pages of the file at `path`
+/// Drops the clean cached pages of the file at `path` from `offset` on
 /// ([`crate::storage::StorageFile::forget_cached`]). Advice the file
 /// system may not take (it then reports an error): that is no reason to
 /// refuse an open, so only opening the file can fail.
-pub(crate) fn forget_cached(storage: &dyn Storage, path: &Path) -> Result<()> {
+pub(crate) fn forget_cached(storage: &dyn Storage, path: &Path, offset: u64) -> Result<()> {
     let file = storage
         .open(path, OpenMode::Read)
         .map_err(|e| Error::io(path, e))?;
-    let _ = file.forget_cached();
+    let _ = file.forget_cached(offset, None);
     Ok(())
 }
 
@@ -339,14 +348,6 @@ pub(crate) fn recover(
     verify_from: Lsn,
 ) -> Result<Recovered> {
     let segments = list_segments(storage, log_dir).map_err(|e| Error::io(log_dir, e))?;
-    // A failed sync of the last segment (the only one a writer syncs after
-    // creating the next) may have left pages cached and clean that never
-    // reached the disk: read what the disk holds, so that such frames are a
-    // torn tail now, not a hole under later acknowledged ones after the
-    // next power loss.
-    if let Some((_, path)) = segments.last() {
-        forget_cached(storage, path)?;
-    }
     let mut report = RecoveryReport::default();
     let mut log_id: Option<u128> = None;
     let mut expected: Option<Lsn> = None;
@@ -418,6 +419,11 @@ pub(crate) fn recover(
             tail = Some((*base, path.clone(), clean.end));
             resume_at = clean.resume_offset.map(|offset| (*base, offset));
             break;
+        }
+        if last {
+            // The slow path reads the whole last segment as the disk holds
+            // it (see `scan_clean_last`).
+            forget_cached(storage, path, 0)?;
         }
         let seg = LoadedSegment::load(storage, path, 0)?;
         report.segments += 1;

@@ -53,10 +53,11 @@ impl StorageFile for FsFile {
         self.file.sync_data()
     }
 
-    fn forget_cached(&self) -> io::Result<()> {
+    fn forget_cached(&self, offset: u64, len: Option<u64>) -> io::Result<()> {
         // Dirty pages are left (the kernel starts their writeback); clean
         // ones, including any a failed sync left clean, are dropped.
-        rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed)
+        let len = len.and_then(std::num::NonZeroU64::new);
+        rustix::fs::fadvise(&self.file, offset, len, rustix::fs::Advice::DontNeed)
             .map_err(io::Error::from)
     }
 }

@@ -68,8 +68,10 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Linux keeps the pages it could not write marked clean: a later
     /// reader in the same boot (a reopen after the engine was poisoned)
     /// would see bytes the disk does not hold, and no sync writes them.
-    /// Advice: storage that cannot drop its cache does nothing.
-    fn forget_cached(&self) -> io::Result<()> {
+    /// Applies to `len` bytes from `offset` (`None`: to the end of the
+    /// file). Advice: storage that cannot drop its cache does nothing.
+    fn forget_cached(&self, offset: u64, len: Option<u64>) -> io::Result<()> {
+        let _ = (offset, len);
         Ok(())
     }
 

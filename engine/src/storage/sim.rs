@@ -875,12 +875,22 @@ impl StorageFile for SimFile {
         })
     }
 
-    fn forget_cached(&self) -> io::Result<()> {
+    fn forget_cached(&self, offset: u64, len: Option<u64>) -> io::Result<()> {
         self.with_inode(OpKind::Read, |state, id| {
             // Pages a failed sync left clean are gone from the cache: what
-            // readers see is the disk, plus what is still dirty.
+            // readers see is the disk, plus what is still dirty. (Both have
+            // the same length: lengths are not forgotten.)
             let inode = inode_mut(state, id);
-            inode.current = flushed(inode);
+            let flushed = flushed(inode);
+            let end = inode.current.len().min(flushed.len());
+            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(end);
+            let stop = len
+                .and_then(|n| usize::try_from(offset.saturating_add(n)).ok())
+                .unwrap_or(end)
+                .min(end);
+            if start < stop {
+                inode.current[start..stop].copy_from_slice(&flushed[start..stop]);
+            }
             Ok(())
         })
     }

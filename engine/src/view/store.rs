@@ -471,12 +471,14 @@ fn open_db(storage: &Arc<dyn Storage>, dir: &Path, path: &Path) -> Result<Databa
     }
     let (file, file_created) = open_or_create(storage.as_ref(), path)?;
     let (head, head_created) = open_or_create(storage.as_ref(), &head_path)?;
-    // redb reads what the disk holds, not pages a failed sync of an
-    // earlier process in this boot left cached and clean (a commit redb
-    // would take as durable, and retention act on). Advice: ignored if the
-    // file system does not take it.
-    let _ = file.forget_cached();
-    let _ = head.forget_cached();
+    // redb reads its header (the commit slots, in the first page) as the
+    // disk holds it, not as a failed sync of an earlier process in this
+    // boot left it cached and clean: a commit redb would take as durable,
+    // and retention act on. (A commit's data pages are synced before its
+    // header is written.) Advice: ignored if the file system does not
+    // take it.
+    let _ = file.forget_cached(0, Some(HEAD_BYTES));
+    let _ = head.forget_cached(0, None);
     if file_created || head_created {
         storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     }
