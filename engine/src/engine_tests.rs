@@ -864,6 +864,21 @@ fn retention_removes_only_snapshotted_segments_and_views_survive() {
     assert!(matches!(err, Error::ViewsMismatch { .. }), "{err}");
 }
 
+/// Reads `cursor` (whose last frame was `last`) until it fails, checking
+/// that it passes over no LSN; returns the last LSN read and the error.
+fn read_until_error(cursor: &mut crate::log::reader::Cursor, mut last: Lsn) -> (Lsn, Error) {
+    loop {
+        match cursor.next_frame() {
+            Ok(Some(frame)) => {
+                assert_eq!(frame.lsn(), last.next(), "no LSN passed over");
+                last = frame.lsn();
+            }
+            Ok(None) => panic!("the cursor ended at {last} instead of failing"),
+            Err(e) => return (last, e),
+        }
+    }
+}
+
 #[test]
 fn a_cursor_never_passes_over_frames_retention_removed_under_it() {
     let (_disk, storage) = sim(23);
@@ -880,17 +895,7 @@ fn a_cursor_never_passes_over_frames_retention_removed_under_it() {
     // then finds the rest gone.
     engine.snapshot().unwrap();
     assert_eq!(segments(storage.as_ref()).len(), 1);
-    let mut last = Lsn(1);
-    let err = loop {
-        match cursor.next_frame() {
-            Ok(Some(frame)) => {
-                assert_eq!(frame.lsn(), last.next(), "no LSN passed over");
-                last = frame.lsn();
-            }
-            Ok(None) => panic!("the cursor ended at {last} instead of failing"),
-            Err(e) => break e,
-        }
-    };
+    let (last, err) = read_until_error(&mut cursor, Lsn(1));
     let first = crate::log::segment::list_segments(storage.as_ref(), &Path::new(DIR).join("log"))
         .unwrap()[0]
         .0;
@@ -1808,17 +1813,7 @@ fn a_cursor_whose_next_segment_goes_between_two_listings_fails() {
             writer.snapshot().unwrap();
         }));
     }));
-    let mut last = Lsn(1);
-    let err = loop {
-        match cursor.next_frame() {
-            Ok(Some(frame)) => {
-                assert_eq!(frame.lsn(), last.next(), "no LSN passed over");
-                last = frame.lsn();
-            }
-            Ok(None) => panic!("the cursor ended at {last} instead of failing"),
-            Err(e) => break e,
-        }
-    };
+    let (last, err) = read_until_error(&mut cursor, Lsn(1));
     assert!(
         matches!(err, Error::Removed { expected, .. } if expected == last.next()),
         "{err}"

@@ -1012,6 +1012,23 @@ mod tests {
         .unwrap()
     }
 
+    /// A writer with views (in memory) and a snapshotter's wake channel.
+    fn writer_with_views(
+        options: Options,
+        shared: Arc<Shared>,
+    ) -> (
+        Writer,
+        Arc<crate::view::Views>,
+        crossbeam_channel::Receiver<Wake>,
+    ) {
+        let mut writer = writer(options, shared);
+        let views = Arc::new(crate::view::Views::new(Lsn(0), None));
+        writer.set_views(Arc::clone(&views));
+        let (wake, woken) = crossbeam_channel::bounded(1);
+        writer.set_snapshot_wake(wake);
+        (writer, views, woken)
+    }
+
     fn periodic_writer(interval: std::time::Duration) -> Writer {
         let options = Options {
             durability: Durability::Periodic(interval),
@@ -1058,11 +1075,7 @@ mod tests {
         };
         options.snapshots.memtable_bytes_max = 2;
         let shared = Arc::new(Shared::default());
-        let mut writer = writer(options, Arc::clone(&shared));
-        let views = Arc::new(crate::view::Views::new(Lsn(0), None));
-        writer.set_views(Arc::clone(&views));
-        let (wake, _woken) = crossbeam_channel::bounded(1);
-        writer.set_snapshot_wake(wake);
+        let (mut writer, views, _woken) = writer_with_views(options, Arc::clone(&shared));
         writer.write_group(&[append_msg(1)]).unwrap();
         assert_eq!(shared.fsyncs.load(Ordering::Relaxed), 0, "not due yet");
         // A frozen memtable in the snapshotter's hands, and more above it.
@@ -1095,11 +1108,7 @@ mod tests {
         options.snapshots.every_bytes = 1;
         options.snapshots.memtable_bytes_max = 2;
         let shared = Arc::new(Shared::default());
-        let mut writer = writer(options, Arc::clone(&shared));
-        let views = Arc::new(crate::view::Views::new(Lsn(0), None));
-        writer.set_views(Arc::clone(&views));
-        let (wake, _woken) = crossbeam_channel::bounded(1);
-        writer.set_snapshot_wake(wake);
+        let (mut writer, views, _woken) = writer_with_views(options, Arc::clone(&shared));
         // What the acker leaves when a group fails after its first batch.
         views.apply(Lsn(1), &[sample(1)]).unwrap();
         writer.finisher.views_failed.store(true, Ordering::Release);
