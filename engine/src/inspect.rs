@@ -159,7 +159,7 @@ pub fn view_table_names() -> Vec<&'static str> {
 }
 
 /// One views table's entries in key order: raw key and record bytes.
-pub type TableRows = Vec<(Vec<u8>, Vec<u8>)>;
+pub type TableRows = crate::view::store::Rows;
 
 /// The views file at `path` as of one commit: the `applied_lsn` it
 /// records and every views table (named as [`view_table_names`] names

@@ -347,8 +347,21 @@ impl OpenSegment {
     }
 
     /// Forgets the window, so that the next read sees bytes written since.
-    pub(crate) fn invalidate(&mut self) {
+    fn invalidate(&mut self) {
         self.filled = 0;
+    }
+
+    /// Drops the file's clean cached pages from the page holding `offset`
+    /// on ([`crate::storage::StorageFile::forget_cached`]), and the window:
+    /// later reads come from the disk. Advice: a file system that does not
+    /// take it is no reason to fail.
+    pub(crate) fn forget_cached_from(&mut self, offset: u64) {
+        // `posix_fadvise` leaves a partly covered first page cached.
+        const PAGE_BYTES: u64 = 4096;
+        let _ = self
+            .file
+            .forget_cached(offset / PAGE_BYTES * PAGE_BYTES, None);
+        self.invalidate();
     }
 
     /// Decodes the frame at `offset`, reading as much as it needs: one

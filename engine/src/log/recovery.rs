@@ -222,8 +222,7 @@ fn scan_clean_last(
     // a torn tail now, not a hole under later acknowledged batches after
     // the next power loss. (The frames the snapshot covers were synced
     // before it.)
-    forget_cached(storage, path, offset / 4096 * 4096)?;
-    seg.invalidate();
+    seg.forget_cached_from(offset);
     loop {
         if next == verify_from {
             resume_offset = Some(offset);
@@ -322,24 +321,24 @@ fn remove(storage: &dyn Storage, log_dir: &Path, path: &Path) -> Result<()> {
     storage.sync_dir(log_dir).map_err(|e| Error::io(log_dir, e))
 }
 
+/// Drops the clean cached pages of the whole file at `path`
+/// ([`crate::storage::StorageFile::forget_cached`]). Advice the file
+/// system may not take (it then reports an error): that is no reason to
+/// refuse an open, so only opening the file can fail.
+fn forget_cached(storage: &dyn Storage, path: &Path) -> Result<()> {
+    let file = storage
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io(path, e))?;
+    let _ = file.forget_cached(0, None);
+    Ok(())
+}
+
 /// Recovers the log in `log_dir`, verifying every frame of every segment
 /// that holds an LSN at or above `verify_from`. A segment wholly below it
 /// (its frames are already in a durable snapshot of the views) has only its
 /// header checked: it was synced before the next segment was created, and
 /// `waymark verify` still reads every frame. This keeps an open's cost
 /// bounded by the snapshot interval and one segment, not by the log's size.
-/// Drops the clean cached pages of the file at `path` from `offset` on
-/// ([`crate::storage::StorageFile::forget_cached`]). Advice the file
-/// system may not take (it then reports an error): that is no reason to
-/// refuse an open, so only opening the file can fail.
-pub(crate) fn forget_cached(storage: &dyn Storage, path: &Path, offset: u64) -> Result<()> {
-    let file = storage
-        .open(path, OpenMode::Read)
-        .map_err(|e| Error::io(path, e))?;
-    let _ = file.forget_cached(offset, None);
-    Ok(())
-}
-
 pub(crate) fn recover(
     storage: &dyn Storage,
     log_dir: &Path,
@@ -423,7 +422,7 @@ pub(crate) fn recover(
         if last {
             // The slow path reads the whole last segment as the disk holds
             // it (see `scan_clean_last`).
-            forget_cached(storage, path, 0)?;
+            forget_cached(storage, path)?;
         }
         let seg = LoadedSegment::load(storage, path, 0)?;
         report.segments += 1;

@@ -147,10 +147,8 @@ pub(crate) fn snapshot_once(snaps: &Snapshots, writer: &Sender<Msg>) -> Result<(
     views.snapshot_frozen()?;
     // Fail-stop: after a failed write or sync the log is left as it is.
     // Retention would sync the segment after the ones it removes, a retried
-    // fsync on a file whose last one may have failed.
-    if snaps.shared.poisoned().is_some() {
-        return Ok(());
-    }
+    // fsync on a file whose last one may have failed; it asks before each
+    // step.
     let done = retention::apply(
         snaps.storage.as_ref(),
         &snaps.log_dir,
