@@ -313,7 +313,13 @@ impl Engine {
                 events: batch,
                 ack,
             })
-            .and_then(|()| wait_for_ack(shared, &rx));
+            .and_then(|()| wait_for_ack(shared, &rx))
+            // An ack dropped unanswered by a thread that died (a bug) says
+            // `Closed`; the engine is poisoned by then, and says why.
+            .map_err(|e| match e {
+                Error::Closed => shared.poisoned().unwrap_or(Error::Closed),
+                e => e,
+            });
         shared.in_flight.fetch_sub(1, Ordering::AcqRel);
         result
     }

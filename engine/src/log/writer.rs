@@ -441,6 +441,10 @@ impl Writer {
         let spawned = std::thread::Builder::new()
             .name("waymark-acker".into())
             .spawn(move || {
+                // Dropped first if this thread panics (before `jobs`, whose
+                // drop drops the acks still queued): those callers then
+                // find the engine poisoned.
+                let _gone = AckerGone(Arc::clone(&finisher.shared));
                 for job in jobs {
                     match job {
                         Job::Finish(group) => finisher.finish(group),
@@ -919,6 +923,20 @@ impl Writer {
 /// lives, so after a panic every queued caller would wait for an ack that
 /// never comes: fail them, poison the engine so that later appends say why,
 /// and mark the writer gone for callers that are already waiting.
+/// Poisons the engine if the acker thread panics (a bug), at once rather
+/// than at the writer's next hand-off.
+struct AckerGone(Arc<Shared>);
+
+impl Drop for AckerGone {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison(&Error::Poisoned {
+                cause: "the acker thread panicked".into(),
+            });
+        }
+    }
+}
+
 struct WriterGone {
     shared: Arc<Shared>,
     rx: Receiver<Msg>,
