@@ -75,6 +75,24 @@ fn sim(seed: u64) -> (SimDisk, Arc<dyn Storage>) {
 
 const DIR: &str = "/state";
 
+/// A log on a fresh simulated disk (`seed`) of `batches` one-event
+/// batches (`event(1..=batches, value_len)`), written with `options` and
+/// closed.
+fn closed_log(
+    seed: u64,
+    options: Options,
+    batches: u64,
+    value_len: usize,
+) -> (SimDisk, Arc<dyn Storage>) {
+    let (disk, storage) = sim(seed);
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options).unwrap();
+    for i in 1..=batches {
+        engine.append(vec![event(i, value_len)]).unwrap();
+    }
+    drop(engine);
+    (disk, storage)
+}
+
 /// Every batch in the log, decoded.
 fn read_all(storage: Arc<dyn Storage>, dir: &str) -> Vec<(Lsn, Vec<Event>)> {
     let reader = LogReader::open_on(storage, dir).unwrap();
@@ -504,12 +522,7 @@ fn a_whole_frame_with_a_wrong_lsn_or_payload_is_corruption_not_a_torn_tail() {
 
 #[test]
 fn torn_tail_is_cut_and_reported() {
-    let (_disk, storage) = sim(7);
-    let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
-    for i in 1..=3 {
-        engine.append(vec![event(i, 50)]).unwrap();
-    }
-    drop(engine);
+    let (_disk, storage) = closed_log(7, Options::default(), 3, 50);
     let seg = &segments(storage.as_ref())[0];
     let all = read_all(Arc::clone(&storage), DIR);
     assert_eq!(all.len(), 3);
@@ -545,12 +558,7 @@ fn torn_tail_is_cut_and_reported() {
 
 #[test]
 fn corruption_before_the_tail_refuses_to_open_then_salvage_cuts_it() {
-    let (_disk, storage) = sim(8);
-    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
-    for i in 1..=60 {
-        engine.append(vec![event(i, 200)]).unwrap();
-    }
-    drop(engine);
+    let (_disk, storage) = closed_log(8, small_segments(), 60, 200);
     let segs = segments(storage.as_ref());
     assert!(segs.len() >= 3);
     // Flip a byte inside the first frame of the second segment.
@@ -593,12 +601,7 @@ fn corruption_before_the_tail_refuses_to_open_then_salvage_cuts_it() {
 
 #[test]
 fn a_bad_frame_followed_by_a_frame_that_vouches_for_it_is_corruption() {
-    let (_disk, storage) = sim(9);
-    let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
-    for i in 1..=5 {
-        engine.append(vec![event(i, 50)]).unwrap();
-    }
-    drop(engine);
+    let (_disk, storage) = closed_log(9, Options::default(), 5, 50);
     // Frame 2 was synced before frame 3 was written (Sync mode), so frame 3
     // vouches for it: a flipped bit in frame 2 is corruption, even in the
     // last segment.
@@ -618,12 +621,7 @@ fn a_bad_frame_followed_by_a_frame_that_vouches_for_it_is_corruption() {
 
 #[test]
 fn torn_segment_creation_is_removed() {
-    let (disk, storage) = sim(10);
-    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
-    for i in 1..=3 {
-        engine.append(vec![event(i, 10)]).unwrap();
-    }
-    drop(engine);
+    let (disk, storage) = closed_log(10, small_segments(), 3, 10);
     // A segment whose header never made it to disk.
     let path = Path::new(DIR)
         .join("log")
@@ -641,12 +639,7 @@ fn torn_segment_creation_is_removed() {
 
 #[test]
 fn a_missing_segment_is_a_gap() {
-    let (_disk, storage) = sim(11);
-    let engine = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap();
-    for i in 1..=60 {
-        engine.append(vec![event(i, 200)]).unwrap();
-    }
-    drop(engine);
+    let (_disk, storage) = closed_log(11, small_segments(), 60, 200);
     let segs = segments(storage.as_ref());
     storage.remove_file(&segs[1]).unwrap();
     let err = Engine::open_with(Arc::clone(&storage), DIR, small_segments()).unwrap_err();
@@ -1516,20 +1509,25 @@ fn retention_keeps_the_log_until_the_newest_header_is_durable() {
         bytes: 0,
     };
     let applied = Lsn(rolled_at.0 - 1);
+    // Retention of everything the snapshot covers, as the engine is
+    // poisoned or not.
+    let retain = |poisoned: &dyn Fn() -> bool| {
+        crate::log::retention::apply(
+            storage.as_ref(),
+            &log_dir,
+            applied,
+            &drop_everything,
+            u64::MAX,
+            poisoned,
+        )
+        .unwrap()
+    };
     // As a crash in the middle of its creation can leave it on disk: no
     // header yet.
     file.write_all_at(&[0; SEGMENT_HEADER_BYTES], 0).unwrap();
     file.sync_data().unwrap();
     // Header not written yet: nothing goes.
-    let done = crate::log::retention::apply(
-        storage.as_ref(),
-        &log_dir,
-        applied,
-        &drop_everything,
-        u64::MAX,
-        &|| false,
-    )
-    .unwrap();
+    let done = retain(&|| false);
     assert_eq!(
         done.removed, 0,
         "removed the segment before a half-created one"
@@ -1538,42 +1536,18 @@ fn retention_keeps_the_log_until_the_newest_header_is_durable() {
     // once the engine is poisoned (fail-stop: it leaves the log alone).
     file.write_all_at(&header, 0).unwrap();
     let syncs = disk.ops();
-    let done = crate::log::retention::apply(
-        storage.as_ref(),
-        &log_dir,
-        applied,
-        &drop_everything,
-        u64::MAX,
-        &|| true,
-    )
-    .unwrap();
+    let done = retain(&|| true);
     assert_eq!(done.removed, 0, "removed a segment while poisoned");
     assert_eq!(disk.ops(), syncs, "touched the disk while poisoned");
     // Poisoned once retention has started (a sync failed meanwhile): it
     // stops at its next step.
     let calls = std::cell::Cell::new(0);
-    let done = crate::log::retention::apply(
-        storage.as_ref(),
-        &log_dir,
-        applied,
-        &drop_everything,
-        u64::MAX,
-        &|| {
-            calls.set(calls.get() + 1);
-            calls.get() > 1
-        },
-    )
-    .unwrap();
+    let done = retain(&|| {
+        calls.set(calls.get() + 1);
+        calls.get() > 1
+    });
     assert_eq!(done.removed, 0, "removed a segment after the poison");
-    let done = crate::log::retention::apply(
-        storage.as_ref(),
-        &log_dir,
-        applied,
-        &drop_everything,
-        u64::MAX,
-        &|| false,
-    )
-    .unwrap();
+    let done = retain(&|| false);
     assert!(done.removed >= 1);
     drop(file);
     let storage: Arc<dyn Storage> = Arc::new(disk.reboot(Damage::DropAll));
@@ -2073,12 +2047,7 @@ fn retention_leaves_the_log_alone_after_a_failed_sync() {
 /// whole: not corruption.
 #[test]
 fn a_frame_finished_while_its_segment_was_loaded_is_not_corruption() {
-    let (disk, storage) = sim(54);
-    let engine = Engine::open_with(Arc::clone(&storage), DIR, manual_snapshots()).unwrap();
-    for i in 1..=3 {
-        engine.append(vec![event(i, 10)]).unwrap();
-    }
-    drop(engine);
+    let (disk, storage) = closed_log(54, manual_snapshots(), 3, 10);
     let segment = segments(storage.as_ref())[0].clone();
     let offset = {
         let reader = LogReader::open_on(Arc::clone(&storage), DIR).unwrap();
