@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, bounded};
 
+use crate::condition::Condition;
 use crate::error::{Error, Invalid, Limit, Result};
 use crate::event::{Event, encode_batch};
 use crate::lock::lock_dir;
@@ -65,6 +66,9 @@ pub struct Stats {
     pub log_bytes: u64,
     /// Group commits.
     pub groups: u64,
+    /// Batches refused by [`Engine::append_if`] because a condition did not
+    /// hold (never written).
+    pub conflicts: u64,
     /// `fdatasync` calls on segments.
     pub fsyncs: u64,
     /// Segments created.
@@ -268,6 +272,31 @@ impl Engine {
     /// which case the batch may or may not be in the log after a reopen, but
     /// never partly; [`Error::Closed`] after [`Engine::close`].
     pub fn append(&self, batch: Vec<Event>) -> Result<Lsn> {
+        self.append_if(Vec::new(), batch)
+    }
+
+    /// Appends one batch atomically if every one of `conditions` holds when
+    /// its turn comes: checked by the writer in LSN order, after every
+    /// earlier batch and before this one is written (see [`Condition`]).
+    /// Returns its LSN once durable, as [`Engine::append`].
+    ///
+    /// This is how a decision taken from state and the write it leads to
+    /// are one step: of racing callers whose conditions exclude each other,
+    /// exactly one is written. Batches whose conditions concern unrelated
+    /// tasks share a group commit as plain appends do.
+    ///
+    /// Under [`crate::Durability::Periodic`] and
+    /// [`crate::Durability::None`], conditions see batches acknowledged but
+    /// not yet synced, as every reader does; a crash may lose such a batch
+    /// and with it the reason a later batch was refused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] if a condition did not hold (the first that
+    /// failed, and what the views held): nothing was written. A view that
+    /// cannot be read ([`Error::CorruptView`], [`Error::Views`]) fails the
+    /// batch likewise. Else as [`Engine::append`].
+    pub fn append_if(&self, conditions: Vec<Condition>, batch: Vec<Event>) -> Result<Lsn> {
         let limits = &self.inner.options.limits;
         if batch.is_empty() {
             return Err(Error::EmptyBatch);
@@ -311,6 +340,7 @@ impl Engine {
             .send(Msg::Append {
                 payload,
                 events: batch,
+                conditions,
                 ack,
             })
             .and_then(|()| wait_for_ack(shared, &rx))
@@ -367,12 +397,14 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`Error::Views`] if the snapshot failed (the snapshotter then stops;
-    /// the log is untouched), or the errors of [`Engine::flush`].
+    /// [`Error::SnapshotFailed`] with the cause (the redb file's error, a
+    /// full disk) if this or an earlier snapshot failed (the snapshotter
+    /// then stops; the log is untouched), or the errors of
+    /// [`Engine::flush`].
     pub fn snapshot(&self) -> Result<Lsn> {
         let views = &self.inner.views;
         if let Some(cause) = views.snapshot_failure() {
-            return Err(Error::Poisoned { cause });
+            return Err(Error::SnapshotFailed { cause });
         }
         // Every batch acknowledged before this call is visible now.
         let target = views.visible_lsn();
@@ -383,10 +415,11 @@ impl Engine {
         // three passes at most.
         for _ in 0..3 {
             let before = views.applied_lsn();
-            snapshot::snapshot_once(&self.inner.snaps, &self.inner.tx).inspect_err(|e| {
-                if !matches!(e, Error::Closed) {
-                    views.snapshot_failed(e);
-                }
+            snapshot::snapshot_once(&self.inner.snaps, &self.inner.tx).map_err(|e| match e {
+                Error::Closed => e,
+                e => Error::SnapshotFailed {
+                    cause: views.snapshot_failed(e),
+                },
             })?;
             let after = views.applied_lsn();
             if after >= target || after == before {
@@ -450,6 +483,7 @@ impl Engine {
             payload_bytes: s.payload_bytes.load(Ordering::Relaxed),
             log_bytes: s.log_bytes.load(Ordering::Relaxed),
             groups: s.groups.load(Ordering::Relaxed),
+            conflicts: s.conflicts.load(Ordering::Relaxed),
             fsyncs: s.fsyncs.load(Ordering::Relaxed),
             segments_created: s.segments_created.load(Ordering::Relaxed),
             written_lsn: Lsn(s.written_lsn.load(Ordering::Acquire)),
@@ -468,7 +502,7 @@ impl Engine {
                 views.snap.last_duration_micros.load(Ordering::Relaxed),
             ),
             last_snapshot_events: views.snap.last_events.load(Ordering::Relaxed),
-            snapshot_error: views.snapshot_failure(),
+            snapshot_error: views.snapshot_failure().map(|e| e.to_string()),
             segments_removed: self.inner.snaps.removed.load(Ordering::Relaxed),
             segments_archived: self.inner.snaps.archived.load(Ordering::Relaxed),
         }
@@ -621,3 +655,7 @@ impl Drop for Inner {
 #[cfg(test)]
 #[path = "engine_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "engine_conditions_tests.rs"]
+mod condition_tests;

@@ -7,7 +7,9 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use crate::condition::{Condition, Found};
 use crate::log::Lsn;
 
 /// A `Result` whose error is the engine's [`Error`].
@@ -220,12 +222,53 @@ pub enum Error {
     InvalidOptions(String),
     /// An earlier write or fsync failed; the engine refuses further writes.
     /// Reopen the directory to recover.
+    ///
+    /// The failure is kept as the error's source, shared by every caller
+    /// refused since: a full disk under the log or the views is still a
+    /// full disk ([`Error::is_disk_full`] looks through the chain).
     #[error(
         "engine is poisoned by an earlier failure and refuses writes; reopen to recover: {cause}"
     )]
     Poisoned {
         /// The failure that poisoned the engine.
-        cause: String,
+        #[source]
+        cause: Arc<Error>,
+    },
+    /// A thread of the engine stopped in the middle of its work: a bug
+    /// (it has printed its panic). The engine is poisoned with this cause.
+    #[error("the engine's {thread} thread stopped unexpectedly (a bug; it printed why)")]
+    ThreadDied {
+        /// Which thread: `writer` or `acker`.
+        thread: &'static str,
+    },
+    /// A snapshot of the views into redb failed; the snapshotter has
+    /// stopped (the log is untouched, reads stay correct). Reopening
+    /// replays the log after the last good snapshot.
+    #[error("a snapshot of the views failed, and snapshots have stopped: {cause}")]
+    SnapshotFailed {
+        /// Why the snapshot failed.
+        #[source]
+        cause: Arc<Error>,
+    },
+    /// The memtables reached their memory bound and the snapshot that
+    /// would have made room failed: appends wait no longer.
+    #[error("the memtables are full and the snapshot that frees them failed: {cause}")]
+    MemtablesFull {
+        /// Why the snapshot failed.
+        #[source]
+        cause: Arc<Error>,
+    },
+    /// A condition of [`crate::Engine::append_if`] did not hold when the
+    /// batch's turn came (after every earlier batch, before this one was
+    /// written): nothing was written.
+    #[error("condition {index} does not hold ({condition}): found {found}")]
+    Conflict {
+        /// The index of the first condition that failed, in the list given.
+        index: usize,
+        /// That condition.
+        condition: Box<Condition>,
+        /// What the views held instead.
+        found: Found,
     },
     /// The engine was closed.
     #[error("engine is closed")]
@@ -233,6 +276,40 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the disk filled up: this error or any error in its chain of
+    /// causes (a poison keeps the failure that caused it) is
+    /// [`Error::DiskFull`].
+    ///
+    /// ```
+    /// use waymark_engine::Error;
+    ///
+    /// let full = Error::DiskFull { path: "/state/log/0001.seg".into() };
+    /// let later = Error::Poisoned { cause: std::sync::Arc::new(full) };
+    /// assert!(later.is_disk_full());
+    /// ```
+    pub fn is_disk_full(&self) -> bool {
+        self.chain().any(|e| matches!(e, Error::DiskFull { .. }))
+    }
+
+    /// Whether the engine refuses writes until it is reopened: poisoned by a
+    /// failed write, sync or apply, or a thread that died.
+    pub fn is_poisoned(&self) -> bool {
+        matches!(
+            self,
+            Error::Poisoned { .. } | Error::ThreadDied { .. } | Error::MemtablesFull { .. }
+        )
+    }
+
+    /// This error and the engine errors it was caused by, outermost first.
+    pub fn chain(&self) -> impl Iterator<Item = &Error> {
+        std::iter::successors(Some(self), |e| match e {
+            Error::Poisoned { cause }
+            | Error::MemtablesFull { cause }
+            | Error::SnapshotFailed { cause } => Some(cause.as_ref()),
+            _ => None,
+        })
+    }
+
     /// Wraps an I/O error with the path it happened on, telling a full disk
     /// apart.
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Error {

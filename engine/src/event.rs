@@ -93,6 +93,9 @@ pub enum RunStatus {
     Failed,
     /// The run was cancelled.
     Cancelled,
+    /// The run is paused: no task of it starts until it is resumed (format
+    /// version 2).
+    Paused,
 }
 
 /// The run and task that started a sub-workflow.
@@ -235,8 +238,18 @@ impl TaskStatus {
 }
 
 impl RunStatus {
+    /// Every status, in the order of their encoding.
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Created,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::Paused,
+    ];
+
     /// The status's name: `created`, `running`, `succeeded`, `failed`,
-    /// `cancelled`.
+    /// `cancelled`, `paused`.
     pub fn name(self) -> &'static str {
         match self {
             RunStatus::Created => "created",
@@ -244,7 +257,16 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Paused => "paused",
         }
+    }
+
+    /// Whether the run is over: succeeded, failed or cancelled.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 }
 

@@ -48,6 +48,7 @@
 // On-disk integers are u32/u64; no cast may silently cut one.
 #![cfg_attr(not(test), warn(clippy::cast_possible_truncation))]
 
+mod condition;
 mod engine;
 mod error;
 pub mod event;
@@ -58,6 +59,7 @@ mod options;
 pub mod storage;
 pub mod view;
 
+pub use condition::{Condition, Found, TaskStatusKind};
 pub use engine::{Engine, Stats};
 pub use error::{Error, Invalid, Limit, Result};
 pub use event::{

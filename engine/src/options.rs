@@ -246,6 +246,53 @@ impl Default for Options {
 }
 
 impl Options {
+    /// For state that lives in memory and is thrown away: a test double (a
+    /// kernel's `in_memory`), on [`crate::storage::in_memory`].
+    ///
+    /// - `durability`: [`Durability::None`]: there is no crash to survive,
+    ///   and a sync of the simulated disk copies what was written.
+    /// - `preallocate`: false, and `segment_bytes_max` 1 MiB: a preallocated
+    ///   segment is memory held whether or not anything is written (64 MiB
+    ///   each by default).
+    /// - `snapshots`: off: the views live in their memtables.
+    /// - `limits`: the defaults, so that a test meets the limits production
+    ///   does.
+    ///
+    /// ```
+    /// use waymark_engine::{Engine, Options, storage};
+    ///
+    /// let engine = Engine::open_with(storage::in_memory(7), "/state", Options::in_memory())?;
+    /// assert!(engine.options().validate().is_ok());
+    /// # Ok::<(), waymark_engine::Error>(())
+    /// ```
+    pub fn in_memory() -> Options {
+        Options {
+            durability: Durability::None,
+            segment_bytes_max: 1 << 20,
+            preallocate: false,
+            snapshots: SnapshotOptions {
+                enabled: false,
+                ..SnapshotOptions::default()
+            },
+            ..Options::default()
+        }
+    }
+
+    /// For an engine that re-applies batches another engine accepted (a
+    /// replay to a point in the past, a fork, a salvage): no syncs, no
+    /// preallocation, and the format's largest limits (the batches passed
+    /// their writer's limits, which may have been raised). Snapshots stay
+    /// on, so that a replay of a large log on disk keeps bounded memory;
+    /// turn them off for a replay held in memory.
+    pub fn scratch() -> Options {
+        Options {
+            durability: Durability::None,
+            preallocate: false,
+            limits: Limits::format_max(),
+            ..Options::default()
+        }
+    }
+
     /// Checks that the options are consistent.
     ///
     /// # Errors

@@ -140,7 +140,7 @@ fn info_json_is_one_object_with_applied_lsn() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["format_version"], waymark_engine::log::FORMAT_VERSION);
     assert_eq!(v["first_lsn"], 1);
     assert_eq!(v["last_lsn"], 12);
     assert!(v.get("applied_lsn").is_some());

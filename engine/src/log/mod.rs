@@ -25,7 +25,12 @@ pub use recovery::{Cut, RecoveryReport, Salvaged};
 pub use segment::SegmentHeader;
 
 /// The on-disk format version this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added `RunStatus::Paused`; FORMAT.md, "Versioning".
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this build reads. A log whose tail segment is
+/// older is appended to in a new segment (FORMAT.md, "Versioning").
+pub const FORMAT_VERSION_OLDEST: u32 = 1;
 
 /// The name of the log directory inside a state directory.
 pub const LOG_DIR_NAME: &str = "log";

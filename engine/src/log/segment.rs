@@ -7,8 +7,8 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic            b"WAYMKLOG"
-//!      8     4  format_version   u32 LE (this build writes 1)
-//!     12     4  header_len       u32 LE, 64 in version 1
+//!      8     4  format_version   u32 LE (this build writes 2, reads 1 and 2)
+//!     12     4  header_len       u32 LE, 64 in versions 1 and 2
 //!     16    16  log_id           u128 LE, random, the same in every segment
 //!     32     8  base_lsn         u64 LE, LSN of the segment's first frame
 //!     40     8  created_unix_ms  u64 LE, informational
@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{FORMAT_VERSION, Lsn};
+use super::{FORMAT_VERSION, FORMAT_VERSION_OLDEST, Lsn};
 use crate::error::Invalid;
 use crate::storage::Storage;
 
@@ -86,9 +86,10 @@ impl SegmentHeader {
             return Err(HeaderError::Invalid(Invalid::HeaderChecksum));
         }
         let format_version = u32_at(8);
-        if format_version != FORMAT_VERSION {
-            // Version 1 is the only one so far; a later build adds a match
-            // arm per version it still reads.
+        // Version 2 only added event variants (`RunStatus::Paused`): its
+        // frames and payloads decode version 1 segments unchanged, so one
+        // decoder reads both. A version whose layout differs gets its own.
+        if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&format_version) {
             return Err(HeaderError::UnsupportedVersion(format_version));
         }
         if u32_at(12) != HEADER_LEN_FIELD {
@@ -178,13 +179,26 @@ mod tests {
             Err(HeaderError::Invalid(Invalid::Truncated))
         );
         let newer = SegmentHeader {
-            format_version: 2,
+            format_version: FORMAT_VERSION + 1,
             ..header()
         }
         .encode();
         assert_eq!(
             SegmentHeader::decode(&newer),
-            Err(HeaderError::UnsupportedVersion(2))
+            Err(HeaderError::UnsupportedVersion(FORMAT_VERSION + 1))
+        );
+        let older = SegmentHeader {
+            format_version: 1,
+            ..header()
+        };
+        assert_eq!(SegmentHeader::decode(&older.encode()), Ok(older));
+        let zero = SegmentHeader {
+            format_version: 0,
+            ..header()
+        };
+        assert_eq!(
+            SegmentHeader::decode(&zero.encode()),
+            Err(HeaderError::UnsupportedVersion(0))
         );
     }
 

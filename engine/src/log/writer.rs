@@ -14,6 +14,7 @@
 //! acknowledgement) and poisons the writer: it never retries a sync, and
 //! refuses every later batch.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,7 @@ use super::Lsn;
 use super::ack::AckSender;
 use super::frame::{crc_seed, encode_frame, frame_len};
 use super::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, segment_file_name};
+use crate::condition::Condition;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::options::{Durability, Options, SnapshotOptions};
@@ -40,8 +42,16 @@ pub(crate) enum Msg {
         payload: AlignedVec,
         /// The batch's events, applied to the views once durable.
         events: Vec<Event>,
+        /// What must hold of the views, after every earlier batch, for the
+        /// batch to be written (`crate::Engine::append_if`); empty for a
+        /// plain append.
+        conditions: Vec<Condition>,
         ack: AckSender,
     },
+    /// A batch whose conditions failed (or could not be checked): never
+    /// written. Made by the writer only, in place of the `Append`, so that
+    /// its caller hears of it in order with its group.
+    Refused { ack: AckSender, error: Error },
     /// Sync everything written so far; the ack carries the durable LSN.
     Flush { ack: AckSender },
     /// Sync and stop accepting batches; the ack carries the durable LSN.
@@ -59,8 +69,10 @@ type Ack = (AckSender, Result<Lsn>);
 struct Committed {
     /// The LSN of the group's first batch.
     first_lsn: Lsn,
-    /// The events of each batch, in LSN order from `first_lsn`.
-    batches: Vec<Vec<Event>>,
+    /// The events of each batch, in LSN order from `first_lsn` (shared
+    /// with the writer, which checks conditions against them until the
+    /// views have applied them).
+    batches: Arc<Vec<Vec<Event>>>,
     /// One per message of the group, in order.
     acks: Vec<Ack>,
     /// The group held a `Freeze`: freeze the active memtable once the
@@ -100,9 +112,7 @@ struct Finisher {
 impl Finisher {
     fn finish(&self, group: Committed) {
         let applied = if self.views_failed.load(Ordering::Acquire) {
-            Err(self.shared.poisoned().unwrap_or_else(|| Error::Poisoned {
-                cause: "an earlier group failed to apply to the views".into(),
-            }))
+            Err(self.shared.poison_error())
         } else {
             self.apply(&group)
         };
@@ -116,8 +126,9 @@ impl Finisher {
                 // The batches are in the log, but the views are not trusted
                 // any more: fail like a failed write; reopening rebuilds
                 // the views from the log.
-                self.views_failed.store(true, Ordering::Release);
+                let e = Arc::new(e);
                 self.shared.poison(&e);
+                self.views_failed.store(true, Ordering::Release);
                 for (tx, _) in group.acks {
                     tx.send(Err(replicate(&e)));
                 }
@@ -134,8 +145,9 @@ impl Finisher {
                 ACKER_PANICS => panic!("injected: the acker thread panics"),
                 ACKER_FAILS_SLOWLY => {
                     std::thread::sleep(std::time::Duration::from_millis(500));
-                    return Err(Error::Poisoned {
-                        cause: "injected: applying a group failed".into(),
+                    return Err(Error::Io {
+                        path: "injected".into(),
+                        source: std::io::Error::other("injected: applying a group failed"),
                     });
                 }
                 _ => {}
@@ -145,7 +157,7 @@ impl Finisher {
             return Ok(());
         };
         let mut lsn = group.first_lsn;
-        for events in &group.batches {
+        for events in group.batches.iter() {
             views.apply(lsn, events)?;
             lsn = lsn.next();
         }
@@ -170,7 +182,7 @@ impl Finisher {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     poisoned: AtomicBool,
-    cause: Mutex<Option<String>>,
+    cause: Mutex<Option<Arc<Error>>>,
     /// Highest LSN written (and acknowledged in non-`Sync` modes).
     pub written_lsn: AtomicU64,
     /// Highest LSN made durable by an `fdatasync`.
@@ -181,6 +193,8 @@ pub(crate) struct Shared {
     pub groups: AtomicU64,
     pub fsyncs: AtomicU64,
     pub segments_created: AtomicU64,
+    /// Batches refused because a condition did not hold.
+    pub conflicts: AtomicU64,
     /// Callers polling for their acknowledgement (at most one).
     pub ack_spinners: AtomicU64,
     /// Appends sent to the writer and not yet acknowledged.
@@ -206,22 +220,30 @@ pub(crate) const ACKER_PANICS: u64 = 1;
 pub(crate) const ACKER_FAILS_SLOWLY: u64 = 2;
 
 impl Shared {
+    /// [`Error::Poisoned`] with the first failure as its source, once
+    /// anything poisoned the engine.
     pub(crate) fn poisoned(&self) -> Option<Error> {
         if !self.poisoned.load(Ordering::Acquire) {
             return None;
         }
-        let cause = self
-            .cause
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or_default();
-        Some(Error::Poisoned { cause })
+        let cause = self.cause.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // The flag is set only after the cause is stored, under the lock.
+        Some(Error::Poisoned {
+            cause: cause.expect("the cause is stored before the flag is set"),
+        })
     }
 
-    fn poison(&self, cause: &Error) {
+    /// [`Shared::poisoned`] where the caller knows the engine is poisoned
+    /// (its own failure flag, set only after a poison, says so).
+    fn poison_error(&self) -> Error {
+        self.poisoned()
+            .expect("a failure flag is set only after the engine is poisoned")
+    }
+
+    /// Poisons the engine with `cause`, unless an earlier failure did.
+    pub(crate) fn poison(&self, cause: &Arc<Error>) {
         let mut slot = self.cause.lock().unwrap_or_else(|e| e.into_inner());
-        slot.get_or_insert_with(|| cause.to_string());
+        slot.get_or_insert_with(|| Arc::clone(cause));
         self.poisoned.store(true, Ordering::Release);
     }
 }
@@ -283,6 +305,10 @@ pub(crate) struct Writer {
     acker: Option<Sender<Job>>,
     /// A write or sync failed: nothing is written or synced any more.
     io_failed: bool,
+    /// Groups handed on whose batches the views may not have applied yet:
+    /// (first LSN, batches). A condition that one of them may affect waits
+    /// until they are visible. Dropped once the views publish past them.
+    pending: VecDeque<(Lsn, Arc<Vec<Vec<Event>>>)>,
 }
 
 fn now_unix_ms() -> u64 {
@@ -301,22 +327,7 @@ fn create_segment(
     options: &Options,
 ) -> Result<Active> {
     let path = log_dir.join(segment_file_name(base));
-    let file = storage
-        .open(&path, OpenMode::CreateNew)
-        .map_err(|e| Error::io(&path, e))?;
-    let header = SegmentHeader {
-        format_version: super::FORMAT_VERSION,
-        log_id,
-        base_lsn: base,
-        created_unix_ms: now_unix_ms(),
-    };
-    file.write_all_at(&header.encode(), 0)
-        .map_err(|e| Error::io(&path, e))?;
-    if options.preallocate {
-        file.set_len(options.segment_bytes_max)
-            .map_err(|e| Error::io(&path, e))?;
-    }
-    file.sync_data().map_err(|e| Error::io(&path, e))?;
+    let file = create_segment_file(storage, &path, log_id, base, options)?;
     // A new file is not durable until its directory entry is.
     storage
         .sync_dir(log_dir)
@@ -330,17 +341,115 @@ fn create_segment(
     })
 }
 
+/// Creates a segment file at `path` (header and preallocation, synced;
+/// its directory entry is the caller's to sync).
+fn create_segment_file(
+    storage: &dyn Storage,
+    path: &Path,
+    log_id: u128,
+    base: Lsn,
+    options: &Options,
+) -> Result<Arc<dyn StorageFile>> {
+    let file = storage
+        .open(path, OpenMode::CreateNew)
+        .map_err(|e| Error::io(path, e))?;
+    let header = SegmentHeader {
+        format_version: super::FORMAT_VERSION,
+        log_id,
+        base_lsn: base,
+        created_unix_ms: now_unix_ms(),
+    };
+    file.write_all_at(&header.encode(), 0)
+        .map_err(|e| Error::io(path, e))?;
+    if options.preallocate {
+        file.set_len(options.segment_bytes_max)
+            .map_err(|e| Error::io(path, e))?;
+    }
+    file.sync_data().map_err(|e| Error::io(path, e))?;
+    Ok(file)
+}
+
+/// The suffix of the file that replaces an empty tail segment of an older
+/// format version (see [`upgrade_of_tail`]). Not a segment name: readers
+/// and recovery pass over it.
+const UPGRADE_SUFFIX: &str = ".upgrade";
+
+/// How the writer takes over a recovered tail segment.
+enum TailUpgrade {
+    /// Its header is this build's version: append after its last frame.
+    Resume,
+    /// It holds frames under an older version's header: start a new
+    /// segment.
+    Roll,
+    /// It had no frame and an older version's header, and was replaced by
+    /// an empty segment of this version (this file).
+    Replaced(Arc<dyn StorageFile>),
+}
+
+/// Reads the tail segment's header and decides how to take it over.
+///
+/// An older version's tail with no frame yet is replaced whole: a new empty
+/// segment is written and synced under a temporary name, renamed over it,
+/// and the directory synced. The rename is atomic, so a crash leaves the
+/// old empty segment or the new one, never neither (rewriting the header in
+/// place could tear it, and recovery would remove the torn segment, and
+/// with it, if it was the only one, the log's id that the views record).
+/// A temporary file a crash left behind is removed first.
+fn upgrade_of_tail(
+    storage: &dyn Storage,
+    log_dir: &Path,
+    file: &Arc<dyn StorageFile>,
+    path: &Path,
+    offset: u64,
+    options: &Options,
+) -> Result<TailUpgrade> {
+    let mut bytes = [0u8; SEGMENT_HEADER_BYTES];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|e| Error::io(path, e))?;
+    // Recovery checked this header already.
+    let header = SegmentHeader::decode(&bytes).map_err(|_| Error::Corruption {
+        segment: path.to_path_buf(),
+        offset: 0,
+        expected_lsn: Lsn(0),
+        reason: crate::error::Invalid::HeaderChecksum,
+    })?;
+    if header.format_version == super::FORMAT_VERSION {
+        return Ok(TailUpgrade::Resume);
+    }
+    if offset > SEGMENT_HEADER_BYTES as u64 {
+        return Ok(TailUpgrade::Roll);
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(UPGRADE_SUFFIX);
+    let tmp = PathBuf::from(tmp);
+    if storage.exists(&tmp).map_err(|e| Error::io(&tmp, e))? {
+        storage.remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    let new = create_segment_file(storage, &tmp, header.log_id, header.base_lsn, options)?;
+    storage.rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    storage
+        .sync_dir(log_dir)
+        .map_err(|e| Error::io(log_dir, e))?;
+    Ok(TailUpgrade::Replaced(new))
+}
+
 /// An error for each member of a failed group, made from the one that failed
 /// it (I/O errors cannot be cloned).
-fn replicate(e: &Error) -> Error {
-    match e {
+fn replicate(e: &Arc<Error>) -> Error {
+    match e.as_ref() {
         Error::Io { path, source } => Error::Io {
             path: path.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),
         },
         Error::DiskFull { path } => Error::DiskFull { path: path.clone() },
-        other => Error::Poisoned {
-            cause: other.to_string(),
+        Error::Poisoned { cause } => Error::Poisoned {
+            cause: Arc::clone(cause),
+        },
+        Error::MemtablesFull { cause } => Error::MemtablesFull {
+            cause: Arc::clone(cause),
+        },
+        _ => Error::Poisoned {
+            cause: Arc::clone(e),
         },
     }
 }
@@ -370,16 +479,40 @@ impl Writer {
                 storage
                     .sync_dir(&log_dir)
                     .map_err(|e| Error::io(&log_dir, e))?;
-                // What lies past the recovered tail is not known to be
-                // written: zero-filling starts again from the tail.
-                let active = Active {
-                    file,
-                    path,
-                    offset,
-                    dirty: false,
-                    zeroed_to: offset,
-                };
-                (log_id, active)
+                match upgrade_of_tail(storage.as_ref(), &log_dir, &file, &path, offset, &options)? {
+                    TailUpgrade::Replaced(file) => {
+                        let active = Active {
+                            file,
+                            path,
+                            offset,
+                            dirty: false,
+                            zeroed_to: offset,
+                        };
+                        (log_id, active)
+                    }
+                    TailUpgrade::Resume => {
+                        // What lies past the recovered tail is not known to
+                        // be written: zero-filling starts again from it.
+                        let active = Active {
+                            file,
+                            path,
+                            offset,
+                            dirty: false,
+                            zeroed_to: offset,
+                        };
+                        (log_id, active)
+                    }
+                    // Frames of this build's version never go into a segment
+                    // whose header names an older one (an older build would
+                    // take them for corruption): they start a new segment,
+                    // as a rollover does. Recovery synced the tail.
+                    TailUpgrade::Roll => {
+                        let active =
+                            create_segment(storage.as_ref(), &log_dir, log_id, next_lsn, &options)?;
+                        shared.segments_created.fetch_add(1, Ordering::Relaxed);
+                        (log_id, active)
+                    }
+                }
             }
             (log_id, _) => {
                 let log_id = log_id.unwrap_or_else(|| storage.new_log_id());
@@ -416,6 +549,7 @@ impl Writer {
             closed: false,
             acker: None,
             io_failed: false,
+            pending: VecDeque::new(),
         })
     }
 
@@ -572,12 +706,14 @@ impl Writer {
         group
     }
 
-    /// Writes, syncs and acknowledges one group.
+    /// Writes, syncs and acknowledges one group, checking the conditions
+    /// of its batches in LSN order. A group whose conditional batch depends
+    /// on an earlier batch of the same group is committed in parts: the
+    /// batches before it are written, synced and applied, then it is
+    /// checked against the views that hold them.
     fn commit(&mut self, group: Vec<Msg>) {
         if let Some(e) = self.shared.poisoned() {
-            for msg in group {
-                ack_of(&msg).send(Err(replicate(&e)));
-            }
+            fail_all(group, &Arc::new(e));
             return;
         }
         // The memory bound holds back appends; a flush or freeze adds
@@ -590,26 +726,147 @@ impl Writer {
         };
         if let Err(e) = bound {
             // Nothing of this group was written: a clean refusal.
-            for msg in group {
-                ack_of(&msg).send(Err(replicate(&e)));
-            }
+            fail_all(group, &Arc::new(e));
             return;
         }
-        let first_lsn = self.next_lsn;
-        match self.write_group(&group) {
-            Ok(()) => {
-                let batches = self.next_lsn.0 - first_lsn.0;
-                self.shared.batches.fetch_add(batches, Ordering::Relaxed);
-                self.shared.groups.fetch_add(1, Ordering::Relaxed);
-                self.hand_on(self.committed(group, first_lsn));
-            }
-            Err(e) => {
+        let mut rest = group;
+        while !rest.is_empty() {
+            let (part, later) = self.decide(rest);
+            rest = later;
+            let first_lsn = self.next_lsn;
+            if let Err(e) = self.write_group(&part) {
                 self.io_failed = true;
+                let e = Arc::new(e);
                 self.shared.poison(&e);
-                for msg in &group {
-                    ack_of(msg).send(Err(replicate(&e)));
+                fail_all(part, &e);
+                fail_all(std::mem::take(&mut rest), &e);
+                return;
+            }
+            let batches = self.next_lsn.0 - first_lsn.0;
+            self.shared.batches.fetch_add(batches, Ordering::Relaxed);
+            self.shared.groups.fetch_add(1, Ordering::Relaxed);
+            let committed = self.committed(part, first_lsn);
+            if batches > 0 && self.finisher.views.is_some() {
+                self.pending
+                    .push_back((first_lsn, Arc::clone(&committed.batches)));
+            }
+            self.hand_on(committed);
+        }
+    }
+
+    /// Checks the conditions of `group`'s batches in order and returns the
+    /// part to write now (a failed batch turned into `Msg::Refused`) and
+    /// the rest: everything from the first conditional batch that an
+    /// earlier batch of the part may affect (it is checked once the part is
+    /// applied). A condition that a batch of an earlier group may affect
+    /// waits until the views have applied that group: moments, as its sync
+    /// is done.
+    fn decide(&mut self, group: Vec<Msg>) -> (Vec<Msg>, Vec<Msg>) {
+        if !group
+            .iter()
+            .any(|m| matches!(m, Msg::Append { conditions, .. } if !conditions.is_empty()))
+        {
+            return (group, Vec::new());
+        }
+        self.drop_applied_pending();
+        let mut part: Vec<Msg> = Vec::with_capacity(group.len());
+        let mut rest = group.into_iter();
+        while let Some(msg) = rest.next() {
+            let Msg::Append {
+                payload,
+                events,
+                conditions,
+                ack,
+            } = msg
+            else {
+                part.push(msg);
+                continue;
+            };
+            if conditions.is_empty() {
+                part.push(Msg::Append {
+                    payload,
+                    events,
+                    conditions,
+                    ack,
+                });
+                continue;
+            }
+            if conditions
+                .iter()
+                .any(|c| c.depends_on(part.iter().filter_map(appended_events)))
+            {
+                let mut later = vec![Msg::Append {
+                    payload,
+                    events,
+                    conditions,
+                    ack,
+                }];
+                later.extend(rest);
+                return (part, later);
+            }
+            match self.check(&conditions) {
+                Ok(()) => part.push(Msg::Append {
+                    payload,
+                    events,
+                    conditions,
+                    ack,
+                }),
+                Err(error) => {
+                    if matches!(error, Error::Conflict { .. }) {
+                        self.shared.conflicts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    part.push(Msg::Refused { ack, error });
                 }
             }
+        }
+        (part, Vec::new())
+    }
+
+    /// Checks `conditions` against the views, after waiting for any group
+    /// handed on earlier whose batches may affect them.
+    fn check(&mut self, conditions: &[Condition]) -> Result<()> {
+        let Some(views) = self.finisher.views.clone() else {
+            return Err(Error::InvalidOptions(
+                "conditions need the views, and this log has none".into(),
+            ));
+        };
+        let waits = conditions.iter().any(|c| {
+            c.depends_on(
+                self.pending
+                    .iter()
+                    .flat_map(|(_, batches)| batches.iter().map(Vec::as_slice)),
+            )
+        });
+        if waits {
+            // Every group handed on is applied once the acker is idle (a
+            // group finished inline is applied already).
+            self.quiesce()?;
+            self.drop_applied_pending();
+        }
+        for (index, condition) in conditions.iter().enumerate() {
+            if let Some(found) = views.check(condition)? {
+                return Err(Error::Conflict {
+                    index,
+                    condition: Box::new(condition.clone()),
+                    found,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the pending groups the views have published.
+    fn drop_applied_pending(&mut self) {
+        let Some(views) = &self.finisher.views else {
+            return;
+        };
+        let visible = views.visible_lsn();
+        while let Some((first, batches)) = self.pending.front() {
+            let last = Lsn(first.0 + batches.len() as u64 - 1);
+            if last > visible {
+                break;
+            }
+            self.pending.pop_front();
         }
     }
 
@@ -617,19 +874,21 @@ impl Writer {
     /// each caller.
     fn committed(&self, group: Vec<Msg>, first_lsn: Lsn) -> Committed {
         let mut lsn = first_lsn;
+        let mut batches = Vec::with_capacity(group.len());
         let mut committed = Committed {
             first_lsn,
-            batches: Vec::with_capacity(group.len()),
+            batches: Arc::default(),
             acks: Vec::with_capacity(group.len()),
             freeze: false,
         };
         for msg in group {
             match msg {
                 Msg::Append { events, ack, .. } => {
-                    committed.batches.push(events);
+                    batches.push(events);
                     committed.acks.push((ack, Ok(lsn)));
                     lsn = lsn.next();
                 }
+                Msg::Refused { ack, error } => committed.acks.push((ack, Err(error))),
                 Msg::Freeze { ack } => {
                     committed.freeze = true;
                     committed.acks.push((ack, Ok(self.durable_lsn)));
@@ -639,6 +898,7 @@ impl Writer {
                 }
             }
         }
+        committed.batches = Arc::new(batches);
         committed
     }
 
@@ -681,9 +941,7 @@ impl Writer {
         // A group that failed to apply may have left part of itself in the
         // active memtable: never freeze (and snapshot) that.
         if self.finisher.views_failed.load(Ordering::Acquire) {
-            return Err(self.shared.poisoned().unwrap_or_else(|| Error::Poisoned {
-                cause: "an earlier group failed to apply to the views".into(),
-            }));
+            return Err(self.shared.poison_error());
         }
         // Synced before freezing (the frozen memtable must be durable) and
         // before waiting either way: the wait can last a whole snapshot, in
@@ -756,12 +1014,10 @@ impl Writer {
     /// apply does; reopening rebuilds the views from the log.
     /// Returns the error later callers get.
     fn acker_died(&self) -> Error {
-        let e = Error::Poisoned {
-            cause: "the acker thread stopped while finishing a group".into(),
-        };
+        self.shared
+            .poison(&Arc::new(Error::ThreadDied { thread: "acker" }));
         self.finisher.views_failed.store(true, Ordering::Release);
-        self.shared.poison(&e);
-        e
+        self.shared.poison_error()
     }
 
     /// Frames the group's batches and writes them, rolling segments as
@@ -772,6 +1028,7 @@ impl Writer {
         for msg in group {
             let payload = match msg {
                 Msg::Append { payload, .. } => payload,
+                Msg::Refused { .. } => continue,
                 Msg::Flush { .. } | Msg::Close { .. } | Msg::Freeze { .. } => {
                     flush = true;
                     continue;
@@ -871,9 +1128,7 @@ impl Writer {
         // another reason, a failed apply, the writer still syncs what it
         // acknowledged in `Periodic` mode.)
         if self.io_failed {
-            return Err(self.shared.poisoned().unwrap_or_else(|| Error::Poisoned {
-                cause: "an earlier write or sync failed".into(),
-            }));
+            return Err(self.shared.poison_error());
         }
         let a = &mut self.active;
         if !a.dirty {
@@ -881,10 +1136,11 @@ impl Writer {
         }
         let result = a.file.sync_data().map_err(|e| Error::io(&a.path, e));
         self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = &result {
+        if let Err(e) = result {
+            let e = Arc::new(e);
+            self.shared.poison(&e);
             self.io_failed = true;
-            self.shared.poison(e);
-            return result;
+            return Err(replicate(&e));
         }
         a.dirty = false;
         self.unsynced_since = None;
@@ -930,9 +1186,8 @@ struct AckerGone(Arc<Shared>);
 impl Drop for AckerGone {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.poison(&Error::Poisoned {
-                cause: "the acker thread panicked".into(),
-            });
+            self.0
+                .poison(&Arc::new(Error::ThreadDied { thread: "acker" }));
         }
     }
 }
@@ -945,9 +1200,8 @@ struct WriterGone {
 impl Drop for WriterGone {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.shared.poison(&Error::Poisoned {
-                cause: "the writer thread panicked".into(),
-            });
+            self.shared
+                .poison(&Arc::new(Error::ThreadDied { thread: "writer" }));
         }
         self.shared.writer_gone.store(true, Ordering::Release);
         for msg in self.rx.try_iter() {
@@ -981,24 +1235,43 @@ fn spin_recv(
     }
 }
 
+/// Tells every caller of `group` that it failed with `e`.
+fn fail_all(group: Vec<Msg>, e: &Arc<Error>) {
+    for msg in group {
+        ack_of(&msg).send(Err(replicate(e)));
+    }
+}
+
+/// The events of an append, for the dependency checks of conditions.
+fn appended_events(msg: &Msg) -> Option<&[Event]> {
+    match msg {
+        Msg::Append { events, .. } => Some(events),
+        _ => None,
+    }
+}
+
 fn payload_len(msg: &Msg) -> usize {
     match msg {
         Msg::Append { payload, .. } => payload.len(),
-        Msg::Flush { .. } | Msg::Close { .. } | Msg::Freeze { .. } => 0,
+        Msg::Refused { .. } | Msg::Flush { .. } | Msg::Close { .. } | Msg::Freeze { .. } => 0,
     }
 }
 
 fn ack_of(msg: &Msg) -> &AckSender {
     match msg {
-        Msg::Append { ack, .. } | Msg::Flush { ack } | Msg::Close { ack } | Msg::Freeze { ack } => {
-            ack
-        }
+        Msg::Append { ack, .. }
+        | Msg::Refused { ack, .. }
+        | Msg::Flush { ack }
+        | Msg::Close { ack }
+        | Msg::Freeze { ack } => ack,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::condition::{Found, TaskStatusKind};
+    use crate::event::TaskStatus;
     use crate::event::encode_batch;
     use crate::event::tests::sample;
     use crate::log::ack::ack_channel;
@@ -1010,6 +1283,7 @@ mod tests {
         Msg::Append {
             payload: encode_batch(&events).unwrap(),
             events,
+            conditions: Vec::new(),
             ack,
         }
     }
@@ -1105,14 +1379,105 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 std::thread::sleep(std::time::Duration::from_millis(50));
-                views.snapshot_failed(&Error::Poisoned {
-                    cause: "released by the test".into(),
-                });
+                views.snapshot_failed(Error::Closed);
             });
             assert!(writer.hold_memory_bound().is_err(), "released by a failure");
         });
         assert_eq!(shared.fsyncs.load(Ordering::Relaxed), 1);
         assert_eq!(writer.durable_lsn, Lsn(1));
+    }
+
+    /// A task attempt's status change, conditioned on its status before.
+    fn transition(
+        task: &str,
+        from: Option<TaskStatusKind>,
+        to: TaskStatus,
+    ) -> (Msg, crate::log::ack::AckReceiver) {
+        let attempt = crate::event::AttemptScope {
+            task: crate::event::TaskScope {
+                run: crate::event::RunScope {
+                    tenant: "t".into(),
+                    dag: "d".into(),
+                    run: "r".into(),
+                },
+                task: task.into(),
+            },
+            try_number: 1,
+        };
+        let events = vec![Event::now(crate::event::EventBody::TaskStatus {
+            attempt: attempt.clone(),
+            status: to,
+            worker: "w".into(),
+        })];
+        let (ack, rx) = ack_channel();
+        let msg = Msg::Append {
+            payload: encode_batch(&events).unwrap(),
+            events,
+            conditions: vec![Condition::AttemptStatus {
+                attempt,
+                any_of: vec![from],
+            }],
+            ack,
+        };
+        (msg, rx)
+    }
+
+    fn answer(rx: &crate::log::ack::AckReceiver) -> Result<Lsn> {
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the writer answered")
+    }
+
+    /// Conditional batches on unrelated tasks are checked together and
+    /// share one group's sync: conditions do not serialize the writer.
+    #[test]
+    fn conditions_on_unrelated_tasks_share_one_sync() {
+        let shared = Arc::new(Shared::default());
+        let (mut writer, _views, _woken) =
+            writer_with_views(Options::default(), Arc::clone(&shared));
+        let (msgs, rxs): (Vec<Msg>, Vec<_>) = ["a", "b", "c"]
+            .iter()
+            .map(|t| transition(t, None, TaskStatus::Running))
+            .unzip();
+        let before = shared.fsyncs.load(Ordering::Relaxed);
+        writer.commit(msgs);
+        assert_eq!(shared.fsyncs.load(Ordering::Relaxed) - before, 1);
+        let lsns: Vec<Lsn> = rxs.iter().map(|rx| answer(rx).unwrap()).collect();
+        assert_eq!(lsns, [Lsn(1), Lsn(2), Lsn(3)]);
+    }
+
+    /// A conditional batch that depends on an earlier batch of its own
+    /// group is checked after that batch is applied (the group is
+    /// committed in two parts, two syncs), so it sees it: here the second
+    /// start of one attempt is refused, and the succeed after it accepted.
+    #[test]
+    fn a_condition_sees_the_batches_before_it_in_its_own_group() {
+        let shared = Arc::new(Shared::default());
+        let (mut writer, views, _woken) =
+            writer_with_views(Options::default(), Arc::clone(&shared));
+        let (start, first) = transition("a", None, TaskStatus::Running);
+        let (again, second) = transition("a", None, TaskStatus::Running);
+        let (other, third) = transition("b", None, TaskStatus::Running);
+        let (done, fourth) = transition(
+            "a",
+            Some(TaskStatusKind::Running),
+            TaskStatus::Succeeded { result: Vec::new() },
+        );
+        let before = shared.fsyncs.load(Ordering::Relaxed);
+        writer.commit(vec![start, again, other, done]);
+        assert_eq!(answer(&first).unwrap(), Lsn(1));
+        match answer(&second) {
+            Err(Error::Conflict {
+                index: 0, found, ..
+            }) => {
+                assert_eq!(found, Found::AttemptStatus(Some(TaskStatusKind::Running)));
+            }
+            other => panic!("the second start must conflict: {other:?}"),
+        }
+        assert_eq!(answer(&third).unwrap(), Lsn(2));
+        assert_eq!(answer(&fourth).unwrap(), Lsn(3));
+        assert_eq!(shared.fsyncs.load(Ordering::Relaxed) - before, 2);
+        assert_eq!(shared.conflicts.load(Ordering::Relaxed), 1);
+        assert_eq!(views.visible_lsn(), Lsn(3), "the refused batch took no LSN");
     }
 
     /// A group that failed to apply halfway left a batch in the active
@@ -1130,9 +1495,7 @@ mod tests {
         // What the acker leaves when a group fails after its first batch.
         views.apply(Lsn(1), &[sample(1)]).unwrap();
         writer.finisher.views_failed.store(true, Ordering::Release);
-        shared.poison(&Error::Poisoned {
-            cause: "applying a group failed".into(),
-        });
+        shared.poison(&Arc::new(Error::Closed));
         assert!(writer.hold_memory_bound().is_err());
         assert!(views.levels().frozen.is_none(), "nothing frozen");
     }

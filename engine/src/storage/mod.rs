@@ -28,6 +28,21 @@ pub use fs::FsStorage;
 #[cfg(feature = "sim")]
 pub use sim::{Damage, OpKind, SimDisk};
 
+/// The real file system, as the engine's storage: what
+/// [`crate::Engine::open`] uses.
+pub fn file_system() -> Arc<dyn Storage> {
+    Arc::new(FsStorage)
+}
+
+/// A fresh simulated disk in memory whose random choices come from `seed`:
+/// the storage of an engine (or a kernel) that is a test double, with
+/// [`crate::Options::in_memory`]. Nothing touches the real disk; the same
+/// seed makes the same run.
+#[cfg(feature = "sim")]
+pub fn in_memory(seed: u64) -> Arc<dyn Storage> {
+    Arc::new(SimDisk::new(seed))
+}
+
 /// How [`Storage::open`] opens a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenMode {

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::condition::{Condition, Found};
 use crate::error::{Error, Result};
 use crate::event::{AttemptScope, Event, EventBody, RunScope, RunStatus, TaskScope, TaskStatus};
 use crate::log::Lsn;
@@ -44,7 +45,12 @@ use record::{
 use store::Store;
 
 /// The version of the views' record encoding, stored in redb's `meta`.
-pub const VIEWS_FORMAT_VERSION: u32 = 1;
+/// Version 2 added `RunStatus::Paused` to run records.
+pub const VIEWS_FORMAT_VERSION: u32 = 2;
+
+/// The oldest views version this build reads; a snapshot rewrites the
+/// file's version as [`VIEWS_FORMAT_VERSION`].
+pub const VIEWS_FORMAT_VERSION_OLDEST: u32 = 1;
 
 /// The levels a read goes through, newest first.
 #[derive(Debug, Default)]
@@ -85,7 +91,7 @@ pub(crate) struct SnapState {
     /// When the last snapshot finished (or the views opened).
     pub last_at: Mutex<Option<Instant>>,
     /// Set once a snapshot failed: the snapshotter stops.
-    pub failed: Mutex<Option<String>>,
+    pub failed: Mutex<Option<Arc<Error>>>,
     /// Signalled when a frozen memtable is dropped or a snapshot fails.
     pub done: Condvar,
     /// Held through one snapshot: the snapshotter thread and
@@ -174,14 +180,17 @@ impl Views {
     /// Records a failed snapshot: the snapshotter stops, the log is
     /// untouched, and writers waiting on the memory bound are released with
     /// an error.
-    pub(crate) fn snapshot_failed(&self, e: &Error) {
+    /// Returns the failure recorded (the first one, if an earlier snapshot
+    /// failed too).
+    pub(crate) fn snapshot_failed(&self, e: Error) -> Arc<Error> {
         let mut failed = self.snap.failed.lock().unwrap_or_else(|e| e.into_inner());
-        failed.get_or_insert_with(|| e.to_string());
+        let first = Arc::clone(failed.get_or_insert_with(|| Arc::new(e)));
         self.snap.done.notify_all();
+        first
     }
 
     /// The cause of a failed snapshot, if one failed.
-    pub(crate) fn snapshot_failure(&self) -> Option<String> {
+    pub(crate) fn snapshot_failure(&self) -> Option<Arc<Error>> {
         self.snap
             .failed
             .lock()
@@ -195,8 +204,8 @@ impl Views {
         let mut failed = self.snap.failed.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(cause) = failed.as_ref() {
-                return Err(Error::Poisoned {
-                    cause: format!("snapshot failed, memtables full: {cause}"),
+                return Err(Error::MemtablesFull {
+                    cause: Arc::clone(cause),
                 });
             }
             let levels = self.levels();
@@ -306,6 +315,85 @@ impl Views {
     /// Reads `key` as the applier: everything applied so far.
     fn latest(&self, key: &[u8]) -> Result<Option<Bytes>> {
         self.get_at(&self.levels(), key, u64::MAX)
+    }
+
+    /// Whether `condition` holds after everything applied so far: `None`
+    /// if it does, else what was found. Called by the writer only, once no
+    /// batch that may affect the condition is left unapplied (so the
+    /// applier, busy with other keys, changes nothing it reads).
+    pub(crate) fn check(&self, condition: &Condition) -> Result<Option<Found>> {
+        let task_record = |task: &TaskScope| -> Result<Option<TaskRecord>> {
+            self.latest(&KeyBuf::new(Table::Tasks).task(task).into_vec())?
+                .map(|b| decode_as(Table::Tasks, &b))
+                .transpose()
+        };
+        Ok(match condition {
+            Condition::AttemptStatus { attempt, any_of } => {
+                let status = task_record(&attempt.task)?.and_then(|t| {
+                    t.attempts
+                        .iter()
+                        .find(|a| a.try_number == attempt.try_number)
+                        .map(|a| a.status.kind())
+                });
+                (!any_of.contains(&status)).then_some(Found::AttemptStatus(status))
+            }
+            Condition::LatestTry { task, min, max } => {
+                let record = task_record(task)?;
+                let latest = record.as_ref().map_or(0, |t| t.latest_try);
+                (!(*min..=*max).contains(&latest))
+                    .then(|| Found::LatestTry(latest, record.map(|t| t.status.kind())))
+            }
+            Condition::TaskKnown { task } => {
+                let known = task_record(task)?.is_some()
+                    || [Table::Kv, Table::TaskKv]
+                        .into_iter()
+                        .map(|table| self.any_live(&KeyBuf::new(table).task(task).into_vec()))
+                        .collect::<Result<Vec<bool>>>()?
+                        .contains(&true);
+                (!known).then_some(Found::TaskUnknown)
+            }
+            Condition::RunStatus { run, any_of } => {
+                let status = self
+                    .run_record(&KeyBuf::new(Table::Runs).run(run).into_vec())?
+                    .map(|r| r.status);
+                (!any_of.contains(&status)).then_some(Found::RunStatus(status))
+            }
+            Condition::RunKnown { run } => {
+                let mut known = false;
+                for table in Table::ALL {
+                    if self.any_live(&KeyBuf::new(table).run(run).into_vec())? {
+                        known = true;
+                        break;
+                    }
+                }
+                (!known).then_some(Found::RunUnknown)
+            }
+            Condition::SharedWritable { run, key } => {
+                let immutable = match self.latest(&shared_key(run, key))? {
+                    Some(bytes) => decode_as::<SharedValue>(Table::Shared, &bytes)?.immutable,
+                    None => false,
+                };
+                immutable.then_some(Found::SharedImmutable)
+            }
+            Condition::CheckpointAt { run, name, lsn } => {
+                let found = match self.latest(&checkpoint_key(run, name))? {
+                    Some(bytes) => {
+                        Some(decode_as::<CheckpointRecord>(Table::Checkpoints, &bytes)?.lsn)
+                    }
+                    None => None,
+                };
+                (found != *lsn).then_some(Found::Checkpoint(found))
+            }
+        })
+    }
+
+    /// Whether any live key starts with `prefix`, after everything applied.
+    fn any_live(&self, prefix: &[u8]) -> Result<bool> {
+        let (start, end) = prefix_range(prefix);
+        let rows = self
+            .scan_at(&self.levels(), &start, &end, u64::MAX)?
+            .expect("redb never holds more than the applier applied");
+        Ok(!rows.is_empty())
     }
 
     /// Applies one durable batch's events at `lsn`. The caller publishes.
@@ -759,9 +847,32 @@ impl ViewReader {
         )
     }
 
+    /// `key` in the attempt state of the task's latest attempt that has
+    /// it: `(try_number, value)`. What an upstream read (`get_from`)
+    /// needs: only the matching key's record is decoded.
+    pub fn latest_attempt_value(
+        &self,
+        task: &TaskScope,
+        key: &str,
+    ) -> Result<Option<(u32, KvValue)>> {
+        let prefix = KeyBuf::new(Table::Kv).task(task).into_vec();
+        let mut found: Option<(u32, Bytes)> = None;
+        // Keys sort by try then key: the last match is the latest try.
+        for (k, value) in self.range(&prefix)? {
+            let mut rest = &k[prefix.len()..];
+            let try_number = take_u32(&mut rest).ok_or_else(|| corrupt_key(Table::Kv))?;
+            let name = take_part(&mut rest).ok_or_else(|| corrupt_key(Table::Kv))?;
+            if name == key.as_bytes() {
+                found = Some((try_number, value));
+            }
+        }
+        found
+            .map(|(try_number, value)| Ok((try_number, decode_as(Table::Kv, &value)?)))
+            .transpose()
+    }
+
     /// Every key of every attempt of a task: `(try_number, key, value)`,
-    /// by try then key. Upstream reads pick the latest attempt with a key
-    /// from this.
+    /// by try then key.
     pub fn task_attempt_entries(&self, task: &TaskScope) -> Result<Vec<(u32, String, KvValue)>> {
         let prefix = KeyBuf::new(Table::Kv).task(task).into_vec();
         self.range(&prefix)?

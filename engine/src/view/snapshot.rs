@@ -12,7 +12,7 @@
 //! A failed snapshot stops the snapshotter and is recorded: the log is
 //! untouched, reads stay correct (the frozen memtable stays in place), and
 //! once the memtables reach their memory bound appends fail with
-//! [`Error::Poisoned`] instead of growing memory without bound.
+//! [`Error::MemtablesFull`] instead of growing memory without bound.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,7 +76,7 @@ pub(crate) fn run(
             // The engine was closed: nothing failed.
             Err(Error::Closed) => return,
             Err(e) => {
-                views.snapshot_failed(&e);
+                views.snapshot_failed(e);
                 return;
             }
         }

@@ -17,7 +17,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 
 use super::key::Table;
 use super::memtable::Memtable;
-use super::{VIEWS_FORMAT_VERSION, table_name};
+use super::{VIEWS_FORMAT_VERSION, VIEWS_FORMAT_VERSION_OLDEST, table_name};
 use crate::error::{Error, Result};
 use crate::log::Lsn;
 use crate::storage::{OpenMode, Storage, StorageFile, read_up_to};
@@ -133,7 +133,9 @@ impl Probe {
     /// file does not hold.
     pub(crate) fn verify_from(&self) -> Lsn {
         match &self.found {
-            Ok((_, Some((_, version, applied)))) if *version == VIEWS_FORMAT_VERSION => {
+            Ok((_, Some((_, version, applied))))
+                if (VIEWS_FORMAT_VERSION_OLDEST..=VIEWS_FORMAT_VERSION).contains(version) =>
+            {
                 applied.next()
             }
             _ => Lsn(1),
@@ -152,8 +154,13 @@ pub(crate) struct Opened {
 }
 
 impl Store {
-    fn err(&self, e: impl std::fmt::Display) -> Error {
-        views_err(&self.path, e)
+    /// A redb error on this file: an I/O error stays one (a full disk is
+    /// [`Error::DiskFull`]), anything else is [`Error::Views`].
+    fn err(&self, e: impl Into<redb::Error>) -> Error {
+        match e.into() {
+            redb::Error::Io(io) => Error::io(&self.path, io),
+            e => views_err(&self.path, e),
+        }
     }
 
     /// Opens (or creates) the views file of `dir` and reads its meta,
@@ -244,7 +251,10 @@ impl Store {
                 Lsn(0)
             }
             Some((id, version, applied)) => {
-                if version != VIEWS_FORMAT_VERSION {
+                // Version 2 only added `RunStatus::Paused` to run records:
+                // a version 1 file reads as it is, and its next snapshot
+                // marks it version 2 (an older build then refuses it).
+                if !(VIEWS_FORMAT_VERSION_OLDEST..=VIEWS_FORMAT_VERSION).contains(&version) {
                     return Err(Error::UnsupportedVersion {
                         path: store.path,
                         version,
@@ -297,29 +307,30 @@ impl Store {
             let value = table.get(name).map_err(|e| self.err(e))?;
             value
                 .map(|v| v.value().to_vec())
-                .ok_or_else(|| self.err(format!("meta lacks {name}")))
+                .ok_or_else(|| views_err(&self.path, format!("meta lacks {name}")))
         };
         let id = u128::from_le_bytes(
             get("log_id")?
                 .try_into()
-                .map_err(|_| self.err("meta log_id is not 16 bytes"))?,
+                .map_err(|_| views_err(&self.path, "meta log_id is not 16 bytes"))?,
         );
         let version = u32::from_le_bytes(
             get("format_version")?
                 .try_into()
-                .map_err(|_| self.err("meta format_version is not 4 bytes"))?,
+                .map_err(|_| views_err(&self.path, "meta format_version is not 4 bytes"))?,
         );
         let applied = u64::from_le_bytes(
             get("applied_lsn")?
                 .try_into()
-                .map_err(|_| self.err("meta applied_lsn is not 8 bytes"))?,
+                .map_err(|_| views_err(&self.path, "meta applied_lsn is not 8 bytes"))?,
         );
         // No log reaches past the largest segment base: a larger figure is
         // damage (and `Lsn::next` on it would overflow).
         if applied > crate::log::segment::MAX_BASE_LSN {
-            return Err(self.err(format!(
-                "meta applied_lsn {applied} is outside the LSN space"
-            )));
+            return Err(views_err(
+                &self.path,
+                format!("meta applied_lsn {applied} is outside the LSN space"),
+            ));
         }
         Ok(Some((id, version, Lsn(applied))))
     }
@@ -347,7 +358,8 @@ impl Store {
 
     /// Reads one view key.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let table = Table::of(key).ok_or_else(|| self.err("a view key without a table"))?;
+        let table =
+            Table::of(key).ok_or_else(|| views_err(&self.path, "a view key without a table"))?;
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = txn.open_table(table_def(table)).map_err(|e| self.err(e))?;
         let value = t.get(&key[1..]).map_err(|e| self.err(e))?;
@@ -356,7 +368,8 @@ impl Store {
 
     /// Every entry with a view key in `[start, end)`, which lie in one table.
     pub(crate) fn scan(&self, start: &[u8], end: &[u8]) -> Result<(Lsn, Rows)> {
-        let table = Table::of(start).ok_or_else(|| self.err("a view key without a table"))?;
+        let table =
+            Table::of(start).ok_or_else(|| views_err(&self.path, "a view key without a table"))?;
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         // The commit this transaction reads holds every batch up to its
         // `applied_lsn`: the caller needs it to know whether the rows are
@@ -401,7 +414,8 @@ impl Store {
                 tables.push(txn.open_table(table_def(table)).map_err(|e| self.err(e))?);
             }
             let index = |key: &[u8]| -> Result<usize> {
-                let table = Table::of(key).ok_or_else(|| self.err("a view key without a table"))?;
+                let table = Table::of(key)
+                    .ok_or_else(|| views_err(&self.path, "a view key without a table"))?;
                 Ok(Table::ALL
                     .iter()
                     .position(|t| *t == table)
@@ -440,6 +454,12 @@ impl Store {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             meta.insert("applied_lsn", applied_lsn.0.to_le_bytes().as_slice())
                 .map_err(|e| self.err(e))?;
+            // The records just written may need this version to read.
+            meta.insert(
+                "format_version",
+                VIEWS_FORMAT_VERSION.to_le_bytes().as_slice(),
+            )
+            .map_err(|e| self.err(e))?;
         }
         txn.commit().map_err(|e| self.err(e))
     }
