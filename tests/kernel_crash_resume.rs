@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
+use waymark_engine::Options;
 use waymark_engine::storage::{Damage, SimDisk};
-use waymark_engine::{Engine, Options};
-use waymark_kernel::{EngineBackend, Kernel, RunRef, TaskStatus};
+use waymark_kernel::{Kernel, RunRef, TaskStatus};
 use waymark_tests::{CrashAt, proptest_cases};
 
 const TASKS: [&str; 6] = [
@@ -26,13 +26,15 @@ const TASKS: [&str; 6] = [
     "aggregate",
 ];
 
-fn kernel(disk: &SimDisk) -> Result<Kernel, waymark_engine::Error> {
+fn kernel(disk: &SimDisk) -> waymark_kernel::Result<Kernel> {
     let options = Options {
         segment_bytes_max: 1 << 14,
         ..Options::default()
     };
-    let engine = Engine::open_with(Arc::new(disk.clone()), "/state", options)?;
-    Ok(Kernel::on(EngineBackend::new(engine), "worker-1"))
+    Kernel::builder()
+        .options(options)
+        .worker_id("worker-1")
+        .open_on(Arc::new(disk.clone()), "/state")
 }
 
 /// What the worker was told had been done.
@@ -98,7 +100,11 @@ fn check(
         Ok(state) => state,
         // Nothing about the run survived: fine only if nothing was acknowledged.
         Err(waymark_kernel::Error::UnknownRun { .. }) if acked.status.is_empty() => {
-            waymark_kernel::RunState { tasks: Vec::new() }
+            waymark_kernel::RunState {
+                status: waymark_kernel::RunStatus::Created,
+                tasks: Vec::new(),
+                recorded: None,
+            }
         }
         Err(e) => return Err(TestCaseError::fail(format!("resume: {e}"))),
     };

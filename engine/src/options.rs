@@ -249,12 +249,16 @@ impl Options {
     /// For state that lives in memory and is thrown away: a test double (a
     /// kernel's `in_memory`), on [`crate::storage::in_memory`].
     ///
-    /// - `durability`: [`Durability::None`]: there is no crash to survive,
-    ///   and a sync of the simulated disk copies what was written.
+    /// - `durability`: [`Durability::Sync`], as in production: a sync of
+    ///   the simulated disk is a copy in memory, and it keeps the durable
+    ///   LSN (what history and watches read up to) at every acknowledged
+    ///   batch.
     /// - `preallocate`: false, and `segment_bytes_max` 1 MiB: a preallocated
     ///   segment is memory held whether or not anything is written (64 MiB
     ///   each by default).
     /// - `snapshots`: off: the views live in their memtables.
+    /// - `writer_queue_depth`: 64: the queue's slots are allocated (and
+    ///   written) when the engine opens, about 120 bytes each.
     /// - `limits`: the defaults, so that a test meets the limits production
     ///   does.
     ///
@@ -267,13 +271,14 @@ impl Options {
     /// ```
     pub fn in_memory() -> Options {
         Options {
-            durability: Durability::None,
+            durability: Durability::Sync,
             segment_bytes_max: 1 << 20,
             preallocate: false,
             snapshots: SnapshotOptions {
                 enabled: false,
                 ..SnapshotOptions::default()
             },
+            writer_queue_depth: 64,
             ..Options::default()
         }
     }

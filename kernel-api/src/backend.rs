@@ -1,30 +1,74 @@
 //! The one trait between the kernel and its storage.
 //!
-//! The kernel turns the workflow vocabulary into events and view reads; a
-//! [`Backend`] stores the events and answers the reads. Today's backend is
-//! the waymark engine (on files, or on the simulated disk for
-//! [`crate::Kernel::in_memory`]); a PostgreSQL one can implement the same
-//! trait and run the same scenario tests.
+//! The kernel turns the workflow vocabulary into events, conditions and
+//! view reads; a [`Backend`] stores the events and answers the reads.
+//! Today's backend is the waymark engine ([`EngineBackend`], on files or on
+//! the simulated disk); a SQL one implements the same trait and runs the
+//! same scenario suite (`tests/support/scenarios.rs`).
+//!
+//! # The contract
+//!
+//! - [`Backend::append`] is atomic and durable: when it returns `Ok`, every
+//!   event of the batch is stored, and after any crash all of them are, or
+//!   none.
+//! - It is **conditional**: the conditions are checked against the state
+//!   left by every batch committed before this one, and the batch is
+//!   committed only if all of them hold, as one step. Batches are
+//!   committed in one total order (the log's LSN order), and conditions
+//!   see exactly the batches before. A batch whose condition fails is not
+//!   written; the call returns [`Error::Conflict`] with the first failed
+//!   condition's index and what was found. The engine checks conditions on
+//!   its writer thread; a SQL backend does it in one transaction
+//!   (`SELECT … FOR UPDATE` of the rows the conditions name, check, insert
+//!   the events, update the views, commit) at `SERIALIZABLE` or with the
+//!   locks taken, retrying serialization failures itself.
+//! - Reads see every batch whose append has returned, on any thread, and
+//!   never part of a batch.
+//! - Errors are the kernel's: [`Error::Conflict`] and
+//!   [`Error::HistoryRemoved`] as described, [`Error::Engine`] from the
+//!   engine, [`Error::Backend`] (with its cause) from any other storage.
 
 use waymark_engine::{
-    AttemptScope, CheckpointRecord, Engine, Event, KvValue, Lsn, RunRecord, RunScope, SharedValue,
-    TaskRecord, TaskScope, ViewReader,
+    AttemptScope, CheckpointRecord, Condition, Engine, Event, KvValue, Lsn, RunRecord, RunScope,
+    SharedValue, TaskRecord, TaskScope, ViewReader,
 };
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-/// Storage for the kernel: an atomic, durable append of events, and reads
-/// of the views those events add up to. Reads see every batch whose append
-/// has returned, on any thread.
+/// What a backend counts, for [`crate::Kernel::stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendStats {
+    /// Batches committed since the backend was opened.
+    pub batches: u64,
+    /// Batches refused because a condition did not hold.
+    pub conflicts: u64,
+    /// Every batch up to this LSN is durable.
+    pub durable_lsn: Lsn,
+    /// The engine's own counters, when the backend is the engine.
+    pub engine: Option<waymark_engine::Stats>,
+}
+
+/// Storage for the kernel: an atomic, durable, conditional append of
+/// events, and reads of the state those events add up to. See the
+/// [module docs](self) for the contract.
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
-    /// Appends one batch atomically; returns its LSN once durable.
-    fn append(&self, batch: Vec<Event>) -> Result<Lsn>;
+    /// Appends `events` as one atomic batch if every one of `conditions`
+    /// holds after every batch committed before it; returns its LSN once
+    /// durable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] if a condition failed (nothing was written); the
+    /// storage's errors.
+    fn append(&self, conditions: Vec<Condition>, events: Vec<Event>) -> Result<Lsn>;
     /// One key of one attempt's state.
     fn get(&self, attempt: &AttemptScope, key: &str) -> Result<Option<KvValue>>;
     /// Every key of one attempt's state.
     fn attempt_entries(&self, attempt: &AttemptScope) -> Result<Vec<(String, KvValue)>>;
-    /// Every key of every attempt of a task: `(try, key, value)`.
-    fn task_attempt_entries(&self, task: &TaskScope) -> Result<Vec<(u32, String, KvValue)>>;
+    /// `key` in the attempt state of the latest attempt of `task` that has
+    /// it, with that attempt's try number (an upstream read).
+    fn latest_attempt_value(&self, task: &TaskScope, key: &str) -> Result<Option<(u32, KvValue)>>;
     /// One key of a task's state (survives retries).
     fn task_state(&self, task: &TaskScope, key: &str) -> Result<Option<KvValue>>;
     /// Every key of a task's state.
@@ -48,12 +92,28 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// # Errors
     ///
-    /// [`Error::HistoryRemoved`](crate::Error::HistoryRemoved) if the log
-    /// no longer holds `from` (retention), before `visit` is called; the
-    /// log's errors (corruption).
+    /// [`Error::HistoryRemoved`] if the log no longer holds `from`
+    /// (retention), before `visit` is called; the log's errors
+    /// (corruption).
     fn scan_log(&self, from: Lsn, visit: &mut dyn FnMut(Lsn, Vec<Event>) -> bool) -> Result<()>;
     /// The highest LSN that is durable (and so may be reported to watchers).
     fn durable_lsn(&self) -> Lsn;
+    /// Makes everything committed so far durable, whatever the durability
+    /// mode; returns the durable LSN.
+    ///
+    /// # Errors
+    ///
+    /// The storage's errors (a failed sync).
+    fn flush(&self) -> Result<Lsn>;
+    /// Syncs and closes: later appends fail. Reports the final sync's
+    /// failure instead of losing it in a `Drop`.
+    ///
+    /// # Errors
+    ///
+    /// The storage's errors (a failed sync, an earlier poison).
+    fn close(&self) -> Result<()>;
+    /// Counters since open.
+    fn stats(&self) -> BackendStats;
 }
 
 /// The waymark engine as a [`Backend`].
@@ -70,16 +130,16 @@ impl EngineBackend {
         EngineBackend { engine, views }
     }
 
-    /// The engine below, for what the kernel does not cover (stats,
-    /// snapshots, the log reader).
+    /// The engine below, for what the kernel does not cover (snapshots,
+    /// sizes, the log reader).
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 }
 
 impl Backend for EngineBackend {
-    fn append(&self, batch: Vec<Event>) -> Result<Lsn> {
-        Ok(self.engine.append(batch)?)
+    fn append(&self, conditions: Vec<Condition>, events: Vec<Event>) -> Result<Lsn> {
+        Ok(self.engine.append_if(conditions, events)?)
     }
     fn get(&self, attempt: &AttemptScope, key: &str) -> Result<Option<KvValue>> {
         Ok(self.views.get(attempt, key)?)
@@ -87,8 +147,8 @@ impl Backend for EngineBackend {
     fn attempt_entries(&self, attempt: &AttemptScope) -> Result<Vec<(String, KvValue)>> {
         Ok(self.views.attempt_entries(attempt)?)
     }
-    fn task_attempt_entries(&self, task: &TaskScope) -> Result<Vec<(u32, String, KvValue)>> {
-        Ok(self.views.task_attempt_entries(task)?)
+    fn latest_attempt_value(&self, task: &TaskScope, key: &str) -> Result<Option<(u32, KvValue)>> {
+        Ok(self.views.latest_attempt_value(task, key)?)
     }
     fn task_state(&self, task: &TaskScope, key: &str) -> Result<Option<KvValue>> {
         Ok(self.views.task_state(task, key)?)
@@ -124,15 +184,9 @@ impl Backend for EngineBackend {
         let from = Lsn(from.0.max(1));
         let mut cursor = reader.cursor(from);
         let mut first = true;
-        // Retention removed what the cursor was to read next, mid-scan.
-        let removed = |e: waymark_engine::Error| match e {
-            waymark_engine::Error::Removed { expected, first } => crate::Error::HistoryRemoved {
-                from: expected.0,
-                first: first.0,
-            },
-            e => e.into(),
-        };
-        while let Some(frame) = cursor.next_frame().map_err(removed)? {
+        // Retention removed what the cursor was to read next, mid-scan:
+        // `Error::Removed` becomes `HistoryRemoved` by `From`.
+        while let Some(frame) = cursor.next_frame().map_err(Error::from)? {
             // A cursor from more than one past the log's end starts at the
             // end: the frames before `from` are not asked for.
             if frame.lsn() < from {
@@ -141,7 +195,7 @@ impl Backend for EngineBackend {
             // A cursor from before the log's first LSN starts there: say
             // so rather than pass over what retention removed.
             if std::mem::take(&mut first) && frame.lsn() > from {
-                return Err(crate::Error::HistoryRemoved {
+                return Err(Error::HistoryRemoved {
                     from: from.0,
                     first: frame.lsn().0,
                 });
@@ -157,7 +211,7 @@ impl Backend for EngineBackend {
         // kept segment: retention removed `from` (the newest segment can
         // hold no frame).
         if first && cursor.next_lsn() > from {
-            return Err(crate::Error::HistoryRemoved {
+            return Err(Error::HistoryRemoved {
                 from: from.0,
                 first: cursor.next_lsn().0,
             });
@@ -168,5 +222,20 @@ impl Backend for EngineBackend {
         // Under `Durability::None` or `Periodic`, what was acknowledged may
         // not be synced yet; the engine's own count says what is.
         self.engine.durable_lsn()
+    }
+    fn flush(&self) -> Result<Lsn> {
+        Ok(self.engine.flush()?)
+    }
+    fn close(&self) -> Result<()> {
+        Ok(self.engine.close()?)
+    }
+    fn stats(&self) -> BackendStats {
+        let engine = self.engine.stats();
+        BackendStats {
+            batches: engine.batches,
+            conflicts: engine.conflicts,
+            durable_lsn: engine.durable_lsn,
+            engine: Some(engine),
+        }
     }
 }

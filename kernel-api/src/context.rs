@@ -8,10 +8,11 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use waymark_engine::{Event, EventBody, KvValue, Lsn};
+use waymark_engine::{Event, EventBody, KvValue, Lsn, TaskStatus};
 
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
+use crate::lifecycle::{status_event, transition_conditions, transition_refusal};
 use crate::task_ref::{TaskRef, check_name};
 
 /// A value read back with where it came from.
@@ -76,7 +77,7 @@ impl RunContext {
     fn append(&self, body: Vec<EventBody>) -> Result<Lsn> {
         self.kernel
             .backend()
-            .append(body.into_iter().map(Event::now).collect())
+            .append(Vec::new(), body.into_iter().map(Event::now).collect())
     }
 
     /// Sets a key of this attempt's state. Durable when it returns.
@@ -284,11 +285,8 @@ impl RunContext {
         let found = self
             .kernel
             .backend()
-            .task_attempt_entries(&upstream.task_scope())?
-            .into_iter()
-            .filter(|(_, k, _)| k == key)
-            .max_by_key(|(try_number, _, _)| *try_number);
-        Ok(found.map(|(try_number, _, v)| Pulled {
+            .latest_attempt_value(&upstream.task_scope(), key)?;
+        Ok(found.map(|(try_number, v)| Pulled {
             task_id: task_id.into(),
             try_number,
             entry: v.into(),
@@ -343,29 +341,43 @@ impl RunContext {
     }
 
     /// Starts a batch of writes that [`Batch::commit`] appends atomically:
-    /// after any crash all of them are there, or none.
+    /// after any crash all of them are there, or none. A batch may also
+    /// carry one lifecycle transition of this attempt ([`Batch::succeed`],
+    /// say): then it is written only if the transition is allowed, and a
+    /// task's outputs and its final status are one step.
     pub fn batch(&self) -> Batch<'_> {
         Batch {
             ctx: self,
             body: Vec::new(),
+            transition: None,
             error: None,
         }
     }
 }
 
-/// Several writes of one task attempt, committed as one atomic batch.
+/// Several writes of one task attempt, and at most one lifecycle
+/// transition of it, committed as one atomic batch.
 ///
 /// ```
-/// use waymark_kernel::{Kernel, TaskRef};
+/// use waymark_kernel::{Error, Kernel, TaskRef};
 ///
 /// let kernel = Kernel::in_memory()?;
-/// let ctx = kernel.context(TaskRef::new("acme", "docs", "r1", "ocr", 1)?);
+/// let ti = TaskRef::new("acme", "docs", "r1", "ocr", 1)?;
+/// let ctx = kernel.context(ti.clone());
 /// ctx.batch()
 ///     .set("text", b"hello")
 ///     .set("language", b"en")
 ///     .set_task_state("cursor", b"page-3")
 ///     .commit()?;
 /// assert_eq!(ctx.len()?, 2);
+///
+/// // The last output and the status together: both or neither.
+/// kernel.start(&ti)?;
+/// ctx.batch().set("summary", b"2 pages").succeed(b"ok").commit()?;
+/// // A second finish is refused, and writes none of its outputs.
+/// let again = ctx.batch().set("summary", b"other").succeed(b"ok").commit();
+/// assert!(matches!(again, Err(Error::InvalidTransition { .. })));
+/// assert_eq!(ctx.get("summary")?, Some(b"2 pages".to_vec()));
 /// # Ok::<(), waymark_kernel::Error>(())
 /// ```
 #[derive(Debug)]
@@ -373,6 +385,8 @@ impl RunContext {
 pub struct Batch<'a> {
     ctx: &'a RunContext,
     body: Vec<EventBody>,
+    /// The attempt's status change, written last in the batch.
+    transition: Option<TaskStatus>,
     error: Option<Error>,
 }
 
@@ -404,6 +418,20 @@ impl Batch<'_> {
         self
     }
 
+    /// Adds a set of attempt state to `value` as JSON.
+    pub fn set_json<T: Serialize + ?Sized>(mut self, key: &str, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(bytes) => self.set(key, bytes),
+            Err(source) => {
+                self.error.get_or_insert(Error::Json {
+                    key: key.into(),
+                    source,
+                });
+                self
+            }
+        }
+    }
+
     /// Adds a delete of attempt state.
     pub fn delete(mut self, key: &str) -> Self {
         if self.key_ok(key) {
@@ -427,20 +455,88 @@ impl Batch<'_> {
         self
     }
 
-    /// Appends every write as one batch. An empty batch writes nothing and
-    /// returns `None`.
+    /// Adds a delete of task state.
+    pub fn delete_task_state(mut self, key: &str) -> Self {
+        if self.key_ok(key) {
+            self.body.push(EventBody::TaskDelete {
+                task: self.ctx.ti.task_scope(),
+                key: key.into(),
+            });
+        }
+        self
+    }
+
+    /// Adds a lifecycle transition of this attempt (at most one a batch):
+    /// the batch is then written only if the attempt may move to `to` when
+    /// its turn comes, as [`Kernel::transition`] checks.
+    pub fn transition(mut self, to: TaskStatus) -> Self {
+        if self.transition.is_some() {
+            self.error.get_or_insert(Error::InvalidBatch(format!(
+                "{}: a batch carries at most one transition",
+                self.ctx.ti
+            )));
+        }
+        self.transition = Some(to);
+        self
+    }
+
+    /// Adds the start of this attempt.
+    pub fn start(self) -> Self {
+        self.transition(TaskStatus::Running)
+    }
+
+    /// Adds the success of this attempt, with its result.
+    pub fn succeed(self, result: impl Into<Vec<u8>>) -> Self {
+        self.transition(TaskStatus::Succeeded {
+            result: result.into(),
+        })
+    }
+
+    /// Adds the failure of this attempt, with an error message and a kind.
+    pub fn fail(self, error: impl Into<String>, kind: impl Into<String>) -> Self {
+        self.transition(TaskStatus::Failed {
+            error: error.into(),
+            kind: kind.into(),
+        })
+    }
+
+    /// Adds the cancellation of this attempt.
+    pub fn cancel(self) -> Self {
+        self.transition(TaskStatus::Cancelled)
+    }
+
+    /// Appends every write, and the transition after them, as one batch.
+    /// An empty batch writes nothing and returns `None`.
     ///
     /// # Errors
     ///
-    /// The first invalid key given, else as [`RunContext::set`]; nothing is
-    /// written in either case.
+    /// The first invalid key given, or two transitions; the transition's
+    /// refusals, as [`Kernel::transition`]; else as [`RunContext::set`].
+    /// Nothing is written in any of these cases.
     pub fn commit(self) -> Result<Option<Lsn>> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        if self.body.is_empty() {
-            return Ok(None);
-        }
-        self.ctx.append(self.body).map(Some)
+        let mut events: Vec<Event> = self.body.into_iter().map(Event::now).collect();
+        let Some(to) = self.transition else {
+            if events.is_empty() {
+                return Ok(None);
+            }
+            return self
+                .ctx
+                .kernel
+                .backend()
+                .append(Vec::new(), events)
+                .map(Some);
+        };
+        let ti = &self.ctx.ti;
+        let kind = to.kind();
+        let kernel = &self.ctx.kernel;
+        events.push(status_event(ti, to, kernel.worker_id()));
+        kernel
+            .append_guarded(transition_conditions(ti, kind), events, |found| {
+                transition_refusal(ti, kind, found)
+            })
+            .map(Some)
     }
 }

@@ -1,25 +1,80 @@
 //! The kernel's one error type.
+//!
+//! Every refusal names what it found, typed: a transition error carries the
+//! statuses, a retry of an attempt that is not the latest says which is.
+//! Errors of the storage below keep their cause: the engine's as
+//! [`Error::Engine`] (a poison keeps the failure that caused it as its
+//! source), another backend's as [`Error::Backend`].
+
+use waymark_engine::{Condition, Found, RunStatus, TaskStatusKind};
 
 /// What went wrong in a kernel call. Every misuse is one of these, naming
 /// what was wrong; none panics.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A `TaskRef` (or run or task name) that cannot be used.
+    /// A `TaskRef` (or run or task name, or key) that cannot be used.
     #[error("invalid task reference: {0}")]
     InvalidRef(String),
-    /// A task status change that the lifecycle does not allow.
-    #[error("task {task}: cannot go from {from} to {to}")]
+    /// A batch that cannot be committed as built (two transitions in it).
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+    /// A task status change that the lifecycle does not allow from the
+    /// attempt's status when its turn came: of racing callers of one
+    /// transition, every one but the winner gets this, with the status the
+    /// winner left.
+    #[error("task {task}: cannot go from {} to {to}", from.map_or("no status", TaskStatusKind::name))]
     InvalidTransition {
         /// The task attempt.
         task: String,
-        /// Its current status ("none" if it has none).
-        from: &'static str,
+        /// Its status (`None`: it had none).
+        from: Option<TaskStatusKind>,
         /// The status asked for.
-        to: &'static str,
+        to: TaskStatusKind,
     },
-    /// A run with no record (no run or task status was ever written).
-    #[error("unknown run {run}: it has no status (was it started under another tenant or DAG?)")]
+    /// The attempt is not its task's latest: a later attempt exists (a
+    /// retry made it), so this one can no longer be started, scheduled or
+    /// retried. Of racing retries of one attempt, every one but the winner
+    /// gets this, naming the attempt the winner made.
+    #[error("task {task} is not the latest attempt: try {latest} is")]
+    NotLatestAttempt {
+        /// The task attempt asked for.
+        task: String,
+        /// The task's latest try number.
+        latest: u32,
+    },
+    /// A retry of an attempt that has not finished: it is scheduled or
+    /// running. (After a crash, [`crate::Kernel::resume`] records running
+    /// attempts as interrupted; cancel a scheduled one to retry it.)
+    #[error(
+        "task {task} is {status}: only a finished attempt (succeeded, failed, interrupted or cancelled) is retried"
+    )]
+    NotRetryable {
+        /// The task attempt.
+        task: String,
+        /// Its status.
+        status: TaskStatusKind,
+    },
+    /// A run status change that the run's lifecycle does not allow.
+    #[error("run {run}: cannot go from {} to {to}", from.map_or("no status", RunStatus::name))]
+    InvalidRunTransition {
+        /// The run, as tenant/dag/run.
+        run: String,
+        /// Its status (`None`: it had no record).
+        from: Option<RunStatus>,
+        /// The status asked for.
+        to: RunStatus,
+    },
+    /// A task of a paused run cannot start until the run is resumed.
+    #[error("run {run} is paused: its tasks start once it is resumed")]
+    RunPaused {
+        /// The run, as tenant/dag/run.
+        run: String,
+    },
+    /// A run with no record and no state.
+    #[error(
+        "unknown run {run}: it has no status and no state (was it started under another tenant or DAG?)"
+    )]
     UnknownRun {
         /// The run, as tenant/dag/run.
         run: String,
@@ -30,7 +85,8 @@ pub enum Error {
         /// The task attempt.
         task: String,
     },
-    /// A run-shared variable marked immutable was written again.
+    /// A run-shared variable marked immutable was written again. Of two
+    /// racing first writes, the later gets this.
     #[error("shared variable {key:?} of run {run} is immutable and already set")]
     ImmutableShared {
         /// The run.
@@ -81,10 +137,96 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// An error from the storage engine below (I/O, limits, poisoned,
+    /// A condition of a backend's conditional append did not hold and no
+    /// more specific error applies; nothing was written. Kernel calls turn
+    /// the conditions they set into the errors above; a [`crate::Backend`]
+    /// returns this for every failed condition.
+    #[error("condition {index} does not hold ({condition}): found {found}")]
+    Conflict {
+        /// The index of the first condition that failed.
+        index: usize,
+        /// That condition.
+        condition: Box<Condition>,
+        /// What the backend held instead.
+        found: Found,
+    },
+    /// A decision that kept meeting concurrent changes (each try found the
+    /// state changed by another writer before its batch's turn): given up
+    /// after `tries`. Nothing was written by the last try.
+    #[error("{what}: the state kept changing under {tries} tries; try again")]
+    Contended {
+        /// The call.
+        what: String,
+        /// How many times it was decided and refused.
+        tries: u32,
+    },
+    /// A watch's thread could not be started.
+    #[error("could not start the watch thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// An error from the waymark engine below (I/O, limits, poisoned,
     /// closed, corruption).
     #[error(transparent)]
-    Engine(#[from] waymark_engine::Error),
+    Engine(waymark_engine::Error),
+    /// An error from a backend other than the engine (its storage, its
+    /// connection), with its cause.
+    #[error("backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<waymark_engine::Error> for Error {
+    fn from(e: waymark_engine::Error) -> Error {
+        match e {
+            waymark_engine::Error::Conflict {
+                index,
+                condition,
+                found,
+            } => Error::Conflict {
+                index,
+                condition,
+                found,
+            },
+            waymark_engine::Error::Removed { expected, first } => Error::HistoryRemoved {
+                from: expected.0,
+                first: first.0,
+            },
+            e => Error::Engine(e),
+        }
+    }
+}
+
+impl Error {
+    /// Whether the storage refuses writes until it is reopened (a failed
+    /// write or sync poisoned the engine).
+    pub fn is_poisoned(&self) -> bool {
+        matches!(self, Error::Engine(e) if e.is_poisoned())
+    }
+
+    /// Whether the disk filled up, here or anywhere in the chain of causes
+    /// (a poison keeps the full disk that caused it).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Engine(e) if e.is_disk_full())
+    }
+
+    /// Whether this is a refusal of a decision: the state the call found
+    /// does not allow it (a transition, a retry, a write-once variable, a
+    /// paused run, a conflict). Nothing was written; the state is as the
+    /// error says.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidTransition { .. }
+                | Error::NotLatestAttempt { .. }
+                | Error::NotRetryable { .. }
+                | Error::InvalidRunTransition { .. }
+                | Error::RunPaused { .. }
+                | Error::ImmutableShared { .. }
+                | Error::UnknownRun { .. }
+                | Error::UnknownTask { .. }
+                | Error::UnknownCheckpoint { .. }
+                | Error::Conflict { .. }
+                | Error::Contended { .. }
+        )
+    }
 }
 
 /// The kernel's result type.

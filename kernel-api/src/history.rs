@@ -1,12 +1,8 @@
 //! History: the events of a task, a key, a run or a time range, and the
 //! state of a run as it was at an LSN or a time.
 
-use std::sync::Arc;
+use waymark_engine::{Durability, Event, Lsn, Options, SnapshotOptions};
 
-use waymark_engine::storage::SimDisk;
-use waymark_engine::{Durability, Engine, Event, Lsn, Options, SnapshotOptions};
-
-use crate::backend::EngineBackend;
 use crate::error::Result;
 use crate::kernel::Kernel;
 use crate::task_ref::RunRef;
@@ -99,23 +95,21 @@ impl Kernel {
     ///
     /// The backend's errors.
     pub fn run_as_of(&self, run: &RunRef, at: At) -> Result<Kernel> {
-        let scratch = Engine::open_with(
-            Arc::new(SimDisk::new(0)),
-            "/as-of",
-            Options {
-                durability: Durability::None,
-                // In memory: no preallocated segments.
-                preallocate: false,
+        // In memory, the format's largest limits (the batches passed the
+        // limits of the engine that wrote them, which may have been
+        // raised), and no snapshots: the state stays in its memtables.
+        // Synced, so that the history of the state returned reads whole.
+        let scratch = Kernel::builder()
+            .worker_id(self.worker_id())
+            .options(Options {
+                durability: Durability::Sync,
                 snapshots: SnapshotOptions {
                     enabled: false,
                     ..SnapshotOptions::default()
                 },
-                // The batches passed this engine's own limits, which may
-                // have been raised.
-                limits: waymark_engine::Limits::format_max(),
-                ..Options::default()
-            },
-        )?;
+                ..Options::scratch()
+            })
+            .in_memory()?;
         let scope = run.scope();
         let mut failed = None;
         self.backend().scan_log(Lsn(1), &mut |lsn, events| {
@@ -135,7 +129,7 @@ impl Kernel {
             if batch.is_empty() {
                 return true;
             }
-            match scratch.append(batch) {
+            match scratch.backend().append(Vec::new(), batch) {
                 Ok(_) => true,
                 Err(e) => {
                     failed = Some(e);
@@ -144,8 +138,8 @@ impl Kernel {
             }
         })?;
         if let Some(e) = failed {
-            return Err(e.into());
+            return Err(e);
         }
-        Ok(Kernel::on(EngineBackend::new(scratch), self.worker_id()))
+        Ok(scratch)
     }
 }

@@ -1,18 +1,21 @@
-//! `Kernel`: a handle on task state, shared by every task of a worker.
+//! `Kernel`: a handle on task state, shared by every task of a worker, and
+//! `KernelBuilder`, which opens one on any storage.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use waymark_engine::storage::SimDisk;
-use waymark_engine::{Engine, Options};
+use waymark_engine::storage::{self, Storage};
+use waymark_engine::{Condition, Engine, Event, Found, Lsn, Options};
 
-use crate::backend::{Backend, EngineBackend};
+use crate::backend::{Backend, BackendStats, EngineBackend};
 use crate::context::RunContext;
 use crate::error::{Error, Result};
 use crate::task_ref::TaskRef;
 
 /// The task-state kernel of one worker. `Send + Sync`, and cheap to clone
-/// into threads: clones share one backend.
+/// into threads: clones share one backend. Every decision it takes from
+/// state (a transition, the next try, a write-once variable, a run's
+/// status) is one conditional batch: of racing callers, exactly one wins.
 ///
 /// ```
 /// use waymark_kernel::{Kernel, TaskRef};
@@ -26,22 +29,40 @@ use crate::task_ref::TaskRef;
 #[derive(Clone, Debug)]
 pub struct Kernel {
     backend: Arc<dyn Backend>,
+    /// The engine, when the kernel was opened on one by the builder.
+    engine: Option<Engine>,
     worker: Arc<str>,
 }
 
 /// Opens a [`Kernel`] with chosen settings; every setting has a documented
 /// default.
+///
+/// ```
+/// use waymark_kernel::Kernel;
+/// use waymark_kernel::engine::storage::SimDisk;
+///
+/// // A kernel on a simulated disk a test can crash (see the engine's
+/// // `SimDisk`): the same engine as on files.
+/// let disk = SimDisk::new(7);
+/// let kernel = Kernel::builder()
+///     .worker_id("worker-1")
+///     .open_on(std::sync::Arc::new(disk.clone()), "/state")?;
+/// assert_eq!(kernel.worker_id(), "worker-1");
+/// # Ok::<(), waymark_kernel::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct KernelBuilder {
-    options: Options,
+    options: Option<Options>,
     worker: String,
+    seed: u64,
 }
 
 impl Default for KernelBuilder {
     fn default() -> KernelBuilder {
         KernelBuilder {
-            options: Options::default(),
+            options: None,
             worker: default_worker_id(),
+            seed: 0,
         }
     }
 }
@@ -58,10 +79,11 @@ fn default_worker_id() -> String {
 
 impl KernelBuilder {
     /// Engine options (durability, limits, snapshots, retention). Default:
-    /// [`Options::default`] (`Sync` durability: an acknowledged write
-    /// survives any crash).
+    /// [`Options::default`] on a directory (`Sync` durability: an
+    /// acknowledged write survives any crash), [`Options::in_memory`] for
+    /// [`KernelBuilder::in_memory`].
     pub fn options(mut self, options: Options) -> KernelBuilder {
-        self.options = options;
+        self.options = Some(options);
         self
     }
 
@@ -72,37 +94,52 @@ impl KernelBuilder {
         self
     }
 
-    /// Opens (or creates) the state directory `dir`.
+    /// The seed of an in-memory kernel's simulated disk (its log id and
+    /// every random choice). Default 0: runs replay.
+    pub fn seed(mut self, seed: u64) -> KernelBuilder {
+        self.seed = seed;
+        self
+    }
+
+    /// Opens (or creates) the state directory `dir` on the real file
+    /// system.
     ///
     /// # Errors
     ///
     /// The engine's open errors: a held lock, corruption, I/O.
     pub fn open(self, dir: impl AsRef<Path>) -> Result<Kernel> {
-        let engine = Engine::open_with(
-            Arc::new(waymark_engine::storage::FsStorage),
-            dir,
-            self.options,
-        )?;
-        Ok(Kernel::on(EngineBackend::new(engine), self.worker))
+        self.open_on(storage::file_system(), dir)
     }
 
-    /// A kernel whose state lives on a fresh simulated disk in memory: the
-    /// same engine, nothing on the real disk. For tests.
+    /// Opens (or creates) the state directory `dir` on `storage`: the real
+    /// file system, a simulated disk a test crashes, or any other
+    /// [`Storage`] (as redb's `create_with_backend`).
+    ///
+    /// # Errors
+    ///
+    /// The engine's open errors: a held lock, corruption, I/O, invalid
+    /// options.
+    pub fn open_on(self, storage: Arc<dyn Storage>, dir: impl AsRef<Path>) -> Result<Kernel> {
+        let options = self.options.unwrap_or_default();
+        let engine = Engine::open_with(storage, dir, options)?;
+        Ok(Kernel::on_engine(engine, self.worker))
+    }
+
+    /// A kernel whose state lives in memory: the same engine on a
+    /// simulated disk of its own, seeded by [`KernelBuilder::seed`], with
+    /// [`Options::in_memory`] unless options were given (a kernel holding
+    /// a few keys costs well under a mebibyte). A test double: nothing
+    /// survives it.
     ///
     /// # Errors
     ///
     /// Invalid options.
-    pub fn in_memory(self) -> Result<Kernel> {
-        let disk = SimDisk::new(fastrand_seed());
-        let engine = Engine::open_with(Arc::new(disk), "/state", self.options)?;
-        Ok(Kernel::on(EngineBackend::new(engine), self.worker))
+    pub fn in_memory(mut self) -> Result<Kernel> {
+        let options = self.options.take().unwrap_or_else(Options::in_memory);
+        let seed = self.seed;
+        self.options(options)
+            .open_on(storage::in_memory(seed), "/state")
     }
-}
-
-fn fastrand_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Kernel {
@@ -115,7 +152,7 @@ impl Kernel {
         KernelBuilder::default().open(dir)
     }
 
-    /// A kernel on a fresh simulated disk in memory (see
+    /// A kernel in memory with default settings (see
     /// [`KernelBuilder::in_memory`]).
     ///
     /// # Errors
@@ -150,6 +187,16 @@ impl Kernel {
     pub fn on(backend: impl Backend, worker: impl Into<String>) -> Kernel {
         Kernel {
             backend: Arc::new(backend),
+            engine: None,
+            worker: worker.into().into(),
+        }
+    }
+
+    /// A kernel on an open engine ([`Kernel::engine`] then returns it).
+    pub fn on_engine(engine: Engine, worker: impl Into<String>) -> Kernel {
+        Kernel {
+            backend: Arc::new(EngineBackend::new(engine.clone())),
+            engine: Some(engine),
             worker: worker.into().into(),
         }
     }
@@ -164,9 +211,66 @@ impl Kernel {
         self.backend.as_ref()
     }
 
+    /// The engine below, if the kernel runs on one (opened by the builder
+    /// or [`Kernel::on_engine`]): for what the kernel does not cover
+    /// (snapshots, sizes, the log reader).
+    pub fn engine(&self) -> Option<&Engine> {
+        self.engine.as_ref()
+    }
+
     /// The worker id recorded with status changes.
     pub fn worker_id(&self) -> &str {
         &self.worker
+    }
+
+    /// Makes everything written so far durable, whatever the durability
+    /// mode, and returns the durable LSN.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors (a failed sync).
+    pub fn flush(&self) -> Result<Lsn> {
+        self.backend.flush()
+    }
+
+    /// Syncs and closes the backend for every clone of this kernel: later
+    /// writes fail with the engine's `Closed`. Unlike dropping the last
+    /// clone, it reports the final sync's failure.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors (a failed final sync, an earlier poison).
+    pub fn close(&self) -> Result<()> {
+        self.backend.close()
+    }
+
+    /// Counters since open: batches, refusals, the durable LSN, and the
+    /// engine's own when it is the backend.
+    pub fn stats(&self) -> BackendStats {
+        self.backend.stats()
+    }
+
+    /// Appends `events` if `conditions` hold, turning a failed condition
+    /// into the caller's own error with `refuse` (given what was found;
+    /// `None` reports the conflict as it is).
+    pub(crate) fn append_guarded(
+        &self,
+        conditions: Vec<Condition>,
+        events: Vec<Event>,
+        refuse: impl FnOnce(Found) -> Option<Error>,
+    ) -> Result<Lsn> {
+        match self.backend.append(conditions, events) {
+            Err(Error::Conflict {
+                index,
+                condition,
+                found,
+            }) => Err(refuse(found.clone()).unwrap_or(Error::Conflict {
+                index,
+                condition,
+                found,
+            })),
+            other => other,
+        }
     }
 }
 
@@ -194,5 +298,43 @@ mod tests {
     fn kernel_is_send_sync_and_clone() {
         fn check<T: Send + Sync + Clone>() {}
         check::<Kernel>();
+    }
+
+    /// An in-memory kernel replays: the same seed gives the same log id.
+    #[test]
+    fn in_memory_kernels_are_seeded() {
+        let id = |seed| {
+            Kernel::builder()
+                .seed(seed)
+                .in_memory()
+                .unwrap()
+                .engine()
+                .unwrap()
+                .log_id()
+        };
+        assert_eq!(id(3), id(3));
+        assert_ne!(id(3), id(4));
+        let default = || Kernel::in_memory().unwrap().engine().unwrap().log_id();
+        assert_eq!(default(), default(), "the default seed is fixed");
+    }
+
+    /// `close` reports and refuses: later writes are an error, not lost.
+    #[test]
+    fn close_syncs_then_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = Kernel::open(dir.path()).unwrap();
+        let ctx = kernel.context(TaskRef::new("a", "d", "r", "t", 1).unwrap());
+        ctx.set("k", b"v").unwrap();
+        assert!(kernel.flush().unwrap() >= Lsn(1));
+        kernel.close().unwrap();
+        assert!(matches!(
+            ctx.set("k", b"w"),
+            Err(Error::Engine(waymark_engine::Error::Closed))
+        ));
+        drop((ctx, kernel));
+        let kernel = Kernel::open(dir.path()).unwrap();
+        let ctx = kernel.context(TaskRef::new("a", "d", "r", "t", 1).unwrap());
+        assert_eq!(ctx.get("k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(kernel.stats().batches, 0, "counted since this open");
     }
 }

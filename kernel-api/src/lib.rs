@@ -33,21 +33,25 @@ mod error;
 mod history;
 mod kernel;
 mod lifecycle;
+mod retry;
 mod runs;
 mod task_ref;
 mod watch;
 
-pub use backend::{Backend, EngineBackend};
+pub use backend::{Backend, BackendStats, EngineBackend};
 pub use context::{Batch, Entry, Pulled, RunContext};
 pub use error::{Error, Result};
 pub use history::{At, LoggedEvent};
 pub use kernel::{Kernel, KernelBuilder};
-pub use lifecycle::{Backoff, RetryPolicy, RunState, TaskResume};
-pub use runs::{CheckpointInfo, RunInfo};
+pub use lifecycle::{RunState, TaskResume, allowed_from};
+pub use retry::{Backoff, RetryPolicy};
+pub use runs::{CheckpointInfo, RunInfo, run_allowed_from};
 pub use task_ref::{NAME_BYTES_MAX, RunRef, TaskRef};
 pub use watch::{Watch, WatchFilter, Watched};
 pub use waymark_engine as engine;
-pub use waymark_engine::{RunRecord, RunStatus, TaskRecord, TaskStatus};
+pub use waymark_engine::{
+    Condition, Found, RunRecord, RunStatus, TaskRecord, TaskStatus, TaskStatusKind,
+};
 
 /// The README's examples, compiled and run as doctests so that they stay
 /// true (here, where both the kernel and the engine are in scope).

@@ -1,37 +1,121 @@
 //! Task lifecycle, retry and resume.
 //!
-//! An attempt moves `scheduled → running → succeeded | failed | cancelled`,
-//! and `running → interrupted` when [`Kernel::resume`] finds it running
-//! after a crash. Each change is an event with its time and the worker id.
-//! A transition not in that graph is [`Error::InvalidTransition`]. The
-//! check reads the current status, then appends: two workers racing on one
-//! attempt can both pass it (one attempt has one worker in the workflow
-//! systems this serves).
+//! An attempt moves `scheduled → running → succeeded | failed | cancelled`
+//! (`cancelled` also from no status or `scheduled`), and `running →
+//! interrupted` when [`Kernel::resume`] finds it running after a crash.
+//! Each change is an event with its time and the worker id.
+//!
+//! Every decision here is one conditional batch: the backend checks the
+//! conditions (the attempt's status, its task's latest try, its run's
+//! status) against the state every earlier batch left, and writes the
+//! batch only if they hold. So of N threads racing one transition exactly
+//! one wins; the others get [`Error::InvalidTransition`] naming the status
+//! the winner left. Transitions of unrelated tasks do not wait for each
+//! other (they share a group commit).
+//!
+//! The rules beyond each attempt's own graph:
+//! - an attempt is scheduled or started only while no later attempt of its
+//!   task exists ([`Error::NotLatestAttempt`]);
+//! - a task of a paused run does not start ([`Error::RunPaused`]);
+//! - a retry ([`Kernel::clear_for_retry`]) takes the latest attempt once it
+//!   has finished (or a task with state and no status), clears the attempt
+//!   state of every attempt, and schedules the next one, in one batch: of
+//!   racing retries, one makes the next attempt.
 
-use std::time::Duration;
-
-use waymark_engine::{EventBody, Lsn, TaskRecord, TaskStatus};
+use waymark_engine::{
+    Condition, Event, EventBody, Found, Lsn, RunStatus, TaskRecord, TaskStatus, TaskStatusKind,
+};
 
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::task_ref::{RunRef, TaskRef};
 
-fn name(status: Option<&TaskStatus>) -> &'static str {
-    status.map_or("none", TaskStatus::name)
+/// How many times a decision that keeps meeting concurrent changes is
+/// taken again before [`Error::Contended`]: each refusal means another
+/// writer changed the state in between, so a few suffice.
+pub(crate) const DECISION_TRIES: u32 = 64;
+
+/// The statuses an attempt may move to `to` from (`None`: no status yet).
+pub fn allowed_from(to: TaskStatusKind) -> &'static [Option<TaskStatusKind>] {
+    use TaskStatusKind as K;
+    match to {
+        K::Scheduled => &[None],
+        K::Running => &[None, Some(K::Scheduled)],
+        K::Succeeded | K::Failed | K::Interrupted => &[Some(K::Running)],
+        K::Cancelled => &[None, Some(K::Scheduled), Some(K::Running)],
+    }
 }
 
-/// Whether an attempt may go from `from` to `to`.
-fn allowed(from: Option<&TaskStatus>, to: &TaskStatus) -> bool {
-    use TaskStatus as S;
-    matches!(
-        (from, to),
-        (None, S::Scheduled | S::Running | S::Cancelled)
-            | (Some(S::Scheduled), S::Running | S::Cancelled)
-            | (
-                Some(S::Running),
-                S::Succeeded { .. } | S::Failed { .. } | S::Cancelled | S::Interrupted
-            )
-    )
+/// The statuses of an attempt that may be retried: finished, or none at
+/// all (a task with state and no status).
+const RETRYABLE: [Option<TaskStatusKind>; 5] = [
+    None,
+    Some(TaskStatusKind::Succeeded),
+    Some(TaskStatusKind::Failed),
+    Some(TaskStatusKind::Interrupted),
+    Some(TaskStatusKind::Cancelled),
+];
+
+/// Every run status but `Paused`, and no record: where a task may start.
+const NOT_PAUSED: [Option<RunStatus>; 6] = [
+    None,
+    Some(RunStatus::Created),
+    Some(RunStatus::Running),
+    Some(RunStatus::Succeeded),
+    Some(RunStatus::Failed),
+    Some(RunStatus::Cancelled),
+];
+
+/// The conditions under which attempt `ti` may move to `to`.
+pub(crate) fn transition_conditions(ti: &TaskRef, to: TaskStatusKind) -> Vec<Condition> {
+    let mut conditions = vec![Condition::AttemptStatus {
+        attempt: ti.attempt_scope(),
+        any_of: allowed_from(to).to_vec(),
+    }];
+    if matches!(to, TaskStatusKind::Scheduled | TaskStatusKind::Running) {
+        conditions.push(Condition::LatestTry {
+            task: ti.task_scope(),
+            min: 0,
+            max: ti.try_number(),
+        });
+    }
+    if to == TaskStatusKind::Running {
+        conditions.push(Condition::RunStatus {
+            run: ti.run_scope(),
+            any_of: NOT_PAUSED.to_vec(),
+        });
+    }
+    conditions
+}
+
+/// The error a failed transition condition means to the caller (`None`
+/// for a finding none of its conditions makes: the conflict is reported
+/// as it is).
+pub(crate) fn transition_refusal(ti: &TaskRef, to: TaskStatusKind, found: Found) -> Option<Error> {
+    Some(match found {
+        Found::AttemptStatus(from) => Error::InvalidTransition {
+            task: ti.to_string(),
+            from,
+            to,
+        },
+        Found::LatestTry(latest, _) => Error::NotLatestAttempt {
+            task: ti.to_string(),
+            latest,
+        },
+        Found::RunStatus(_) => Error::RunPaused {
+            run: ti.run_ref().to_string(),
+        },
+        _ => return None,
+    })
+}
+
+/// The status event of attempt `ti` moving to `to`.
+pub(crate) fn status_event(ti: &TaskRef, to: TaskStatus, worker: &str) -> Event {
+    Event::now(EventBody::TaskStatus {
+        attempt: ti.attempt_scope(),
+        status: to,
+        worker: worker.into(),
+    })
 }
 
 /// One task's state after a crash, from [`Kernel::resume`].
@@ -48,11 +132,18 @@ pub struct TaskResume {
 /// A run's tasks after a crash: what a scheduler needs to skip finished
 /// tasks ([`RunState::succeeded`]), retry interrupted and failed ones
 /// ([`RunState::to_retry`]) and start scheduled ones
-/// ([`RunState::scheduled`]). Cancelled tasks are in none of the three.
+/// ([`RunState::scheduled`]), unless the run is paused
+/// ([`RunState::is_paused`]). Cancelled tasks are in none of the three.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunState {
+    /// The run's status when it was resumed (a run whose tasks alone
+    /// created its record is `Created`).
+    pub status: RunStatus,
     /// Every task with a status, by task id.
     pub tasks: Vec<TaskResume>,
+    /// The LSN of the batch that recorded the interruptions, if this
+    /// resume found tasks running.
+    pub recorded: Option<Lsn>,
 }
 
 impl RunState {
@@ -64,8 +155,8 @@ impl RunState {
     }
 
     /// The tasks scheduled and not started: start them as they are (their
-    /// attempt is numbered already; a crash after `clear_for_retry` and
-    /// `schedule` but before `start` leaves a task here).
+    /// attempt is numbered already; a crash after `clear_for_retry` but
+    /// before `start` leaves a task here).
     pub fn scheduled(&self) -> impl Iterator<Item = &TaskResume> {
         self.tasks
             .iter()
@@ -81,6 +172,12 @@ impl RunState {
             )
         })
     }
+
+    /// Whether the run is paused: its tasks do not start until
+    /// [`Kernel::resume_run`].
+    pub fn is_paused(&self) -> bool {
+        self.status == RunStatus::Paused
+    }
 }
 
 impl Kernel {
@@ -94,32 +191,22 @@ impl Kernel {
         self.backend().task(&ti.task_scope())
     }
 
-    /// Moves attempt `ti` to `to`, checking the transition.
+    /// Moves attempt `ti` to `to`, if the lifecycle allows it from the
+    /// attempt's status when the batch's turn comes (see the module docs).
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidTransition`]; the backend's errors.
+    /// [`Error::InvalidTransition`] (with the status found),
+    /// [`Error::NotLatestAttempt`] (scheduling or starting a superseded
+    /// attempt), [`Error::RunPaused`] (starting a task of a paused run);
+    /// the backend's errors.
     pub fn transition(&self, ti: &TaskRef, to: TaskStatus) -> Result<Lsn> {
-        let record = self.task(ti)?;
-        let from = record.as_ref().and_then(|r| {
-            r.attempts
-                .iter()
-                .find(|a| a.try_number == ti.try_number())
-                .map(|a| a.status.clone())
-        });
-        if !allowed(from.as_ref(), &to) {
-            return Err(Error::InvalidTransition {
-                task: ti.to_string(),
-                from: name(from.as_ref()),
-                to: name(Some(&to)),
-            });
-        }
-        self.backend()
-            .append(vec![waymark_engine::Event::now(EventBody::TaskStatus {
-                attempt: ti.attempt_scope(),
-                status: to,
-                worker: self.worker_id().into(),
-            })])
+        let kind = to.kind();
+        self.append_guarded(
+            transition_conditions(ti, kind),
+            vec![status_event(ti, to, self.worker_id())],
+            |found| transition_refusal(ti, kind, found),
+        )
     }
 
     /// Marks attempt `ti` scheduled.
@@ -140,7 +227,9 @@ impl Kernel {
         self.transition(ti, TaskStatus::Running)
     }
 
-    /// Marks attempt `ti` succeeded with `result`.
+    /// Marks attempt `ti` succeeded with `result`. To write the attempt's
+    /// last outputs in the same atomic step, use
+    /// [`Kernel::succeed_with`] or a [`crate::Batch`].
     ///
     /// # Errors
     ///
@@ -154,8 +243,43 @@ impl Kernel {
         )
     }
 
+    /// Marks attempt `ti` succeeded with `result` and sets `outputs` in its
+    /// attempt state, in one atomic batch: after any crash both are there
+    /// or neither, and a refused transition writes no output.
+    ///
+    /// ```
+    /// use waymark_kernel::{Kernel, TaskRef};
+    ///
+    /// let kernel = Kernel::in_memory()?;
+    /// let ti = TaskRef::new("acme", "documents", "run-42", "ocr", 1)?;
+    /// kernel.start(&ti)?;
+    /// kernel.succeed_with(&ti, b"ok".to_vec(), [("lines", b"Invoice 17".as_slice())])?;
+    /// assert_eq!(kernel.context(ti).get("lines")?, Some(b"Invoice 17".to_vec()));
+    /// # Ok::<(), waymark_kernel::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Kernel::transition`]; an empty key.
+    pub fn succeed_with<K, V>(
+        &self,
+        ti: &TaskRef,
+        result: impl Into<Vec<u8>>,
+        outputs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Lsn>
+    where
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
+        let ctx = self.context(ti.clone());
+        let batch = outputs
+            .into_iter()
+            .fold(ctx.batch(), |b, (k, v)| b.set(k.as_ref(), v));
+        committed(batch.succeed(result).commit())
+    }
+
     /// Marks attempt `ti` failed with an error message and a kind (what a
-    /// [`RetryPolicy`] decides on).
+    /// [`crate::RetryPolicy`] decides on).
     ///
     /// # Errors
     ///
@@ -175,6 +299,31 @@ impl Kernel {
         )
     }
 
+    /// Marks attempt `ti` failed and sets `outputs` (what it got done, for
+    /// the next attempt to read with `get_from`, or its diagnostics) in one
+    /// atomic batch.
+    ///
+    /// # Errors
+    ///
+    /// As [`Kernel::transition`]; an empty key.
+    pub fn fail_with<K, V>(
+        &self,
+        ti: &TaskRef,
+        error: impl Into<String>,
+        kind: impl Into<String>,
+        outputs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Lsn>
+    where
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
+        let ctx = self.context(ti.clone());
+        let batch = outputs
+            .into_iter()
+            .fold(ctx.batch(), |b, (k, v)| b.set(k.as_ref(), v));
+        committed(batch.fail(error, kind).commit())
+    }
+
     /// Marks attempt `ti` cancelled.
     ///
     /// # Errors
@@ -184,203 +333,177 @@ impl Kernel {
         self.transition(ti, TaskStatus::Cancelled)
     }
 
-    /// Clears the attempt state of every attempt of `ti`'s task (one event:
-    /// the log keeps what was there) and returns the next attempt's ref.
-    /// Task state is kept.
+    /// Retries `ti`: clears the attempt state of every attempt of its task
+    /// (one event: the log keeps what was there), schedules the next
+    /// attempt, and returns its ref, all in one batch. Task state is kept.
+    ///
+    /// `ti` must be the task's latest attempt (or newer), and finished:
+    /// succeeded, failed, interrupted or cancelled, or without a status for
+    /// a task that has only state. Of racing retries of one attempt, one
+    /// makes the next attempt; the others get [`Error::NotLatestAttempt`]
+    /// naming it.
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownTask`] if the task has no status and no state; the
-    /// backend's errors.
+    /// [`Error::NotLatestAttempt`], [`Error::NotRetryable`] (scheduled or
+    /// running), [`Error::UnknownTask`] if the task has no status and no
+    /// state, [`Error::InvalidRef`] at the last try number; the backend's
+    /// errors. Nothing is written in any of these cases.
     pub fn clear_for_retry(&self, ti: &TaskRef) -> Result<TaskRef> {
         let record = self.task(ti)?;
-        let scope = ti.task_scope();
-        if record.is_none()
-            && self.backend().task_attempt_entries(&scope)?.is_empty()
-            && self.backend().task_state_entries(&scope)?.is_empty()
-        {
-            return Err(Error::UnknownTask {
+        let latest = record.as_ref().map_or(0, |r| r.latest_try);
+        if ti.try_number() < latest {
+            return Err(Error::NotLatestAttempt {
                 task: ti.to_string(),
+                latest,
             });
         }
-        let latest = record.map_or(0, |r| r.latest_try);
         // Checked before anything is written: a task at the last try
         // number has no next attempt.
-        let next = ti.with_try(latest.max(ti.try_number()).checked_add(1).ok_or_else(|| {
+        let next = ti.with_try(ti.try_number().checked_add(1).ok_or_else(|| {
             Error::InvalidRef(format!("{ti}: no try number after {}", u32::MAX))
         })?)?;
-        self.backend()
-            .append(vec![waymark_engine::Event::now(EventBody::ClearTask {
-                task: ti.task_scope(),
-            })])?;
+        let task = ti.task_scope();
+        let mut conditions = vec![
+            // Nobody made another attempt since the record was read.
+            Condition::LatestTry {
+                task: task.clone(),
+                min: latest,
+                max: latest,
+            },
+            Condition::AttemptStatus {
+                attempt: ti.attempt_scope(),
+                any_of: RETRYABLE.to_vec(),
+            },
+        ];
+        if record.is_none() {
+            conditions.push(Condition::TaskKnown { task: task.clone() });
+        }
+        let events = vec![
+            Event::now(EventBody::ClearTask { task }),
+            status_event(&next, TaskStatus::Scheduled, self.worker_id()),
+        ];
+        self.append_guarded(conditions, events, |found| match found {
+            Found::LatestTry(latest, _) => Some(Error::NotLatestAttempt {
+                task: ti.to_string(),
+                latest,
+            }),
+            Found::AttemptStatus(Some(status)) => Some(Error::NotRetryable {
+                task: ti.to_string(),
+                status,
+            }),
+            Found::TaskUnknown => Some(Error::UnknownTask {
+                task: ti.to_string(),
+            }),
+            _ => None,
+        })?;
         Ok(next)
     }
 
     /// After a crash: every task of `run` with its latest attempt and
-    /// status. Attempts found running are recorded as interrupted (one
-    /// atomic batch) and reported so.
+    /// status, and the run's status. Attempts found running are recorded
+    /// as interrupted, in one atomic batch whose every interruption is
+    /// conditional on the attempt still running: an attempt that finished
+    /// in the meantime keeps its status, and of racing resumes one records
+    /// each interruption.
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownRun`] if the run has no record; the backend's errors.
+    /// [`Error::UnknownRun`] if the run has no record; [`Error::Contended`]
+    /// if the run's tasks kept changing under every try; the backend's
+    /// errors.
     pub fn resume(&self, run: &RunRef) -> Result<RunState> {
-        if self.backend().run(&run.scope())?.is_none() {
-            return Err(Error::UnknownRun {
-                run: run.to_string(),
-            });
-        }
-        let mut tasks = Vec::new();
-        let mut interrupt = Vec::new();
-        for (task_id, record) in self.backend().tasks(&run.scope())? {
-            let ti = run.task(task_id)?.with_try(record.latest_try)?;
-            let running = matches!(record.status, TaskStatus::Running);
-            if running {
-                interrupt.push(waymark_engine::Event::now(EventBody::TaskStatus {
-                    attempt: ti.attempt_scope(),
-                    status: TaskStatus::Interrupted,
-                    worker: self.worker_id().into(),
-                }));
+        for _ in 0..DECISION_TRIES {
+            let Some(record) = self.backend().run(&run.scope())? else {
+                return Err(Error::UnknownRun {
+                    run: run.to_string(),
+                });
+            };
+            let mut tasks = Vec::new();
+            let mut conditions = Vec::new();
+            let mut interrupt = Vec::new();
+            for (task_id, record) in self.backend().tasks(&run.scope())? {
+                let ti = run.task(task_id)?.with_try(record.latest_try)?;
+                let running = matches!(record.status, TaskStatus::Running);
+                if running {
+                    conditions.extend(transition_conditions(&ti, TaskStatusKind::Interrupted));
+                    interrupt.push(status_event(&ti, TaskStatus::Interrupted, self.worker_id()));
+                }
+                tasks.push(TaskResume {
+                    ti,
+                    status: if running {
+                        TaskStatus::Interrupted
+                    } else {
+                        record.status
+                    },
+                    interrupted: running,
+                });
             }
-            tasks.push(TaskResume {
-                ti,
-                status: if running {
-                    TaskStatus::Interrupted
-                } else {
-                    record.status
-                },
-                interrupted: running,
-            });
-        }
-        if !interrupt.is_empty() {
-            self.backend().append(interrupt)?;
-        }
-        tasks.sort_by(|a, b| a.ti.task_id().cmp(b.ti.task_id()));
-        Ok(RunState { tasks })
-    }
-}
-
-/// How long to wait between attempts.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Backoff {
-    /// The same delay every time.
-    Fixed(Duration),
-    /// `base + step × (attempt − 1)`.
-    Linear {
-        /// The first delay.
-        base: Duration,
-        /// Added per attempt.
-        step: Duration,
-    },
-    /// `base × factor^(attempt − 1)`.
-    Exponential {
-        /// The first delay.
-        base: Duration,
-        /// The growth per attempt.
-        factor: f64,
-    },
-}
-
-/// Answers "retry? after how long?" for a failed attempt.
-///
-/// ```
-/// use std::time::Duration;
-/// use waymark_kernel::{Backoff, RetryPolicy};
-///
-/// let policy = RetryPolicy::new(3)
-///     .backoff(Backoff::Exponential { base: Duration::from_secs(1), factor: 2.0 })
-///     .max_delay(Duration::from_secs(30))
-///     .retry_only(["transient"]);
-/// assert_eq!(policy.delay_without_jitter(1, "transient"), Some(Duration::from_secs(1)));
-/// assert_eq!(policy.delay_without_jitter(2, "transient"), Some(Duration::from_secs(2)));
-/// assert_eq!(policy.delay_without_jitter(3, "transient"), None); // 3 attempts made
-/// assert_eq!(policy.delay_without_jitter(1, "bad-input"), None); // not retryable
-/// ```
-#[derive(Clone, Debug, PartialEq)]
-pub struct RetryPolicy {
-    max_attempts: u32,
-    backoff: Backoff,
-    max_delay: Duration,
-    jitter: f64,
-    retryable: Option<Vec<String>>,
-}
-
-impl RetryPolicy {
-    /// At most `max_attempts` attempts in all (1: never retry). Defaults: a
-    /// fixed 1 s backoff, max delay 1 hour, no jitter, every kind
-    /// retryable.
-    pub fn new(max_attempts: u32) -> RetryPolicy {
-        RetryPolicy {
-            max_attempts,
-            backoff: Backoff::Fixed(Duration::from_secs(1)),
-            max_delay: Duration::from_secs(3600),
-            jitter: 0.0,
-            retryable: None,
-        }
-    }
-
-    /// The backoff.
-    pub fn backoff(mut self, backoff: Backoff) -> RetryPolicy {
-        self.backoff = backoff;
-        self
-    }
-
-    /// The longest delay (before jitter).
-    pub fn max_delay(mut self, max_delay: Duration) -> RetryPolicy {
-        self.max_delay = max_delay;
-        self
-    }
-
-    /// Random spread: the delay is multiplied by a factor drawn from
-    /// `[1 − jitter, 1 + jitter]`; clamped to `[0, 1]`.
-    pub fn jitter(mut self, jitter: f64) -> RetryPolicy {
-        self.jitter = jitter.clamp(0.0, 1.0);
-        self
-    }
-
-    /// Only failures of these kinds are retried.
-    pub fn retry_only<I, S>(mut self, kinds: I) -> RetryPolicy
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.retryable = Some(kinds.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// After attempt `attempt` (1-based) failed with `kind`: `None` if it
-    /// should not be retried, else the delay before the next attempt
-    /// (without jitter).
-    pub fn delay_without_jitter(&self, attempt: u32, kind: &str) -> Option<Duration> {
-        if attempt >= self.max_attempts {
-            return None;
-        }
-        if let Some(kinds) = &self.retryable
-            && !kinds.iter().any(|k| k == kind)
-        {
-            return None;
-        }
-        let n = attempt.saturating_sub(1);
-        let delay = match &self.backoff {
-            Backoff::Fixed(d) => *d,
-            Backoff::Linear { base, step } => base.saturating_add(step.saturating_mul(n)),
-            Backoff::Exponential { base, factor } => {
-                let secs =
-                    base.as_secs_f64() * factor.max(0.0).powi(i32::try_from(n).unwrap_or(i32::MAX));
-                Duration::try_from_secs_f64(secs).unwrap_or(self.max_delay)
+            tasks.sort_by(|a, b| a.ti.task_id().cmp(b.ti.task_id()));
+            let mut state = RunState {
+                status: record.status,
+                tasks,
+                recorded: None,
+            };
+            if interrupt.is_empty() {
+                return Ok(state);
             }
-        };
-        Some(delay.min(self.max_delay))
+            match self.backend().append(conditions, interrupt) {
+                Ok(lsn) => {
+                    state.recorded = Some(lsn);
+                    return Ok(state);
+                }
+                // An attempt finished (or another resume recorded it) in
+                // the meantime: read again.
+                Err(Error::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Contended {
+            what: format!("resume of run {run}"),
+            tries: DECISION_TRIES,
+        })
     }
+}
 
-    /// [`RetryPolicy::delay_without_jitter`] with jitter applied, drawing
-    /// from `unit`, a number in `[0, 1)` (pass a random one).
-    pub fn delay(&self, attempt: u32, kind: &str, unit: f64) -> Option<Duration> {
-        let d = self.delay_without_jitter(attempt, kind)?;
-        let factor = 1.0 + self.jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
-        // A delay near `Duration::MAX` times a factor over 1 does not fit
-        // a `Duration`: it saturates rather than panics.
-        Some(
-            Duration::try_from_secs_f64(d.as_secs_f64() * factor.max(0.0)).unwrap_or(Duration::MAX),
-        )
+/// The LSN of a batch that holds at least its transition.
+fn committed(lsn: Result<Option<Lsn>>) -> Result<Lsn> {
+    lsn.map(|lsn| lsn.expect("a batch with a transition is never empty"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The graph as a table: every pair (from, to) the lifecycle allows.
+    #[test]
+    fn the_transition_graph() {
+        use TaskStatusKind as K;
+        let allowed: Vec<(Option<K>, K)> = K::ALL
+            .into_iter()
+            .flat_map(|to| allowed_from(to).iter().map(move |from| (*from, to)))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (None, K::Scheduled),
+                (None, K::Running),
+                (Some(K::Scheduled), K::Running),
+                (Some(K::Running), K::Succeeded),
+                (Some(K::Running), K::Failed),
+                (Some(K::Running), K::Interrupted),
+                (None, K::Cancelled),
+                (Some(K::Scheduled), K::Cancelled),
+                (Some(K::Running), K::Cancelled),
+            ]
+        );
+        for final_kind in K::ALL.into_iter().filter(|k| k.is_final()) {
+            for to in K::ALL {
+                assert!(
+                    !allowed_from(to).contains(&Some(final_kind)),
+                    "{final_kind} is final, yet {to} may follow it"
+                );
+            }
+        }
     }
 }

@@ -1,11 +1,18 @@
 //! Runs, run-shared variables and checkpoints.
+//!
+//! A run's status follows a checked lifecycle (see [`run_allowed_from`]):
+//! `created → running ⇄ paused`, and `running → succeeded | failed |
+//! cancelled`. Every decision here is a conditional batch, as for tasks:
+//! of racing callers, exactly one pauses a run, writes an immutable
+//! variable first, restores or deletes one checkpoint, or purges a run.
 
 use std::time::Duration;
 
-use waymark_engine::{Event, EventBody, Lsn, ParentRef, RunRecord, RunStatus};
+use waymark_engine::{Condition, Event, EventBody, Found, Lsn, ParentRef, RunRecord, RunStatus};
 
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
+use crate::lifecycle::DECISION_TRIES;
 use crate::task_ref::RunRef;
 use crate::task_ref::check_name;
 
@@ -33,6 +40,27 @@ pub struct RunInfo {
     pub record: RunRecord,
 }
 
+/// The statuses a run may move to `to` from (`None`: no record yet).
+///
+/// ```
+/// use waymark_kernel::{RunStatus, run_allowed_from};
+///
+/// assert_eq!(run_allowed_from(RunStatus::Paused), [Some(RunStatus::Running)]);
+/// assert!(run_allowed_from(RunStatus::Running).contains(&Some(RunStatus::Paused)));
+/// assert!(!run_allowed_from(RunStatus::Running).contains(&Some(RunStatus::Succeeded)));
+/// ```
+pub fn run_allowed_from(to: RunStatus) -> &'static [Option<RunStatus>] {
+    use RunStatus as S;
+    match to {
+        S::Created => &[None],
+        S::Running => &[None, Some(S::Created), Some(S::Paused)],
+        S::Paused => &[Some(S::Running)],
+        S::Succeeded => &[Some(S::Created), Some(S::Running)],
+        S::Failed => &[Some(S::Created), Some(S::Running), Some(S::Paused)],
+        S::Cancelled => &[None, Some(S::Created), Some(S::Running), Some(S::Paused)],
+    }
+}
+
 fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -40,15 +68,13 @@ fn now_micros() -> i64 {
 }
 
 impl Kernel {
-    fn append_one(&self, body: EventBody) -> Result<Lsn> {
-        self.backend().append(vec![Event::now(body)])
-    }
-
-    /// Records a run's status, and (for a sub-workflow) the run and task
-    /// that started it.
+    /// Moves a run to `status` if its lifecycle allows it from the status
+    /// the run has when the batch's turn comes, recording (for a
+    /// sub-workflow) the run and task that started it.
     ///
     /// # Errors
     ///
+    /// [`Error::InvalidRunTransition`] with the status found;
     /// [`Error::InvalidRef`] for a bad parent task id; the backend's errors.
     pub fn set_run_status(
         &self,
@@ -66,11 +92,70 @@ impl Kernel {
             }
             None => None,
         };
-        self.append_one(EventBody::RunStatus {
+        self.move_run(run, run_allowed_from(status), status, parent)
+    }
+
+    /// Moves a run to `to` if its status is one of `from` when the batch's
+    /// turn comes.
+    fn move_run(
+        &self,
+        run: &RunRef,
+        from: &[Option<RunStatus>],
+        to: RunStatus,
+        parent: Option<ParentRef>,
+    ) -> Result<Lsn> {
+        let condition = Condition::RunStatus {
             run: run.scope(),
-            status,
+            any_of: from.to_vec(),
+        };
+        let event = Event::now(EventBody::RunStatus {
+            run: run.scope(),
+            status: to,
             parent,
+        });
+        self.append_guarded(vec![condition], vec![event], |found| match found {
+            Found::RunStatus(from) => Some(Error::InvalidRunTransition {
+                run: run.to_string(),
+                from,
+                to,
+            }),
+            _ => None,
         })
+    }
+
+    /// Pauses a running run: none of its tasks starts (a `start` gets
+    /// [`Error::RunPaused`]) until [`Kernel::resume_run`]. Running attempts
+    /// go on and may finish.
+    ///
+    /// ```
+    /// use waymark_kernel::{Error, Kernel, RunRef, RunStatus};
+    ///
+    /// let kernel = Kernel::in_memory()?;
+    /// let run = RunRef::new("acme", "documents", "run-42")?;
+    /// kernel.set_run_status(&run, RunStatus::Running, None)?;
+    /// kernel.pause_run(&run)?;
+    /// assert!(matches!(kernel.start(&run.task("ocr")?), Err(Error::RunPaused { .. })));
+    /// kernel.resume_run(&run)?;
+    /// kernel.start(&run.task("ocr")?)?;
+    /// # Ok::<(), waymark_kernel::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRunTransition`] unless the run is running (of racing
+    /// pauses, one wins); the backend's errors.
+    pub fn pause_run(&self, run: &RunRef) -> Result<Lsn> {
+        self.set_run_status(run, RunStatus::Paused, None)
+    }
+
+    /// Resumes a paused run: its tasks may start again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRunTransition`] unless the run is paused; the
+    /// backend's errors.
+    pub fn resume_run(&self, run: &RunRef) -> Result<Lsn> {
+        self.move_run(run, &[Some(RunStatus::Paused)], RunStatus::Running, None)
     }
 
     /// A run's record: status, times, task counts, parent.
@@ -123,17 +208,29 @@ impl Kernel {
     ///
     /// # Errors
     ///
-    /// The backend's errors.
+    /// [`Error::UnknownRun`] if the run has no record and no state when
+    /// its turn comes (of racing purges, one purges); the backend's
+    /// errors.
     pub fn purge_run(&self, run: &RunRef) -> Result<Lsn> {
-        self.append_one(EventBody::PurgeRun { run: run.scope() })
+        self.append_guarded(
+            vec![Condition::RunKnown { run: run.scope() }],
+            vec![Event::now(EventBody::PurgeRun { run: run.scope() })],
+            |found| {
+                matches!(found, Found::RunUnknown).then(|| Error::UnknownRun {
+                    run: run.to_string(),
+                })
+            },
+        )
     }
 
-    /// Sets a run-shared variable. An immutable one can be written once.
+    /// Sets a run-shared variable. An immutable one can be written once: of
+    /// two racing first writes, one sets the value and the other gets
+    /// [`Error::ImmutableShared`].
     ///
     /// # Errors
     ///
-    /// [`Error::ImmutableShared`] if the variable exists and is immutable;
-    /// the backend's errors.
+    /// [`Error::ImmutableShared`] if the variable is set and immutable when
+    /// the batch's turn comes; an empty key; the backend's errors.
     pub fn set_shared(
         &self,
         run: &RunRef,
@@ -144,22 +241,24 @@ impl Kernel {
         if key.is_empty() {
             return Err(Error::InvalidRef("a shared variable's key is empty".into()));
         }
-        if self
-            .backend()
-            .shared(&run.scope(), key)?
-            .is_some_and(|v| v.immutable)
-        {
-            return Err(Error::ImmutableShared {
-                run: run.to_string(),
+        self.append_guarded(
+            vec![Condition::SharedWritable {
+                run: run.scope(),
                 key: key.into(),
-            });
-        }
-        self.append_one(EventBody::SharedPut {
-            run: run.scope(),
-            key: key.into(),
-            value: value.as_ref().to_vec(),
-            immutable,
-        })
+            }],
+            vec![Event::now(EventBody::SharedPut {
+                run: run.scope(),
+                key: key.into(),
+                value: value.as_ref().to_vec(),
+                immutable,
+            })],
+            |found| {
+                matches!(found, Found::SharedImmutable).then(|| Error::ImmutableShared {
+                    run: run.to_string(),
+                    key: key.into(),
+                })
+            },
+        )
     }
 
     /// A run-shared variable.
@@ -177,13 +276,23 @@ impl Kernel {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidRef`] for a bad name; the backend's errors.
+    /// [`Error::InvalidRef`] for a bad name; [`Error::UnknownRun`] if the
+    /// run has no record and no state (nothing to capture); the backend's
+    /// errors.
     pub fn checkpoint(&self, run: &RunRef, name: &str) -> Result<Lsn> {
         check_name("checkpoint name", name)?;
-        self.append_one(EventBody::Checkpoint {
-            run: run.scope(),
-            name: name.into(),
-        })
+        self.append_guarded(
+            vec![Condition::RunKnown { run: run.scope() }],
+            vec![Event::now(EventBody::Checkpoint {
+                run: run.scope(),
+                name: name.into(),
+            })],
+            |found| {
+                matches!(found, Found::RunUnknown).then(|| Error::UnknownRun {
+                    run: run.to_string(),
+                })
+            },
+        )
     }
 
     /// The run's checkpoints, oldest first.
@@ -210,73 +319,146 @@ impl Kernel {
 
     /// Brings the run's state back to checkpoint `name`, as a new event
     /// (history is never rewritten). The checkpoint's checksum is verified
-    /// first.
+    /// first, and the restore is conditional on that very checkpoint
+    /// (taken at the same LSN) still being there when its turn comes: a
+    /// checkpoint deleted or replaced in between is not restored blind.
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownCheckpoint`], [`Error::ChecksumMismatch`]; the
-    /// backend's errors.
+    /// [`Error::UnknownCheckpoint`], [`Error::ChecksumMismatch`],
+    /// [`Error::Contended`]; the backend's errors.
     pub fn restore(&self, run: &RunRef, name: &str) -> Result<Lsn> {
-        let record = self
-            .backend()
-            .checkpoint(&run.scope(), name)?
-            .ok_or_else(|| Error::UnknownCheckpoint {
-                run: run.run_id().into(),
-                name: name.into(),
-            })?;
-        if !record.verify() {
-            return Err(Error::ChecksumMismatch {
-                run: run.run_id().into(),
-                name: name.into(),
-            });
+        for _ in 0..DECISION_TRIES {
+            let record = self
+                .backend()
+                .checkpoint(&run.scope(), name)?
+                .ok_or_else(|| Error::UnknownCheckpoint {
+                    run: run.run_id().into(),
+                    name: name.into(),
+                })?;
+            if !record.verify() {
+                return Err(Error::ChecksumMismatch {
+                    run: run.run_id().into(),
+                    name: name.into(),
+                });
+            }
+            let appended = self.backend().append(
+                vec![Condition::CheckpointAt {
+                    run: run.scope(),
+                    name: name.into(),
+                    lsn: Some(record.lsn),
+                }],
+                vec![Event::now(EventBody::RestoreCheckpoint {
+                    run: run.scope(),
+                    name: name.into(),
+                })],
+            );
+            match appended {
+                // Replaced or deleted since it was read: read it again.
+                Err(Error::Conflict { .. }) => {}
+                other => return other,
+            }
         }
-        self.append_one(EventBody::RestoreCheckpoint {
-            run: run.scope(),
-            name: name.into(),
+        Err(Error::Contended {
+            what: format!("restore of checkpoint {name:?} of run {run}"),
+            tries: DECISION_TRIES,
         })
     }
 
-    /// Deletes checkpoints beyond the newest `keep_last` and those older
-    /// than `max_age`; returns the names deleted (one atomic batch).
+    /// Deletes checkpoint `name` of the run.
     ///
     /// # Errors
     ///
-    /// The backend's errors.
+    /// [`Error::UnknownCheckpoint`] if there is none when the batch's turn
+    /// comes (of racing deletes, one deletes); the backend's errors.
+    pub fn delete_checkpoint(&self, run: &RunRef, name: &str) -> Result<Lsn> {
+        let unknown = || Error::UnknownCheckpoint {
+            run: run.run_id().into(),
+            name: name.into(),
+        };
+        for _ in 0..DECISION_TRIES {
+            let record = self
+                .backend()
+                .checkpoint(&run.scope(), name)?
+                .ok_or_else(unknown)?;
+            match self.delete_checkpoints(run, &[(name.to_string(), Lsn(record.lsn))]) {
+                Err(Error::Conflict { .. }) => {}
+                other => return other,
+            }
+        }
+        Err(Error::Contended {
+            what: format!("delete of checkpoint {name:?} of run {run}"),
+            tries: DECISION_TRIES,
+        })
+    }
+
+    /// Deletes each checkpoint named, conditional on each being the one
+    /// taken at its LSN: one atomic batch.
+    fn delete_checkpoints(&self, run: &RunRef, doomed: &[(String, Lsn)]) -> Result<Lsn> {
+        let conditions = doomed
+            .iter()
+            .map(|(name, lsn)| Condition::CheckpointAt {
+                run: run.scope(),
+                name: name.clone(),
+                lsn: Some(lsn.0),
+            })
+            .collect();
+        let events = doomed
+            .iter()
+            .map(|(name, _)| {
+                Event::now(EventBody::DeleteCheckpoint {
+                    run: run.scope(),
+                    name: name.clone(),
+                })
+            })
+            .collect();
+        self.backend().append(conditions, events)
+    }
+
+    /// Deletes checkpoints beyond the newest `keep_last` and those older
+    /// than `max_age`; returns the names deleted (one atomic batch, each
+    /// deletion conditional on the checkpoint it judged: of racing prunes,
+    /// each checkpoint is deleted by one, and a checkpoint taken again
+    /// under a doomed name in between is kept).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Contended`]; the backend's errors.
     pub fn prune_checkpoints(
         &self,
         run: &RunRef,
         keep_last: Option<usize>,
         max_age: Option<Duration>,
     ) -> Result<Vec<String>> {
-        let all = self.checkpoints(run)?;
-        let now = now_micros();
-        let keep_from = keep_last.map_or(0, |k| all.len().saturating_sub(k));
-        let doomed: Vec<String> = all
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| {
-                let too_many = *i < keep_from;
-                let too_old = max_age.is_some_and(|age| {
-                    now.saturating_sub(c.ts_micros)
-                        > i64::try_from(age.as_micros()).unwrap_or(i64::MAX)
-                });
-                too_many || too_old
-            })
-            .map(|(_, c)| c.name.clone())
-            .collect();
-        if !doomed.is_empty() {
-            self.backend().append(
-                doomed
-                    .iter()
-                    .map(|name| {
-                        Event::now(EventBody::DeleteCheckpoint {
-                            run: run.scope(),
-                            name: name.clone(),
-                        })
-                    })
-                    .collect(),
-            )?;
+        for _ in 0..DECISION_TRIES {
+            let all = self.checkpoints(run)?;
+            let now = now_micros();
+            let keep_from = keep_last.map_or(0, |k| all.len().saturating_sub(k));
+            let doomed: Vec<(String, Lsn)> = all
+                .iter()
+                .enumerate()
+                .filter(|(i, c)| {
+                    let too_many = *i < keep_from;
+                    let too_old = max_age.is_some_and(|age| {
+                        now.saturating_sub(c.ts_micros)
+                            > i64::try_from(age.as_micros()).unwrap_or(i64::MAX)
+                    });
+                    too_many || too_old
+                })
+                .map(|(_, c)| (c.name.clone(), c.lsn))
+                .collect();
+            if doomed.is_empty() {
+                return Ok(Vec::new());
+            }
+            match self.delete_checkpoints(run, &doomed) {
+                Ok(_) => return Ok(doomed.into_iter().map(|(name, _)| name).collect()),
+                Err(Error::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
-        Ok(doomed)
+        Err(Error::Contended {
+            what: format!("prune of the checkpoints of run {run}"),
+            tries: DECISION_TRIES,
+        })
     }
 }

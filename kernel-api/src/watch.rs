@@ -47,7 +47,7 @@ impl WatchFilter {
 }
 
 /// What a watch delivers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Watched {
     /// A durable event that matches the filter.
     Event(LoggedEvent),
@@ -62,8 +62,9 @@ pub enum Watched {
     /// segments the watch had not read yet (a subscriber that fell that
     /// far behind), or the log is corrupt there.
     Failed {
-        /// Why, as the kernel's error says it.
-        error: String,
+        /// Why: the kernel's error ([`crate::Error::HistoryRemoved`], or
+        /// the engine's corruption error, with its cause).
+        error: Arc<crate::Error>,
     },
 }
 
@@ -104,8 +105,8 @@ impl Kernel {
     ///
     /// # Errors
     ///
-    /// The thread could not be started.
-    pub fn watch(&self, filter: WatchFilter, from: Lsn, capacity: usize) -> std::io::Result<Watch> {
+    /// [`crate::Error::Spawn`] if the thread could not be started.
+    pub fn watch(&self, filter: WatchFilter, from: Lsn, capacity: usize) -> crate::Result<Watch> {
         let (tx, rx) = bounded(capacity.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let kernel = self.clone();
@@ -168,9 +169,7 @@ impl Kernel {
                         Ok(()) => failures = 0,
                     }
                     if let Err(e) = scanned {
-                        let mut failed = Watched::Failed {
-                            error: e.to_string(),
-                        };
+                        let mut failed = Watched::Failed { error: Arc::new(e) };
                         while !stopped.load(Ordering::Acquire) {
                             match tx.send_timeout(failed, POLL) {
                                 Err(SendTimeoutError::Timeout(back)) => failed = back,
@@ -184,7 +183,8 @@ impl Kernel {
                         std::thread::sleep(POLL);
                     }
                 }
-            })?;
+            })
+            .map_err(crate::Error::Spawn)?;
         Ok(Watch {
             rx,
             stop,

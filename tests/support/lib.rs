@@ -2,6 +2,7 @@
 //! content names who wrote them, and the proptest case count.
 
 pub mod model;
+pub mod scenarios;
 
 use waymark_engine::{Event, EventBody, RunScope};
 

@@ -2,8 +2,10 @@
 //! (ingest → ocr → three table extractors in parallel → aggregate); it is
 //! SIGKILLed mid-run; the demo reopens the directory, resumes, retries the
 //! interrupted tasks (attempt state cleared, task state kept), lets one
-//! extractor fail once and retries it under a `RetryPolicy`, finishes the
-//! run, and shows what `history`, `replay` and `timeline` say about it.
+//! extractor fail once and retries it under a `RetryPolicy`, pauses and
+//! resumes the run, finishes it, and shows what `history`, `replay` and
+//! `timeline` say about it. Each task writes its last output and its
+//! status in one atomic batch.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -26,7 +28,9 @@ fn run_ref() -> Result<RunRef> {
 const PAGE: Duration = Duration::from_millis(120);
 
 /// Runs `task` (already started): processes 4 pages, recording each in its
-/// attempt state and its progress cursor in task state, then succeeds.
+/// attempt state and its progress cursor in task state, then writes its
+/// summary and its success in one atomic batch (a crash leaves both or
+/// neither).
 fn work(k: &Kernel, ti: &TaskRef, fail_at_page: Option<u32>) -> Result<()> {
     let ctx = k.context(ti.clone());
     let done: u32 = ctx
@@ -36,7 +40,13 @@ fn work(k: &Kernel, ti: &TaskRef, fail_at_page: Option<u32>) -> Result<()> {
     for page in 1..=4u32 {
         std::thread::sleep(PAGE);
         if fail_at_page == Some(page) {
-            k.fail(ti, format!("OCR noise on page {page}"), "transient")?;
+            // The failure and what it leaves for the next attempt, together.
+            k.fail_with(
+                ti,
+                format!("OCR noise on page {page}"),
+                "transient",
+                [("failed_page", page.to_string())],
+            )?;
             bail!("{} failed on page {page}", ti);
         }
         ctx.set(&format!("page-{page}"), format!("{} rows", page * 3))?;
@@ -45,11 +55,13 @@ fn work(k: &Kernel, ti: &TaskRef, fail_at_page: Option<u32>) -> Result<()> {
         }
     }
     let upstream = ctx.get_from("ocr", "text")?.unwrap_or_default();
-    ctx.set(
-        "summary",
-        format!("{} bytes of text, 4 pages", upstream.len()),
-    )?;
-    k.succeed(ti, b"ok".to_vec())?;
+    ctx.batch()
+        .set(
+            "summary",
+            format!("{} bytes of text, 4 pages", upstream.len()),
+        )
+        .succeed(b"ok".to_vec())
+        .commit()?;
     Ok(())
 }
 
@@ -141,8 +153,17 @@ pub fn demo(dir: &Path) -> Result<()> {
                 .map_or("-".into(), |v| String::from_utf8_lossy(&v).into_owned()),
         ))?;
     }
+    out("== 4. the operator pauses the run: no task of it starts until it is resumed")?;
+    k.pause_run(&run)?;
+    let refused = k
+        .start(&run.task("aggregate")?)
+        .err()
+        .context("a start in a paused run is refused")?;
+    out(&format!("   start of aggregate: {refused}"))?;
+    k.resume_run(&run)?;
+    out("   resumed")?;
     out(
-        "== 4. retry what was interrupted (attempt state cleared, task state kept); table_items fails once",
+        "== 5. retry what was interrupted (attempt state cleared, task state kept); table_items fails once",
     )?;
     let policy = RetryPolicy::new(3)
         .backoff(Backoff::Exponential {
@@ -199,9 +220,10 @@ pub fn demo(dir: &Path) -> Result<()> {
     )?;
     k.succeed(&aggregate, b"ok".to_vec())?;
     k.set_run_status(&run, RunStatus::Succeeded, None)?;
+    k.close()?;
     let r = k.run(&run)?.context("the run has a record")?;
     out(&format!(
-        "== 5. the run finished: {} of {} tasks succeeded; aggregate pulled from {}",
+        "== 6. the run finished: {} of {} tasks succeeded; aggregate pulled from {}",
         r.task_counts.succeeded,
         r.task_counts.total(),
         pulled
@@ -212,10 +234,10 @@ pub fn demo(dir: &Path) -> Result<()> {
     ))?;
     drop(k);
 
-    out("\n== 6. what the log says: waymark history --run run-42 --task table_items")?;
+    out("\n== 7. what the log says: waymark history --run run-42 --task table_items")?;
     crate::state::history(dir, "run-42", "table_items", None, false)?;
     out(&format!(
-        "\n== 7. the state at the crash: waymark replay --to-lsn {crash_lsn} --run run-42"
+        "\n== 8. the state at the crash: waymark replay --to-lsn {crash_lsn} --run run-42"
     ))?;
     crate::state::replay_cmd(
         dir,
@@ -224,7 +246,7 @@ pub fn demo(dir: &Path) -> Result<()> {
         None,
         false,
     )?;
-    out("\n== 8. waymark timeline --run run-42")?;
+    out("\n== 9. waymark timeline --run run-42")?;
     crate::timeline::timeline(dir, "run-42", None, false)?;
     let d = dir.display();
     out(&format!(

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
-use waymark_engine::{EventBody, LogReader, Lsn, TaskStatus};
+use waymark_engine::{EventBody, LogReader, Lsn, RunStatus, TaskStatus};
 
 use crate::{json, out};
 
@@ -27,11 +27,28 @@ struct Mark {
     what: String,
 }
 
-fn collect(dir: &Path, run: &str) -> Result<(Vec<Span>, Vec<Mark>, i64, i64)> {
+/// A time the run was paused: from its pause to its resume (or the end).
+#[derive(Debug, Clone, Copy)]
+struct Paused {
+    start: i64,
+    end: Option<i64>,
+}
+
+/// What a run's timeline shows.
+struct Collected {
+    spans: Vec<Span>,
+    marks: Vec<Mark>,
+    paused: Vec<Paused>,
+    lo: i64,
+    hi: i64,
+}
+
+fn collect(dir: &Path, run: &str) -> Result<Collected> {
     let reader = LogReader::open(dir)?;
     let mut cursor = reader.cursor(Lsn(1));
     let mut spans: BTreeMap<(String, u32), Span> = BTreeMap::new();
     let mut marks = Vec::new();
+    let mut paused: Vec<Paused> = Vec::new();
     let (mut lo, mut hi) = (i64::MAX, i64::MIN);
     while let Some(frame) = cursor.next_frame()? {
         for e in frame.decode()? {
@@ -79,6 +96,36 @@ fn collect(dir: &Path, run: &str) -> Result<(Vec<Span>, Vec<Mark>, i64, i64)> {
                     at: e.ts_micros,
                     what: format!("retry of {} (state cleared)", task.task),
                 }),
+                EventBody::RunStatus { status, .. } => {
+                    let open = paused.last_mut().filter(|p| p.end.is_none());
+                    match (status, open) {
+                        (RunStatus::Paused, None) => {
+                            paused.push(Paused {
+                                start: e.ts_micros,
+                                end: None,
+                            });
+                            marks.push(Mark {
+                                at: e.ts_micros,
+                                what: "run paused".into(),
+                            });
+                        }
+                        (RunStatus::Paused, Some(_)) => {}
+                        (status, Some(p)) => {
+                            p.end = Some(e.ts_micros);
+                            marks.push(Mark {
+                                at: e.ts_micros,
+                                what: match status {
+                                    RunStatus::Running => "run resumed".into(),
+                                    status => format!("run {status} (was paused)"),
+                                },
+                            });
+                        }
+                        (status, None) => marks.push(Mark {
+                            at: e.ts_micros,
+                            what: format!("run {status}"),
+                        }),
+                    }
+                }
                 _ => {}
             }
         }
@@ -89,7 +136,13 @@ fn collect(dir: &Path, run: &str) -> Result<(Vec<Span>, Vec<Mark>, i64, i64)> {
     }
     let mut spans: Vec<Span> = spans.into_values().collect();
     spans.sort_by_key(|s| (s.start, s.try_number));
-    Ok((spans, marks, lo, hi))
+    Ok(Collected {
+        spans,
+        marks,
+        paused,
+        lo,
+        hi,
+    })
 }
 
 /// `to - from` in microseconds, without overflow: timestamps come from the
@@ -103,20 +156,36 @@ fn secs(micros: i128) -> String {
 }
 
 pub fn timeline(dir: &Path, run: &str, html: Option<&Path>, as_json: bool) -> Result<()> {
-    let (spans, marks, lo, hi) = collect(dir, run)?;
+    let collected = collect(dir, run)?;
+    let Collected {
+        spans,
+        marks,
+        paused,
+        lo,
+        hi,
+    } = &collected;
+    let (lo, hi) = (*lo, *hi);
     if as_json {
-        for s in &spans {
+        for s in spans {
             out(&json!({
+                "kind": "attempt",
                 "task": s.task, "try": s.try_number, "outcome": s.outcome,
                 "start": json::time(s.start), "end": s.end.map(json::time),
                 "detail": s.detail,
             })
             .to_string())?;
         }
+        for p in paused {
+            out(&json!({
+                "kind": "paused",
+                "start": json::time(p.start), "end": p.end.map(json::time),
+            })
+            .to_string())?;
+        }
         return Ok(());
     }
     if let Some(path) = html {
-        std::fs::write(path, render_html(run, &spans, &marks, lo, hi))
+        std::fs::write(path, render_html(run, &collected))
             .with_context(|| format!("writing {}", path.display()))?;
         out(&format!(
             "wrote {} ({} attempts)",
@@ -140,7 +209,25 @@ pub fn timeline(dir: &Path, run: &str, html: Option<&Path>, as_json: bool) -> Re
         json::time(hi),
         secs(micros_between(lo, hi))
     ))?;
-    for s in &spans {
+    if !paused.is_empty() {
+        let mut bar = vec![' '; WIDTH as usize];
+        let mut total = 0i128;
+        for p in paused {
+            let end = p.end.unwrap_or(hi);
+            total += micros_between(p.start, end);
+            for c in bar.iter_mut().take(col(end) + 1).skip(col(p.start)) {
+                *c = '=';
+            }
+        }
+        out(&format!(
+            "{:<16}     [{}] {:<11} {}",
+            "(run)",
+            bar.into_iter().collect::<String>(),
+            "paused",
+            secs(total)
+        ))?;
+    }
+    for s in spans {
         let end = s.end.unwrap_or(hi);
         let (a, b) = (col(s.start), col(end).max(col(s.start)));
         let glyph = match s.outcome {
@@ -154,7 +241,7 @@ pub fn timeline(dir: &Path, run: &str, html: Option<&Path>, as_json: bool) -> Re
         for c in bar.iter_mut().take(b + 1).skip(a) {
             *c = glyph;
         }
-        for m in &marks {
+        for m in marks {
             let c = col(m.at);
             if bar[c] == ' ' {
                 bar[c] = '|';
@@ -169,7 +256,7 @@ pub fn timeline(dir: &Path, run: &str, html: Option<&Path>, as_json: bool) -> Re
             secs(micros_between(s.start, end))
         ))?;
     }
-    for m in &marks {
+    for m in marks {
         out(&format!(
             "  | {} at +{}",
             m.what,
@@ -188,10 +275,25 @@ fn esc(s: &str) -> String {
 }
 
 /// One HTML file: inline CSS, no scripts or links to anything outside it.
-fn render_html(run: &str, spans: &[Span], marks: &[Mark], lo: i64, hi: i64) -> String {
+fn render_html(run: &str, c: &Collected) -> String {
+    let (spans, marks, lo, hi) = (&c.spans, &c.marks, c.lo, c.hi);
     let span = micros_between(lo, hi).max(1) as f64;
     let pct = |t: i64| micros_between(lo, t) as f64 * 100.0 / span;
     let mut rows = String::new();
+    if !c.paused.is_empty() {
+        rows.push_str("<div class=\"row\"><div class=\"label\">run</div><div class=\"lane\">");
+        for p in &c.paused {
+            let end = p.end.unwrap_or(hi);
+            let left = pct(p.start);
+            let width = (pct(end) - left).max(0.6);
+            rows.push_str(&format!(
+                "<div class=\"span paused\" style=\"left:{left:.3}%;width:{width:.3}%\" \
+                 title=\"paused, {dur}\"></div>",
+                dur = secs(micros_between(p.start, end)),
+            ));
+        }
+        rows.push_str("</div></div>\n");
+    }
     for s in spans {
         let end = s.end.unwrap_or(hi);
         let left = pct(s.start);
@@ -222,6 +324,7 @@ fn render_html(run: &str, spans: &[Span], marks: &[Mark], lo: i64, hi: i64) -> S
         "cancelled",
         "running",
         "scheduled",
+        "paused",
     ]
     .iter()
     .map(|o| format!("<span class=\"key\"><span class=\"span {o}\"></span>{o}</span>"))
@@ -237,11 +340,12 @@ h1{{font-size:18px}}\n\
 .span{{position:absolute;top:0;height:18px;border-radius:3px;min-width:3px}}\n\
 .succeeded{{background:#2e9d4f}} .failed{{background:#d64545}} .interrupted{{background:#e8912d}}\n\
 .cancelled{{background:#999}} .running{{background:#3b7dd8}} .scheduled{{background:#b9c8e6}}\n\
+.paused{{background:repeating-linear-gradient(45deg,#c9b6e8,#c9b6e8 4px,#efe8f8 4px,#efe8f8 8px)}}\n\
 .marks{{position:relative;margin-left:190px;height:0}}\n\
 .mark{{position:absolute;top:-{h}px;height:{h}px;border-left:2px dashed #6a3fb5}}\n\
 .legend{{margin-top:16px}} .key{{margin-right:14px}} .key .span{{position:relative;display:inline-block;width:14px;height:10px;margin-right:4px}}\n\
-</style></head><body>\n<h1>Run {run}</h1>\n<p>{from} → {to} ({dur}). Bars are task attempts (hover for details); dashed lines mark checkpoints, restores and retries.</p>\n\
-{rows}<div class=\"marks\">{marks}</div>\n<div class=\"legend\">{legend}<span class=\"key\" style=\"border-left:2px dashed #6a3fb5;padding-left:4px\">checkpoint / restore / retry</span></div>\n</body></html>\n",
+</style></head><body>\n<h1>Run {run}</h1>\n<p>{from} → {to} ({dur}). Bars are task attempts (hover for details); dashed lines mark checkpoints, restores, retries and run status changes; the run's row shows when it was paused.</p>\n\
+{rows}<div class=\"marks\">{marks}</div>\n<div class=\"legend\">{legend}<span class=\"key\" style=\"border-left:2px dashed #6a3fb5;padding-left:4px\">checkpoint / restore / retry / run status</span></div>\n</body></html>\n",
         run = esc(run),
         from = json::time(lo),
         to = json::time(hi),
@@ -249,6 +353,6 @@ h1{{font-size:18px}}\n\
         rows = rows,
         marks = mark_html,
         legend = legend,
-        h = spans.len() * 26,
+        h = (spans.len() + usize::from(!c.paused.is_empty())) * 26,
     )
 }

@@ -5,14 +5,14 @@
 use assert_cmd::Command;
 use serde_json::Value;
 use waymark_engine::Engine;
-use waymark_kernel::{EngineBackend, Kernel, RunRef};
+use waymark_kernel::{Kernel, RunRef};
 
 /// A state directory with a small run: ocr (one try), tables (failed, then
 /// retried), and a second tenant.
 fn generate() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).unwrap();
-    let k = Kernel::on(EngineBackend::new(engine.clone()), "cli-test");
+    let k = Kernel::on_engine(engine.clone(), "cli-test");
     let run = RunRef::new("acme", "documents", "run-42").unwrap();
     let ocr = run.task("ocr").unwrap();
     k.start(&ocr).unwrap();
@@ -156,7 +156,8 @@ fn export_is_every_event_as_json_lines() {
     let out = waymark().arg("export").arg(dir.path()).output().unwrap();
     assert!(out.status.success());
     let events = json_lines(&out.stdout);
-    assert_eq!(events.len(), 12);
+    // 12 batches, 13 events: the retry clears and schedules in one batch.
+    assert_eq!(events.len(), 13);
     for e in &events {
         for field in ["lsn", "ts", "kind", "tenant", "dag", "run"] {
             assert!(e.get(field).is_some(), "{field} missing in {e}");
@@ -199,11 +200,11 @@ fn dump_filters() {
     assert!(tables.iter().all(|e| e["task"] == "tables"));
     assert_eq!(
         tables.len(),
-        7,
-        "2 starts, 2 puts, a failure, a clear, a success"
+        8,
+        "2 starts, 2 puts, a failure, a clear, the retry's schedule, a success"
     );
     let retry = run(&["--task", "tables", "--try", "2"]);
-    assert_eq!(retry.len(), 3);
+    assert_eq!(retry.len(), 4, "scheduled, started, a put, succeeded");
     let puts = run(&["--kind", "put", "--key", "rows"]);
     let values: Vec<&str> = puts
         .iter()
@@ -219,11 +220,11 @@ fn dump_filters() {
     let last_two = run(&["--reverse", "--limit", "2"]);
     assert_eq!(last_two.len(), 2);
     assert!(last_two[0]["lsn"].as_u64() > last_two[1]["lsn"].as_u64());
-    assert_eq!(run(&["--since", "1 hour ago"]).len(), 12);
+    assert_eq!(run(&["--since", "1 hour ago"]).len(), 13);
     assert_eq!(run(&["--until", "2000-01-01T00:00:00Z"]).len(), 0);
     let human = waymark().arg("dump").arg(dir.path()).output().unwrap();
     let human = String::from_utf8(human.stdout).unwrap();
-    assert_eq!(human.lines().count(), 12);
+    assert_eq!(human.lines().count(), 13);
     assert!(human.contains("failed (transient): noise"), "{human}");
 }
 
@@ -281,7 +282,7 @@ fn a_live_directory_is_read_without_its_lock() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(json_lines(&out.stdout).len(), 13);
+    assert_eq!(json_lines(&out.stdout).len(), 14);
 }
 
 #[test]
@@ -514,7 +515,7 @@ fn tail_follow_sees_a_live_writer() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(seen, 13, "the 12 events before, then the live one");
+    assert_eq!(seen, 14, "the 13 events before, then the live one");
 }
 
 #[test]
@@ -719,7 +720,7 @@ fn every_scanning_command_refuses_corruption_and_notes_a_torn_tail() {
 fn verify_and_info_read_the_views_of_a_live_directory_and_of_a_crashed_copy() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).unwrap();
-    let k = Kernel::on(EngineBackend::new(engine.clone()), "cli-test");
+    let k = Kernel::on_engine(engine.clone(), "cli-test");
     let ocr = RunRef::new("acme", "documents", "run-42")
         .unwrap()
         .task("ocr")

@@ -364,6 +364,12 @@ impl SimDisk {
         self.state().faults.push((kind, n));
     }
 
+    /// The bytes all files hold now (their lengths, summed): what
+    /// [`SimDisk::set_capacity`] counts.
+    pub fn bytes_used(&self) -> u64 {
+        self.state().fs.total_bytes()
+    }
+
     /// Limits the total bytes of all files; a write past it writes what fits
     /// and fails with [`io::ErrorKind::StorageFull`]. `None` lifts the limit.
     pub fn set_capacity(&self, capacity_bytes: Option<u64>) {
