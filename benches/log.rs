@@ -1,5 +1,7 @@
 //! Log benchmarks: the machine's fsync floor, `Sync` appends from 1 to 64
-//! threads (group commit), `None` appends, and sequential replay.
+//! threads (group commit), conditional `Sync` appends (a lifecycle step of
+//! each thread's own tasks, as the kernel makes them), `None` appends, and
+//! sequential replay.
 //!
 //! Run: `cargo bench -p waymark-benches --bench log`. BENCHMARKS.md holds the
 //! figures and the targets they are held to.
@@ -10,7 +12,10 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use waymark_benches::{Floor, FloorFile, put_event};
 use waymark_engine::storage::FsStorage;
-use waymark_engine::{Durability, Engine, LogReader, Lsn, Options};
+use waymark_engine::{
+    AttemptScope, Condition, Durability, Engine, Event, EventBody, LogReader, Lsn, Options,
+    RunScope, TaskScope, TaskStatus,
+};
 
 /// Value size that makes one `Put` batch's payload about 128 bytes, like the
 /// floor's record.
@@ -96,6 +101,92 @@ fn append_sync(c: &mut Criterion) {
     g.finish();
 }
 
+/// The `i`-th conditional batch: attempt `i` (a task of its own, among
+/// 4,096, and a try of its own) scheduled if it has no status yet: what
+/// the kernel's `schedule` appends.
+fn schedule_if_new(i: u64) -> (Vec<Condition>, Vec<Event>) {
+    let attempt = AttemptScope {
+        task: TaskScope {
+            run: RunScope {
+                tenant: "acme".into(),
+                dag: "docs".into(),
+                run: "r1".into(),
+            },
+            task: format!("task-{}", i % 4096),
+        },
+        try_number: u32::try_from(i / 4096 + 1).expect("fewer than 2^44 batches"),
+    };
+    let condition = Condition::AttemptStatus {
+        attempt: attempt.clone(),
+        any_of: vec![None],
+    };
+    let event = Event {
+        ts_micros: 1_700_000_000_000_000 + i as i64,
+        body: EventBody::TaskStatus {
+            attempt,
+            status: TaskStatus::Scheduled,
+            worker: "bench".into(),
+        },
+    };
+    (vec![condition], vec![event])
+}
+
+/// `Sync` appends with a condition each, on unrelated tasks: the cost of
+/// checking conditions in the writer, and that they keep group commit.
+fn append_if_sync(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append_if_sync");
+    g.throughput(Throughput::Elements(1));
+    // `16_unconditioned`: the same batches appended without their
+    // conditions, to tell the conditions' cost from the events'.
+    for (name, threads, conditioned) in [
+        ("1", 1usize, true),
+        ("16", 16, true),
+        ("16_unconditioned", 16, false),
+    ] {
+        let (_dir, engine) = open(Durability::Sync);
+        let next = std::sync::atomic::AtomicU64::new(0);
+        g.bench_with_input(
+            BenchmarkId::from_parameter(name),
+            &threads,
+            |b, &threads| {
+                b.iter_custom(|iters| {
+                    let stop = next.load(std::sync::atomic::Ordering::Relaxed) + iters;
+                    let start = Instant::now();
+                    std::thread::scope(|s| {
+                        for _ in 0..threads {
+                            let (engine, next) = (engine.clone(), &next);
+                            s.spawn(move || {
+                                loop {
+                                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    if i >= stop {
+                                        break;
+                                    }
+                                    let (conditions, events) = schedule_if_new(i);
+                                    if conditioned {
+                                        engine.append_if(conditions, events).unwrap();
+                                    } else {
+                                        engine.append(events).unwrap();
+                                    }
+                                }
+                            });
+                        }
+                    });
+                    start.elapsed()
+                })
+            },
+        );
+        let stats = engine.stats();
+        eprintln!(
+            "append_if_sync/{name}: mean group {:.1} batches, {} fsyncs for {} batches, {} conflicts",
+            stats.mean_group_batches(),
+            stats.fsyncs,
+            stats.batches,
+            stats.conflicts
+        );
+    }
+    g.finish();
+}
+
 fn append_none(c: &mut Criterion) {
     let mut g = c.benchmark_group("append_none");
     g.throughput(Throughput::Elements(1));
@@ -169,6 +260,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    targets = fsync_floor, append_sync, append_none, replay
+    targets = fsync_floor, append_sync, append_if_sync, append_none, replay
 }
 criterion_main!(benches);

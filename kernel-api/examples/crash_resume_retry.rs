@@ -8,12 +8,14 @@
 use std::sync::Arc;
 
 use waymark_engine::storage::{Damage, SimDisk};
-use waymark_engine::{Engine, Options};
-use waymark_kernel::{EngineBackend, Kernel, RunRef};
+use waymark_kernel::{Kernel, RunRef};
 
-fn kernel_on(disk: &SimDisk) -> Result<Kernel, waymark_engine::Error> {
-    let engine = Engine::open_with(Arc::new(disk.clone()), "/state", Options::default())?;
-    Ok(Kernel::on(EngineBackend::new(engine), "worker-1"))
+/// The same kernel as on files (default options, `Sync`), on a disk the
+/// example can crash.
+fn kernel_on(disk: &SimDisk) -> waymark_kernel::Result<Kernel> {
+    Kernel::builder()
+        .worker_id("worker-1")
+        .open_on(Arc::new(disk.clone()), "/state")
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -66,8 +68,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             String::from_utf8_lossy(&cursor)
         );
         kernel.start(&retry)?;
-        ctx.set("rows-page-2", b"5 rows")?;
-        kernel.succeed(&retry, b"ok".to_vec())?;
+        // The last output and the success in one atomic batch.
+        ctx.batch()
+            .set("rows-page-2", b"5 rows")
+            .succeed(b"ok".to_vec())
+            .commit()?;
     }
     let r = kernel.run(&run)?.ok_or("the run has a record")?;
     println!(

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::json;
 use waymark_engine::storage::{FsStorage, Storage};
-use waymark_engine::{Durability, Engine, Event, Limits, LogReader, Lsn, Options, RunScope};
+use waymark_engine::{Engine, Event, LogReader, Lsn, Options, RunScope};
 
 use crate::json;
 use crate::out;
@@ -24,19 +24,6 @@ pub enum Until {
     Lsn(Lsn),
     /// Every event at or before this time (µs since the epoch).
     Time(i64),
-}
-
-/// A replay's engine: no syncs, no preallocated segments, the format's
-/// largest limits (the batches passed the writer's own limits, which may
-/// have been raised), and snapshots as usual, so that its memtables stay
-/// bounded and the state goes to its redb file on disk.
-fn scratch_options() -> Options {
-    Options {
-        durability: Durability::None,
-        preallocate: false,
-        limits: Limits::format_max(),
-        ..Options::default()
-    }
 }
 
 /// A replayed state: the engine the batches went into and every run seen.
@@ -90,7 +77,11 @@ pub fn replay(
             (Arc::new(FsStorage), at)
         }
     };
-    let engine = Engine::open_with(storage, &at, scratch_options())
+    // No syncs, no preallocated segments, the format's largest limits (the
+    // batches passed the writer's own limits, which may have been raised),
+    // and snapshots as usual, so that its memtables stay bounded and the
+    // state goes to its redb file on disk.
+    let engine = Engine::open_with(storage, &at, Options::scratch())
         .with_context(|| format!("creating {}", at.display()))?;
     let mut runs = BTreeSet::new();
     let mut cursor = reader.cursor(Lsn(1));

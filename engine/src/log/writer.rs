@@ -729,6 +729,9 @@ impl Writer {
             fail_all(group, &Arc::new(e));
             return;
         }
+        // Forget the groups the views have published since: they hold the
+        // events of every batch until then.
+        self.drop_applied_pending();
         let mut rest = group;
         while !rest.is_empty() {
             let (part, later) = self.decide(rest);
@@ -768,7 +771,6 @@ impl Writer {
         {
             return (group, Vec::new());
         }
-        self.drop_applied_pending();
         let mut part: Vec<Msg> = Vec::with_capacity(group.len());
         let mut rest = group.into_iter();
         while let Some(msg) = rest.next() {
@@ -1478,6 +1480,26 @@ mod tests {
         assert_eq!(shared.fsyncs.load(Ordering::Relaxed) - before, 2);
         assert_eq!(shared.conflicts.load(Ordering::Relaxed), 1);
         assert_eq!(views.visible_lsn(), Lsn(3), "the refused batch took no LSN");
+    }
+
+    /// The writer keeps a group's events for the conditions of later
+    /// groups only until the views have published it, with conditions in
+    /// the workload or none: a plain workload never holds them all (it
+    /// did, every event since open, until a conditional batch came).
+    #[test]
+    fn pending_groups_are_forgotten_once_published() {
+        let shared = Arc::new(Shared::default());
+        let (mut writer, views, _woken) =
+            writer_with_views(Options::default(), Arc::clone(&shared));
+        for i in 0..100 {
+            writer.commit(vec![append_msg(i)]);
+            assert!(
+                writer.pending.len() <= 1,
+                "{} pending",
+                writer.pending.len()
+            );
+        }
+        assert_eq!(views.visible_lsn(), Lsn(100));
     }
 
     /// A group that failed to apply halfway left a batch in the active
