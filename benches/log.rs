@@ -54,6 +54,32 @@ fn open(durability: Durability) -> (tempfile::TempDir, Engine) {
     (dir, engine)
 }
 
+/// Runs `op(i)` for `i` from `first` to `first + iters` from `threads`
+/// threads and returns how long it took. The threads take `i` from one
+/// counter rather than a fixed share each: with fixed shares the threads
+/// that finish first leave the last ones appending with less and less
+/// company, and the sample measures that tail.
+fn counted(threads: usize, first: u64, iters: u64, op: &(dyn Fn(u64) + Sync)) -> Duration {
+    let next = std::sync::atomic::AtomicU64::new(first);
+    let stop = first + iters;
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let next = &next;
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= stop {
+                        break;
+                    }
+                    op(i);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
 fn append_sync(c: &mut Criterion) {
     let mut g = c.benchmark_group("append_sync");
     g.throughput(Throughput::Elements(1));
@@ -66,27 +92,9 @@ fn append_sync(c: &mut Criterion) {
             &threads,
             |b, &threads| {
                 b.iter_custom(|iters| {
-                    // The threads take appends from one counter rather than
-                    // a fixed share each: with fixed shares the threads that
-                    // finish first leave the last ones appending with less
-                    // and less company, and the sample measures that tail.
-                    let next = std::sync::atomic::AtomicU64::new(0);
-                    let start = Instant::now();
-                    std::thread::scope(|s| {
-                        for _ in 0..threads {
-                            let (engine, next) = (engine.clone(), &next);
-                            s.spawn(move || {
-                                loop {
-                                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                    if i >= iters {
-                                        break;
-                                    }
-                                    engine.append(vec![put_event(i, VALUE_128)]).unwrap();
-                                }
-                            });
-                        }
-                    });
-                    start.elapsed()
+                    counted(threads, 0, iters, &|i| {
+                        engine.append(vec![put_event(i, VALUE_128)]).unwrap();
+                    })
                 })
             },
         );
@@ -150,28 +158,16 @@ fn append_if_sync(c: &mut Criterion) {
             &threads,
             |b, &threads| {
                 b.iter_custom(|iters| {
-                    let stop = next.load(std::sync::atomic::Ordering::Relaxed) + iters;
-                    let start = Instant::now();
-                    std::thread::scope(|s| {
-                        for _ in 0..threads {
-                            let (engine, next) = (engine.clone(), &next);
-                            s.spawn(move || {
-                                loop {
-                                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                    if i >= stop {
-                                        break;
-                                    }
-                                    let (conditions, events) = schedule_if_new(i);
-                                    if conditioned {
-                                        engine.append_if(conditions, events).unwrap();
-                                    } else {
-                                        engine.append(events).unwrap();
-                                    }
-                                }
-                            });
+                    // Attempts never repeat across samples: each is new.
+                    let first = next.fetch_add(iters, std::sync::atomic::Ordering::Relaxed);
+                    counted(threads, first, iters, &|i| {
+                        let (conditions, events) = schedule_if_new(i);
+                        if conditioned {
+                            engine.append_if(conditions, events).unwrap();
+                        } else {
+                            engine.append(events).unwrap();
                         }
-                    });
-                    start.elapsed()
+                    })
                 })
             },
         );

@@ -651,17 +651,8 @@ fn newer_format_version_is_refused_by_name() {
     let (_disk, storage) = sim(12);
     drop(Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap());
     let seg = &segments(storage.as_ref())[0];
-    let mut header = [0u8; SEGMENT_HEADER_BYTES];
-    storage
-        .open(seg, OpenMode::Read)
-        .unwrap()
-        .read_exact_at(&mut header, 0)
-        .unwrap();
     let newer = crate::log::FORMAT_VERSION + 1;
-    header[8..12].copy_from_slice(&newer.to_le_bytes());
-    let crc = crc32fast::hash(&header[0..60]);
-    header[60..64].copy_from_slice(&crc.to_le_bytes());
-    overwrite(storage.as_ref(), seg, 0, &header);
+    set_header_version(storage.as_ref(), seg, newer);
     let err = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap_err();
     assert!(
         matches!(
@@ -676,14 +667,33 @@ fn newer_format_version_is_refused_by_name() {
     );
 }
 
-/// Rewrites the header of `seg` to say format version `version`.
-fn set_header_version(storage: &dyn Storage, seg: &Path, version: u32) {
+/// A version 2 event: run `t/d/r` paused.
+fn paused() -> Event {
+    Event::now(EventBody::RunStatus {
+        run: RunScope {
+            tenant: "t".into(),
+            dag: "d".into(),
+            run: "r".into(),
+        },
+        status: crate::event::RunStatus::Paused,
+        parent: None,
+    })
+}
+
+/// The header of segment `seg`.
+fn read_header(storage: &dyn Storage, seg: &Path) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut header = [0u8; SEGMENT_HEADER_BYTES];
     storage
         .open(seg, OpenMode::Read)
         .unwrap()
         .read_exact_at(&mut header, 0)
         .unwrap();
+    header
+}
+
+/// Rewrites the header of `seg` to say format version `version`.
+fn set_header_version(storage: &dyn Storage, seg: &Path, version: u32) {
+    let mut header = read_header(storage, seg);
     header[8..12].copy_from_slice(&version.to_le_bytes());
     let crc = crc32fast::hash(&header[0..60]);
     header[60..64].copy_from_slice(&crc.to_le_bytes());
@@ -691,12 +701,7 @@ fn set_header_version(storage: &dyn Storage, seg: &Path, version: u32) {
 }
 
 fn header_version(storage: &dyn Storage, seg: &Path) -> u32 {
-    let mut header = [0u8; SEGMENT_HEADER_BYTES];
-    storage
-        .open(seg, OpenMode::Read)
-        .unwrap()
-        .read_exact_at(&mut header, 0)
-        .unwrap();
+    let header = read_header(storage, seg);
     u32::from_le_bytes(header[8..12].try_into().unwrap())
 }
 
@@ -709,16 +714,7 @@ fn a_version_1_log_is_read_and_appended_to_in_a_new_segment() {
     let old = segments(storage.as_ref())[0].clone();
     set_header_version(storage.as_ref(), &old, 1);
     let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
-    let paused = Event::now(EventBody::RunStatus {
-        run: RunScope {
-            tenant: "t".into(),
-            dag: "d".into(),
-            run: "r".into(),
-        },
-        status: crate::event::RunStatus::Paused,
-        parent: None,
-    });
-    assert_eq!(engine.append(vec![paused]).unwrap(), Lsn(4));
+    assert_eq!(engine.append(vec![paused()]).unwrap(), Lsn(4));
     drop(engine);
     let segs = segments(storage.as_ref());
     assert_eq!(segs.len(), 2, "a new segment at the first append");
@@ -765,17 +761,6 @@ fn an_empty_version_1_tail_takes_this_versions_header() {
 /// version 2 event is only ever found under a version 2 header.
 #[test]
 fn upgrading_a_version_1_log_survives_a_crash_at_every_step() {
-    let paused = || {
-        Event::now(EventBody::RunStatus {
-            run: RunScope {
-                tenant: "t".into(),
-                dag: "d".into(),
-                run: "r".into(),
-            },
-            status: crate::event::RunStatus::Paused,
-            parent: None,
-        })
-    };
     for frames in [0u64, 3] {
         let (disk, storage) = closed_log(16, small_segments(), frames, 10);
         set_header_version(storage.as_ref(), &segments(storage.as_ref())[0], 1);

@@ -271,11 +271,13 @@ impl Kernel {
         K: AsRef<str>,
         V: AsRef<[u8]>,
     {
-        let ctx = self.context(ti.clone());
-        let batch = outputs
-            .into_iter()
-            .fold(ctx.batch(), |b, (k, v)| b.set(k.as_ref(), v));
-        committed(batch.succeed(result).commit())
+        self.finish_with(
+            ti,
+            TaskStatus::Succeeded {
+                result: result.into(),
+            },
+            outputs,
+        )
     }
 
     /// Marks attempt `ti` failed with an error message and a kind (what a
@@ -317,11 +319,34 @@ impl Kernel {
         K: AsRef<str>,
         V: AsRef<[u8]>,
     {
+        self.finish_with(
+            ti,
+            TaskStatus::Failed {
+                error: error.into(),
+                kind: kind.into(),
+            },
+            outputs,
+        )
+    }
+
+    /// Sets `outputs` in `ti`'s attempt state and moves it to `to`, in one
+    /// batch.
+    fn finish_with<K, V>(
+        &self,
+        ti: &TaskRef,
+        to: TaskStatus,
+        outputs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Lsn>
+    where
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
         let ctx = self.context(ti.clone());
         let batch = outputs
             .into_iter()
             .fold(ctx.batch(), |b, (k, v)| b.set(k.as_ref(), v));
-        committed(batch.fail(error, kind).commit())
+        let lsn = batch.transition(to).commit()?;
+        Ok(lsn.expect("a batch with a transition is never empty"))
     }
 
     /// Marks attempt `ti` cancelled.
@@ -464,11 +489,6 @@ impl Kernel {
             tries: DECISION_TRIES,
         })
     }
-}
-
-/// The LSN of a batch that holds at least its transition.
-fn committed(lsn: Result<Option<Lsn>>) -> Result<Lsn> {
-    lsn.map(|lsn| lsn.expect("a batch with a transition is never empty"))
 }
 
 #[cfg(test)]

@@ -241,6 +241,21 @@ fn race<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     })
 }
 
+/// Asserts that exactly one of `results` is `Ok` and every other is an
+/// error `lost` accepts (the refusal racing losers must get).
+fn one_winner<T: std::fmt::Debug>(results: &[Result<T, Error>], lost: impl Fn(&Error) -> bool) {
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    for r in results {
+        if let Err(e) = r {
+            assert!(lost(e), "a loser got {e:?}");
+        }
+    }
+}
+
 /// The events of `ti`'s task in the log whose status is `kind`.
 fn statuses_logged(k: &Kernel, ti: &TaskRef, kind: TaskStatusKind) -> usize {
     k.history_of_task(ti)
@@ -985,17 +1000,9 @@ pub fn racing_pauses_have_one_winner(h: &dyn Harness) {
                 k.resume_run(&run)
             }
         });
-        assert_eq!(
-            results.iter().filter(|r| r.is_ok()).count(),
-            1,
-            "{results:?}"
-        );
-        assert!(
-            results
-                .iter()
-                .filter(|r| r.is_err())
-                .all(|r| matches!(r, Err(Error::InvalidRunTransition { .. })))
-        );
+        one_winner(&results, |e| {
+            matches!(e, Error::InvalidRunTransition { .. })
+        });
     }
     assert_eq!(k.run(&run).unwrap().unwrap().status, RunStatus::Running);
 }
@@ -1071,17 +1078,7 @@ pub fn racing_deletes_of_one_checkpoint_have_one_winner(h: &dyn Harness) {
         .unwrap();
     k.checkpoint(&run, "c").unwrap();
     let results = race(6, |_| k.delete_checkpoint(&run, "c"));
-    assert_eq!(
-        results.iter().filter(|r| r.is_ok()).count(),
-        1,
-        "{results:?}"
-    );
-    assert!(
-        results
-            .iter()
-            .filter(|r| r.is_err())
-            .all(|r| matches!(r, Err(Error::UnknownCheckpoint { .. })))
-    );
+    one_winner(&results, |e| matches!(e, Error::UnknownCheckpoint { .. }));
     for name in ["a", "b", "c", "d"] {
         k.checkpoint(&run, name).unwrap();
     }
@@ -1181,17 +1178,7 @@ pub fn racing_purges_have_one_winner(h: &dyn Harness) {
     let run = run42();
     k.context(run.task("ocr").unwrap()).set("k", b"v").unwrap();
     let results = race(4, |_| k.purge_run(&run));
-    assert_eq!(
-        results.iter().filter(|r| r.is_ok()).count(),
-        1,
-        "{results:?}"
-    );
-    assert!(
-        results
-            .iter()
-            .filter(|r| r.is_err())
-            .all(|r| matches!(r, Err(Error::UnknownRun { .. })))
-    );
+    one_winner(&results, |e| matches!(e, Error::UnknownRun { .. }));
     assert_eq!(k.context(run.task("ocr").unwrap()).get("k").unwrap(), None);
 }
 

@@ -376,14 +376,13 @@ const UPGRADE_SUFFIX: &str = ".upgrade";
 
 /// How the writer takes over a recovered tail segment.
 enum TailUpgrade {
-    /// Its header is this build's version: append after its last frame.
-    Resume,
+    /// Append after its last frame, in this file: its header is this
+    /// build's version (or it had no frame and was replaced by an empty
+    /// segment of this version).
+    Resume(Arc<dyn StorageFile>),
     /// It holds frames under an older version's header: start a new
     /// segment.
     Roll,
-    /// It had no frame and an older version's header, and was replaced by
-    /// an empty segment of this version (this file).
-    Replaced(Arc<dyn StorageFile>),
 }
 
 /// Reads the tail segment's header and decides how to take it over.
@@ -398,7 +397,7 @@ enum TailUpgrade {
 fn upgrade_of_tail(
     storage: &dyn Storage,
     log_dir: &Path,
-    file: &Arc<dyn StorageFile>,
+    file: Arc<dyn StorageFile>,
     path: &Path,
     offset: u64,
     options: &Options,
@@ -414,7 +413,7 @@ fn upgrade_of_tail(
         reason: crate::error::Invalid::HeaderChecksum,
     })?;
     if header.format_version == super::FORMAT_VERSION {
-        return Ok(TailUpgrade::Resume);
+        return Ok(TailUpgrade::Resume(file));
     }
     if offset > SEGMENT_HEADER_BYTES as u64 {
         return Ok(TailUpgrade::Roll);
@@ -430,7 +429,7 @@ fn upgrade_of_tail(
     storage
         .sync_dir(log_dir)
         .map_err(|e| Error::io(log_dir, e))?;
-    Ok(TailUpgrade::Replaced(new))
+    Ok(TailUpgrade::Resume(new))
 }
 
 /// An error for each member of a failed group, made from the one that failed
@@ -479,18 +478,8 @@ impl Writer {
                 storage
                     .sync_dir(&log_dir)
                     .map_err(|e| Error::io(&log_dir, e))?;
-                match upgrade_of_tail(storage.as_ref(), &log_dir, &file, &path, offset, &options)? {
-                    TailUpgrade::Replaced(file) => {
-                        let active = Active {
-                            file,
-                            path,
-                            offset,
-                            dirty: false,
-                            zeroed_to: offset,
-                        };
-                        (log_id, active)
-                    }
-                    TailUpgrade::Resume => {
+                match upgrade_of_tail(storage.as_ref(), &log_dir, file, &path, offset, &options)? {
+                    TailUpgrade::Resume(file) => {
                         // What lies past the recovered tail is not known to
                         // be written: zero-filling starts again from it.
                         let active = Active {
