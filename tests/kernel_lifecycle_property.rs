@@ -21,7 +21,7 @@ use std::sync::{Arc, Barrier};
 use proptest::prelude::*;
 use waymark_engine::storage::{Damage, SimDisk};
 use waymark_engine::{Event, EventBody, Lsn, Options, RunStatus, TaskStatusKind};
-use waymark_kernel::{Kernel, RunRef, TaskRef, allowed_from};
+use waymark_kernel::{Kernel, RunRef, TaskRef};
 use waymark_tests::{CrashAt, proptest_cases};
 
 const TASKS: [&str; 3] = ["ocr", "tables", "summary"];
@@ -151,13 +151,21 @@ struct Model {
     run: Option<RunStatus>,
 }
 
-const RETRYABLE: [Option<TaskStatusKind>; 5] = [
-    None,
-    Some(TaskStatusKind::Succeeded),
-    Some(TaskStatusKind::Failed),
-    Some(TaskStatusKind::Interrupted),
-    Some(TaskStatusKind::Cancelled),
-];
+/// The lifecycle, written out here rather than taken from the kernel: the
+/// statuses each one may follow (`None`: no status yet).
+fn may_follow(to: TaskStatusKind) -> &'static [Option<TaskStatusKind>] {
+    use TaskStatusKind as K;
+    match to {
+        K::Scheduled => &[None],
+        K::Running => &[None, Some(K::Scheduled)],
+        K::Succeeded | K::Failed | K::Interrupted => &[Some(K::Running)],
+        K::Cancelled => &[None, Some(K::Scheduled), Some(K::Running)],
+    }
+}
+
+fn live(kind: TaskStatusKind) -> bool {
+    matches!(kind, TaskStatusKind::Scheduled | TaskStatusKind::Running)
+}
 
 impl Model {
     fn status_of(&self, task: &str, try_number: u32) -> Option<TaskStatusKind> {
@@ -166,6 +174,14 @@ impl Model {
 
     fn latest(&self, task: &str) -> u32 {
         self.latest.get(task).copied().unwrap_or(0)
+    }
+
+    /// A live attempt of `task` other than `except`, if any.
+    fn other_live(&self, task: &str, except: u32) -> Option<(u32, TaskStatusKind)> {
+        self.status
+            .iter()
+            .find(|((t, n), k)| t == task && *n != except && live(**k))
+            .map(|((_, n), k)| (*n, *k))
     }
 
     fn set(&mut self, task: &str, try_number: u32, to: TaskStatusKind) {
@@ -186,19 +202,32 @@ impl Model {
                 ..
             } => {
                 let from = self.status_of(task, *try_number);
-                if !allowed_from(*to).contains(&from) {
+                if !may_follow(*to).contains(&from) {
                     return Err(format!("{task}#{try_number}: {from:?} -> {to}"));
                 }
-                if matches!(to, TaskStatusKind::Scheduled | TaskStatusKind::Running)
-                    && self.latest(task) > *try_number
+                // A transition that may make an attempt: no later one, and
+                // no other live one (one live attempt a task at most).
+                if matches!(
+                    to,
+                    TaskStatusKind::Scheduled | TaskStatusKind::Running | TaskStatusKind::Cancelled
+                ) {
+                    if self.latest(task) > *try_number {
+                        return Err(format!(
+                            "{task}#{try_number} {to} after try {} exists",
+                            self.latest(task)
+                        ));
+                    }
+                    if let Some((n, k)) = self.other_live(task, *try_number) {
+                        return Err(format!("{task}#{try_number} {to} while #{n} is {k}"));
+                    }
+                }
+                if *to == TaskStatusKind::Running
+                    && !matches!(self.run, Some(RunStatus::Created | RunStatus::Running))
                 {
                     return Err(format!(
-                        "{task}#{try_number} {to} after try {} exists",
-                        self.latest(task)
+                        "{task}#{try_number} started in a {:?} run",
+                        self.run
                     ));
-                }
-                if *to == TaskStatusKind::Running && self.run == Some(RunStatus::Paused) {
-                    return Err(format!("{task}#{try_number} started in a paused run"));
                 }
                 self.set(task, *try_number, *to);
             }
@@ -210,9 +239,8 @@ impl Model {
                         self.latest(task)
                     ));
                 }
-                let status = self.status_of(task, retried);
-                if !RETRYABLE.contains(&status) {
-                    return Err(format!("retry of {task}#{retried}, {status:?}"));
+                if let Some((n, k)) = self.other_live(task, *next) {
+                    return Err(format!("retry of {task}#{retried} while #{n} is {k}"));
                 }
                 if !self.known.contains(task) {
                     return Err(format!("retry of unknown {task}"));

@@ -156,6 +156,12 @@ pub enum Condition {
         /// The highest allowed.
         max: u32,
     },
+    /// No attempt of the task but `attempt` is scheduled or running: the
+    /// task has at most one live attempt, and it is this one.
+    NoOtherLiveAttempt {
+        /// The attempt that may be live.
+        attempt: AttemptScope,
+    },
     /// The task is known: it has a status, attempt state or task state.
     TaskKnown {
         /// The task.
@@ -203,6 +209,8 @@ pub enum Found {
     /// The task's latest try (0: no attempt has a status), and that
     /// attempt's status.
     LatestTry(u32, Option<TaskStatusKind>),
+    /// Another attempt of the task (this try) is scheduled or running.
+    LiveAttempt(u32, TaskStatusKind),
     /// The task has no status and no state.
     TaskUnknown,
     /// The run's status (`None`: it has no record).
@@ -226,6 +234,9 @@ impl Condition {
             Condition::AttemptStatus {
                 attempt: AttemptScope { task, .. },
                 ..
+            }
+            | Condition::NoOtherLiveAttempt {
+                attempt: AttemptScope { task, .. },
             }
             | Condition::LatestTry { task, .. } => match body {
                 EventBody::TaskStatus { attempt, .. } => attempt.task == *task,
@@ -317,6 +328,12 @@ impl fmt::Display for Condition {
                     task_name(task)
                 )
             }
+            Condition::NoOtherLiveAttempt { attempt } => write!(
+                f,
+                "no attempt of {} but #{} is live",
+                task_name(&attempt.task),
+                attempt.try_number
+            ),
             Condition::TaskKnown { task } => write!(f, "{} is known", task_name(task)),
             Condition::RunStatus { run, any_of } => {
                 write!(f, "run {} is ", run_name(run))?;
@@ -352,6 +369,7 @@ impl fmt::Display for Found {
                 "latest try {n} ({})",
                 s.map_or("no status", TaskStatusKind::name)
             ),
+            Found::LiveAttempt(n, s) => write!(f, "try {n} {s}"),
             Found::TaskUnknown => f.write_str("no status and no state"),
             Found::RunStatus(s) => write!(f, "{}", s.map_or("no record", RunStatus::name)),
             Found::RunUnknown => f.write_str("no record and no state"),

@@ -272,6 +272,27 @@ fn each_condition_reads_what_it_names() {
         Found::LatestTry(2, Some(TaskStatusKind::Scheduled))
     );
     assert!(check(Condition::TaskKnown { task: task("ocr") }).is_ok());
+    assert_eq!(
+        found(Condition::NoOtherLiveAttempt {
+            attempt: a2.clone()
+        }),
+        Found::LiveAttempt(1, TaskStatusKind::Running)
+    );
+    engine
+        .append(vec![status(&a1, TaskStatus::Cancelled)])
+        .unwrap();
+    assert!(
+        check(Condition::NoOtherLiveAttempt {
+            attempt: a2.clone()
+        })
+        .is_ok()
+    );
+    assert_eq!(
+        found(Condition::NoOtherLiveAttempt {
+            attempt: attempt("ocr", 3)
+        }),
+        Found::LiveAttempt(2, TaskStatusKind::Scheduled)
+    );
     // Task state alone makes a task known.
     engine
         .append(vec![Event::now(EventBody::TaskPut {
@@ -363,6 +384,7 @@ fn each_condition_reads_what_it_names() {
         found(is(&a1, Some(TaskStatusKind::Running))),
         Found::AttemptStatus(None)
     );
+    assert!(check(Condition::NoOtherLiveAttempt { attempt: a1 }).is_ok());
 }
 
 /// Sixteen threads drive the lifecycles of their own tasks, every step a

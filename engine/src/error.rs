@@ -241,6 +241,15 @@ pub enum Error {
         /// Which thread: `writer` or `acker`.
         thread: &'static str,
     },
+    /// A condition of [`crate::Engine::append_if`] could not be checked:
+    /// the views it reads could not be read. The batch was not written
+    /// (unlike an I/O error of the log, which leaves a batch's fate open).
+    #[error("a condition could not be checked, so the batch was not written: {cause}")]
+    ConditionUnreadable {
+        /// Why the views could not be read.
+        #[source]
+        cause: Box<Error>,
+    },
     /// A snapshot of the views into redb failed; the snapshotter has
     /// stopped (the log is untouched, reads stay correct). Reopening
     /// replays the log after the last good snapshot.

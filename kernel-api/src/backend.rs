@@ -8,25 +8,44 @@
 //!
 //! # The contract
 //!
-//! - [`Backend::append`] is atomic and durable: when it returns `Ok`, every
-//!   event of the batch is stored, and after any crash all of them are, or
-//!   none.
+//! - [`Backend::append`] is atomic and durable in the backend's configured
+//!   mode: when it returns `Ok` under the engine's default `Sync`, every
+//!   event of the batch survives any crash (under `Periodic` or `None` a
+//!   crash may lose a suffix of acknowledged batches, never part of one).
+//!   After any crash all of a batch's events are there, or none.
 //! - It is **conditional**: the conditions are checked against the state
 //!   left by every batch committed before this one, and the batch is
 //!   committed only if all of them hold, as one step. Batches are
-//!   committed in one total order (the log's LSN order), and conditions
-//!   see exactly the batches before. A batch whose condition fails is not
-//!   written; the call returns [`Error::Conflict`] with the first failed
-//!   condition's index and what was found. The engine checks conditions on
-//!   its writer thread; a SQL backend does it in one transaction
-//!   (`SELECT … FOR UPDATE` of the rows the conditions name, check, insert
-//!   the events, update the views, commit) at `SERIALIZABLE` or with the
-//!   locks taken, retrying serialization failures itself.
+//!   committed in one total order, numbered by consecutive LSNs from 1 in
+//!   that order, and conditions see exactly the batches before. A batch
+//!   whose condition fails is not written and takes no LSN; the call
+//!   returns [`Error::Conflict`] with the first failed condition's index
+//!   and what was found. A condition the backend does not know (the enum is
+//!   `#[non_exhaustive]`) is refused with an error, never taken as holding.
 //! - Reads see every batch whose append has returned, on any thread, and
-//!   never part of a batch.
+//!   never part of a batch. `scan_log` delivers batches in LSN order up to
+//!   `durable_lsn`, with no gap: a watch resumes from the next LSN.
 //! - Errors are the kernel's: [`Error::Conflict`] and
 //!   [`Error::HistoryRemoved`] as described, [`Error::Engine`] from the
 //!   engine, [`Error::Backend`] (with its cause) from any other storage.
+//! - The views' meaning is the engine's (`waymark_engine::view`): a
+//!   task's record lists its attempts with their statuses and the latest
+//!   try; a run's record is created `Created` by its first task status and
+//!   counts tasks by status; a `ClearTask` masks the attempt state of every
+//!   attempt; a write to an immutable shared variable is not applied; a
+//!   checkpoint captures the run's attempt state, task state and shared
+//!   variables when it is applied (with a CRC32 of the capture), and a
+//!   restore brings those back (not statuses).
+//!
+//! The engine checks conditions on its writer thread, in LSN order. A SQL
+//! backend does it in one transaction per batch: take a lock that orders
+//! commits (the LSN must follow commit order without gaps, so it is
+//! allocated under that lock, or a row per run and task that the
+//! conditions name is upserted and locked, `SELECT … FOR UPDATE`, before
+//! they are checked: most conditions test for an absent row, which a plain
+//! row lock does not cover; `SERIALIZABLE` isolation with a retry of
+//! serialization failures does too), check the conditions, insert the
+//! events, update the views, commit.
 
 use waymark_engine::{
     AttemptScope, CheckpointRecord, Condition, Engine, Event, KvValue, Lsn, RunRecord, RunScope,

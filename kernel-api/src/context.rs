@@ -5,6 +5,12 @@
 //!   to this try; `Kernel::clear_for_retry` clears it before the next try.
 //! - **task state** (`set_task_state`, `task_state`, ...): belongs to the
 //!   task across its tries (a progress cursor, say); retries keep it.
+//!
+//! Writes of state carry no condition (they decide nothing): a worker still
+//! running a superseded attempt can write into that attempt's state and
+//! the task's. The kernel keeps one live attempt a task, so a scheduler
+//! that stops its old workers on a retry has none. A finish that must be
+//! all or nothing with its outputs is one [`Batch`] with its transition.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

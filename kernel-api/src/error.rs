@@ -43,9 +43,10 @@ pub enum Error {
         /// The task's latest try number.
         latest: u32,
     },
-    /// A retry of an attempt that has not finished: it is scheduled or
-    /// running. (After a crash, [`crate::Kernel::resume`] records running
-    /// attempts as interrupted; cancel a scheduled one to retry it.)
+    /// A retry while an attempt of the task has not finished: it is
+    /// scheduled or running. (After a crash, [`crate::Kernel::resume`]
+    /// records running attempts as interrupted; cancel a scheduled one to
+    /// retry it.)
     #[error(
         "task {task} is {status}: only a finished attempt (succeeded, failed, interrupted or cancelled) is retried"
     )]
@@ -54,6 +55,27 @@ pub enum Error {
         task: String,
         /// Its status.
         status: TaskStatusKind,
+    },
+    /// Another attempt of the task is live (scheduled or running): a task
+    /// runs one attempt at a time, so a new one is neither scheduled,
+    /// started nor cancelled beside it.
+    #[error("task {task}: try {try_number} of it is {status}; finish or cancel it first")]
+    AttemptInProgress {
+        /// The task attempt asked for.
+        task: String,
+        /// The live attempt's try number.
+        try_number: u32,
+        /// Its status.
+        status: TaskStatusKind,
+    },
+    /// A task of a run that is over (succeeded, failed or cancelled) does
+    /// not start.
+    #[error("run {run} is {status}: its tasks do not start any more")]
+    RunFinished {
+        /// The run, as tenant/dag/run.
+        run: String,
+        /// Its status.
+        status: RunStatus,
     },
     /// A run status change that the run's lifecycle does not allow.
     #[error("run {run}: cannot go from {} to {to}", from.map_or("no status", RunStatus::name))]
@@ -97,7 +119,7 @@ pub enum Error {
     /// No checkpoint of that name in that run.
     #[error("run {run} has no checkpoint named {name:?}")]
     UnknownCheckpoint {
-        /// The run id.
+        /// The run, as tenant/dag/run.
         run: String,
         /// The checkpoint's name.
         name: String,
@@ -105,7 +127,7 @@ pub enum Error {
     /// A checkpoint's captured state no longer matches its checksum.
     #[error("checkpoint {name:?} of run {run} fails its checksum: not restored")]
     ChecksumMismatch {
-        /// The run id.
+        /// The run, as tenant/dag/run.
         run: String,
         /// The checkpoint's name.
         name: String,
@@ -209,16 +231,18 @@ impl Error {
 
     /// Whether this is a refusal of a decision: the state the call found
     /// does not allow it (a transition, a retry, a write-once variable, a
-    /// paused run, a conflict). Nothing was written; the state is as the
-    /// error says.
+    /// paused run, a conflict), or kept changing under it (`Contended`).
+    /// Nothing was written.
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
             Error::InvalidTransition { .. }
                 | Error::NotLatestAttempt { .. }
                 | Error::NotRetryable { .. }
+                | Error::AttemptInProgress { .. }
                 | Error::InvalidRunTransition { .. }
                 | Error::RunPaused { .. }
+                | Error::RunFinished { .. }
                 | Error::ImmutableShared { .. }
                 | Error::UnknownRun { .. }
                 | Error::UnknownTask { .. }

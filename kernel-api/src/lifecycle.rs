@@ -46,43 +46,41 @@ pub fn allowed_from(to: TaskStatusKind) -> &'static [Option<TaskStatusKind>] {
     }
 }
 
-/// The statuses of an attempt that may be retried: finished, or none at
-/// all (a task with state and no status).
-const RETRYABLE: [Option<TaskStatusKind>; 5] = [
-    None,
-    Some(TaskStatusKind::Succeeded),
-    Some(TaskStatusKind::Failed),
-    Some(TaskStatusKind::Interrupted),
-    Some(TaskStatusKind::Cancelled),
-];
-
-/// Every run status but `Paused`, and no record: where a task may start.
-const NOT_PAUSED: [Option<RunStatus>; 6] = [
-    None,
-    Some(RunStatus::Created),
-    Some(RunStatus::Running),
-    Some(RunStatus::Succeeded),
-    Some(RunStatus::Failed),
-    Some(RunStatus::Cancelled),
-];
+/// The run statuses in which a task may start: a run that is not paused
+/// and not over (and a run with no record yet).
+const STARTABLE: [Option<RunStatus>; 3] =
+    [None, Some(RunStatus::Created), Some(RunStatus::Running)];
 
 /// The conditions under which attempt `ti` may move to `to`.
+///
+/// A transition that may make an attempt (to `scheduled`, `running` or
+/// `cancelled`, from no status) also requires that no later attempt exists
+/// and that no other attempt of the task is live: a task has at most one
+/// live attempt, its latest, so a second worker never runs it beside the
+/// first, and [`Kernel::resume`], which looks at the latest attempt, finds
+/// every running one.
 pub(crate) fn transition_conditions(ti: &TaskRef, to: TaskStatusKind) -> Vec<Condition> {
     let mut conditions = vec![Condition::AttemptStatus {
         attempt: ti.attempt_scope(),
         any_of: allowed_from(to).to_vec(),
     }];
-    if matches!(to, TaskStatusKind::Scheduled | TaskStatusKind::Running) {
+    if matches!(
+        to,
+        TaskStatusKind::Scheduled | TaskStatusKind::Running | TaskStatusKind::Cancelled
+    ) {
         conditions.push(Condition::LatestTry {
             task: ti.task_scope(),
             min: 0,
             max: ti.try_number(),
         });
+        conditions.push(Condition::NoOtherLiveAttempt {
+            attempt: ti.attempt_scope(),
+        });
     }
     if to == TaskStatusKind::Running {
         conditions.push(Condition::RunStatus {
             run: ti.run_scope(),
-            any_of: NOT_PAUSED.to_vec(),
+            any_of: STARTABLE.to_vec(),
         });
     }
     conditions
@@ -102,8 +100,17 @@ pub(crate) fn transition_refusal(ti: &TaskRef, to: TaskStatusKind, found: Found)
             task: ti.to_string(),
             latest,
         },
-        Found::RunStatus(_) => Error::RunPaused {
+        Found::LiveAttempt(try_number, status) => Error::AttemptInProgress {
+            task: ti.to_string(),
+            try_number,
+            status,
+        },
+        Found::RunStatus(Some(RunStatus::Paused)) => Error::RunPaused {
             run: ti.run_ref().to_string(),
+        },
+        Found::RunStatus(Some(status)) => Error::RunFinished {
+            run: ti.run_ref().to_string(),
+            status,
         },
         _ => return None,
     })
@@ -301,9 +308,11 @@ impl Kernel {
         )
     }
 
-    /// Marks attempt `ti` failed and sets `outputs` (what it got done, for
-    /// the next attempt to read with `get_from`, or its diagnostics) in one
-    /// atomic batch.
+    /// Marks attempt `ti` failed and sets `outputs` in its attempt state
+    /// (its diagnostics: what it saw, where it stopped) in one atomic
+    /// batch. A retry clears every attempt's attempt state: what the next
+    /// attempt needs belongs in task state (a [`crate::Batch`] with
+    /// `set_task_state` and `fail` writes both).
     ///
     /// # Errors
     ///
@@ -362,67 +371,98 @@ impl Kernel {
     /// (one event: the log keeps what was there), schedules the next
     /// attempt, and returns its ref, all in one batch. Task state is kept.
     ///
-    /// `ti` must be the task's latest attempt (or newer), and finished:
-    /// succeeded, failed, interrupted or cancelled, or without a status for
-    /// a task that has only state. Of racing retries of one attempt, one
-    /// makes the next attempt; the others get [`Error::NotLatestAttempt`]
-    /// naming it.
+    /// `ti` must be the task's latest attempt (or newer), and every attempt
+    /// of the task finished: succeeded, failed, interrupted or cancelled
+    /// (or the task has state and no status at all). The batch is
+    /// conditional on exactly that, as read: of racing retries of one
+    /// attempt, one makes the next attempt; the others read again and get
+    /// [`Error::NotLatestAttempt`] naming it.
+    ///
+    /// ```
+    /// use waymark_kernel::{Error, Kernel, TaskRef, TaskStatus};
+    ///
+    /// let kernel = Kernel::in_memory()?;
+    /// let ti = TaskRef::new("acme", "documents", "run-42", "ocr", 1)?;
+    /// kernel.start(&ti)?;
+    /// assert!(matches!(kernel.clear_for_retry(&ti), Err(Error::NotRetryable { .. })));
+    /// kernel.fail(&ti, "timeout", "transient")?;
+    /// let next = kernel.clear_for_retry(&ti)?;
+    /// assert_eq!(next.try_number(), 2);
+    /// assert_eq!(kernel.task(&next)?.unwrap().status, TaskStatus::Scheduled);
+    /// # Ok::<(), waymark_kernel::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`Error::NotLatestAttempt`], [`Error::NotRetryable`] (scheduled or
-    /// running), [`Error::UnknownTask`] if the task has no status and no
-    /// state, [`Error::InvalidRef`] at the last try number; the backend's
-    /// errors. Nothing is written in any of these cases.
+    /// [`Error::NotLatestAttempt`], [`Error::NotRetryable`] (an attempt of
+    /// the task is scheduled or running), [`Error::UnknownTask`] if the
+    /// task has no status and no state, [`Error::InvalidRef`] at the last
+    /// try number, [`Error::Contended`]; the backend's errors. Nothing is
+    /// written in any of these cases.
     pub fn clear_for_retry(&self, ti: &TaskRef) -> Result<TaskRef> {
-        let record = self.task(ti)?;
-        let latest = record.as_ref().map_or(0, |r| r.latest_try);
-        if ti.try_number() < latest {
-            return Err(Error::NotLatestAttempt {
-                task: ti.to_string(),
-                latest,
-            });
-        }
         // Checked before anything is written: a task at the last try
         // number has no next attempt.
         let next = ti.with_try(ti.try_number().checked_add(1).ok_or_else(|| {
             Error::InvalidRef(format!("{ti}: no try number after {}", u32::MAX))
         })?)?;
         let task = ti.task_scope();
-        let mut conditions = vec![
-            // Nobody made another attempt since the record was read.
-            Condition::LatestTry {
-                task: task.clone(),
-                min: latest,
-                max: latest,
-            },
-            Condition::AttemptStatus {
-                attempt: ti.attempt_scope(),
-                any_of: RETRYABLE.to_vec(),
-            },
-        ];
-        if record.is_none() {
-            conditions.push(Condition::TaskKnown { task: task.clone() });
+        for _ in 0..DECISION_TRIES {
+            let record = self.task(ti)?;
+            let latest = record.as_ref().map_or(0, |r| r.latest_try);
+            if ti.try_number() < latest {
+                return Err(Error::NotLatestAttempt {
+                    task: ti.to_string(),
+                    latest,
+                });
+            }
+            if let Some(live) = record
+                .as_ref()
+                .and_then(|r| r.attempts.iter().find(|a| !a.status.kind().is_final()))
+            {
+                return Err(Error::NotRetryable {
+                    task: ti.with_try(live.try_number)?.to_string(),
+                    status: live.status.kind(),
+                });
+            }
+            let mut conditions = vec![
+                // Nobody made another attempt since the record was read,
+                Condition::LatestTry {
+                    task: task.clone(),
+                    min: latest,
+                    max: latest,
+                },
+                // and every one made is finished.
+                Condition::NoOtherLiveAttempt {
+                    attempt: next.attempt_scope(),
+                },
+            ];
+            if record.is_none() {
+                conditions.push(Condition::TaskKnown { task: task.clone() });
+            }
+            let events = vec![
+                Event::now(EventBody::ClearTask { task: task.clone() }),
+                status_event(&next, TaskStatus::Scheduled, self.worker_id()),
+            ];
+            match self.backend().append(conditions, events) {
+                Ok(_) => return Ok(next),
+                Err(Error::Conflict {
+                    found: Found::TaskUnknown,
+                    ..
+                }) => {
+                    return Err(Error::UnknownTask {
+                        task: ti.to_string(),
+                    });
+                }
+                // Another writer changed the task's attempts since the
+                // read: decide again on what it left.
+                Err(Error::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
-        let events = vec![
-            Event::now(EventBody::ClearTask { task }),
-            status_event(&next, TaskStatus::Scheduled, self.worker_id()),
-        ];
-        self.append_guarded(conditions, events, |found| match found {
-            Found::LatestTry(latest, _) => Some(Error::NotLatestAttempt {
-                task: ti.to_string(),
-                latest,
-            }),
-            Found::AttemptStatus(Some(status)) => Some(Error::NotRetryable {
-                task: ti.to_string(),
-                status,
-            }),
-            Found::TaskUnknown => Some(Error::UnknownTask {
-                task: ti.to_string(),
-            }),
-            _ => None,
-        })?;
-        Ok(next)
+        Err(Error::Contended {
+            what: format!("retry of {ti}"),
+            tries: DECISION_TRIES,
+        })
     }
 
     /// After a crash: every task of `run` with its latest attempt and
@@ -430,7 +470,8 @@ impl Kernel {
     /// as interrupted, in one atomic batch whose every interruption is
     /// conditional on the attempt still running: an attempt that finished
     /// in the meantime keeps its status, and of racing resumes one records
-    /// each interruption.
+    /// each interruption. The other statuses reported are as read, just
+    /// before that batch.
     ///
     /// # Errors
     ///

@@ -46,14 +46,17 @@ pub struct RunInfo {
 /// use waymark_kernel::{RunStatus, run_allowed_from};
 ///
 /// assert_eq!(run_allowed_from(RunStatus::Paused), [Some(RunStatus::Running)]);
-/// assert!(run_allowed_from(RunStatus::Running).contains(&Some(RunStatus::Paused)));
+/// // Only `resume_run` leaves a pause; nothing leaves a finished run.
+/// assert!(!run_allowed_from(RunStatus::Running).contains(&Some(RunStatus::Paused)));
 /// assert!(!run_allowed_from(RunStatus::Running).contains(&Some(RunStatus::Succeeded)));
 /// ```
 pub fn run_allowed_from(to: RunStatus) -> &'static [Option<RunStatus>] {
     use RunStatus as S;
     match to {
         S::Created => &[None],
-        S::Running => &[None, Some(S::Created), Some(S::Paused)],
+        // Out of `Paused` only by `resume_run`: a scheduler that marks its
+        // runs running does not undo an operator's pause.
+        S::Running => &[None, Some(S::Created)],
         S::Paused => &[Some(S::Running)],
         S::Succeeded => &[Some(S::Created), Some(S::Running)],
         S::Failed => &[Some(S::Created), Some(S::Running), Some(S::Paused)],
@@ -114,6 +117,14 @@ impl Kernel {
             parent,
         });
         self.append_guarded(vec![condition], vec![event], |found| match found {
+            // A run with no record yet cannot be paused or resumed.
+            Found::RunStatus(None)
+                if to == RunStatus::Paused || from == [Some(RunStatus::Paused)] =>
+            {
+                Some(Error::UnknownRun {
+                    run: run.to_string(),
+                })
+            }
             Found::RunStatus(from) => Some(Error::InvalidRunTransition {
                 run: run.to_string(),
                 from,
@@ -317,8 +328,9 @@ impl Kernel {
         Ok(out)
     }
 
-    /// Brings the run's state back to checkpoint `name`, as a new event
-    /// (history is never rewritten). The checkpoint's checksum is verified
+    /// Brings the run's state (attempt state, task state, shared
+    /// variables; not task or run statuses) back to checkpoint `name`, as a
+    /// new event (history is never rewritten). The checkpoint's checksum is verified
     /// first, and the restore is conditional on that very checkpoint
     /// (taken at the same LSN) still being there when its turn comes: a
     /// checkpoint deleted or replaced in between is not restored blind.
@@ -333,12 +345,12 @@ impl Kernel {
                 .backend()
                 .checkpoint(&run.scope(), name)?
                 .ok_or_else(|| Error::UnknownCheckpoint {
-                    run: run.run_id().into(),
+                    run: run.to_string(),
                     name: name.into(),
                 })?;
             if !record.verify() {
                 return Err(Error::ChecksumMismatch {
-                    run: run.run_id().into(),
+                    run: run.to_string(),
                     name: name.into(),
                 });
             }
@@ -373,7 +385,7 @@ impl Kernel {
     /// comes (of racing deletes, one deletes); the backend's errors.
     pub fn delete_checkpoint(&self, run: &RunRef, name: &str) -> Result<Lsn> {
         let unknown = || Error::UnknownCheckpoint {
-            run: run.run_id().into(),
+            run: run.to_string(),
             name: name.into(),
         };
         for _ in 0..DECISION_TRIES {

@@ -190,6 +190,7 @@ macro_rules! kernel_scenarios {
             racing_pauses_have_one_winner,
             checkpoints_capture_restore_list_and_prune,
             racing_deletes_of_one_checkpoint_have_one_winner,
+            racing_decisions_meet_at_the_append,
             shared_variables_and_runs,
             racing_first_writes_of_an_immutable_variable_leave_one_value,
             racing_purges_have_one_winner,
@@ -801,7 +802,36 @@ pub fn a_retry_takes_the_latest_finished_attempt(h: &dyn Harness) {
     k.start(&late2).unwrap();
     // A cancelled attempt is retried.
     k.cancel(&t2).unwrap();
-    assert_eq!(k.clear_for_retry(&t2).unwrap().try_number(), 3);
+    let t3 = k.clear_for_retry(&t2).unwrap();
+    assert_eq!(t3.try_number(), 3);
+    // One live attempt a task: while #3 is scheduled (or running), a
+    // retry through a higher try, or a start, schedule or cancel of a new
+    // attempt, is refused, naming the live one.
+    k.start(&t3).unwrap();
+    let t9 = t1.with_try(9).unwrap();
+    assert!(
+        matches!(
+            k.clear_for_retry(&t9),
+            Err(Error::NotRetryable { ref task, status: TaskStatusKind::Running }) if task.ends_with("#3")
+        ),
+        "a retry must not clear a running attempt's state"
+    );
+    for result in [k.start(&t9), k.schedule(&t9), k.cancel(&t9)] {
+        assert!(
+            matches!(
+                result,
+                Err(Error::AttemptInProgress {
+                    try_number: 3,
+                    status: TaskStatusKind::Running,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    }
+    assert_eq!(k.task(&t1).unwrap().unwrap().latest_try, 3);
+    k.succeed(&t3, b"ok".to_vec()).unwrap();
+    assert_eq!(k.clear_for_retry(&t9).unwrap().try_number(), 10);
 }
 
 /// Eight threads retry one failed attempt at once: one next attempt is
@@ -934,14 +964,8 @@ pub fn racing_resumes_record_each_interruption_once(h: &dyn Harness) {
 pub fn runs_pause_and_resume_with_checked_transitions(h: &dyn Harness) {
     let k = h.kernel();
     let run = run42();
-    assert!(matches!(
-        k.pause_run(&run),
-        Err(Error::InvalidRunTransition {
-            from: None,
-            to: RunStatus::Paused,
-            ..
-        })
-    ));
+    assert!(matches!(k.pause_run(&run), Err(Error::UnknownRun { .. })));
+    assert!(matches!(k.resume_run(&run), Err(Error::UnknownRun { .. })));
     k.set_run_status(&run, RunStatus::Running, None).unwrap();
     let ocr = run.task("ocr").unwrap();
     k.start(&ocr).unwrap();
@@ -950,13 +974,18 @@ pub fn runs_pause_and_resume_with_checked_transitions(h: &dyn Harness) {
     assert!(matches!(k.start(&tables), Err(Error::RunPaused { .. })));
     k.schedule(&tables).unwrap(); // queued while paused
     k.succeed(&ocr, b"ok".to_vec()).unwrap(); // running work finishes
-    assert!(matches!(
-        k.set_run_status(&run, RunStatus::Succeeded, None),
-        Err(Error::InvalidRunTransition {
-            from: Some(RunStatus::Paused),
-            ..
-        })
-    ));
+    for status in [RunStatus::Succeeded, RunStatus::Running] {
+        assert!(
+            matches!(
+                k.set_run_status(&run, status, None),
+                Err(Error::InvalidRunTransition {
+                    from: Some(RunStatus::Paused),
+                    ..
+                })
+            ),
+            "only resume_run leaves a pause ({status})"
+        );
+    }
     drop(k);
     h.reopen();
     let k = h.kernel();
@@ -985,6 +1014,14 @@ pub fn runs_pause_and_resume_with_checked_transitions(h: &dyn Harness) {
         })
     ));
     assert!(!k.resume(&run).unwrap().is_paused());
+    // A run that is over starts no task.
+    assert!(matches!(
+        k.start(&run.task("late").unwrap()),
+        Err(Error::RunFinished {
+            status: RunStatus::Succeeded,
+            ..
+        })
+    ));
 }
 
 /// Racing pauses (and resumes) of one run: one wins each.
@@ -1088,6 +1125,234 @@ pub fn racing_deletes_of_one_checkpoint_have_one_winner(h: &dyn Harness) {
     assert_eq!(all, ["a", "b", "c"], "each deleted by one prune");
     let restored = race(4, |_| k.restore(&run, "d"));
     assert!(restored.iter().all(Result::is_ok), "{restored:?}");
+    // A restore racing the checkpoint's delete: restored before it, or
+    // refused after it, never restored from a deleted checkpoint.
+    let both = race(2, |i| {
+        if i == 0 {
+            k.restore(&run, "d")
+        } else {
+            k.delete_checkpoint(&run, "d")
+        }
+    });
+    assert!(both[1].is_ok(), "{both:?}");
+    assert!(
+        matches!(both[0], Ok(_) | Err(Error::UnknownCheckpoint { .. })),
+        "{both:?}"
+    );
+    let history = k.history_of_run(&run).unwrap();
+    let kinds: Vec<&str> = history.iter().map(|e| e.event.kind()).collect();
+    let deleted = kinds
+        .iter()
+        .rposition(|k| *k == "delete_checkpoint")
+        .unwrap();
+    assert!(
+        !kinds[deleted..].contains(&"restore_checkpoint"),
+        "a restore after the delete: {kinds:?}"
+    );
+}
+
+/// A backend that holds the first `n` appends until all `n` have come:
+/// every racer has read the state before any writes, so each decision's
+/// refusal comes from its conditions (the conflict path), not from a read
+/// that already saw the winner's batch.
+#[derive(Debug)]
+struct Gate {
+    inner: Kernel,
+    barrier: Arc<Barrier>,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl Gate {
+    fn kernel(inner: Kernel, n: usize) -> Kernel {
+        let worker = inner.worker_id().to_string();
+        Kernel::on(
+            Gate {
+                inner,
+                barrier: Arc::new(Barrier::new(n)),
+                left: std::sync::atomic::AtomicUsize::new(n),
+            },
+            worker,
+        )
+    }
+}
+
+impl waymark_kernel::Backend for Gate {
+    fn append(
+        &self,
+        conditions: Vec<waymark_engine::Condition>,
+        events: Vec<waymark_engine::Event>,
+    ) -> waymark_kernel::Result<Lsn> {
+        let held = self
+            .left
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if held {
+            self.barrier.wait();
+        }
+        self.inner.backend().append(conditions, events)
+    }
+    fn get(
+        &self,
+        a: &waymark_engine::AttemptScope,
+        k: &str,
+    ) -> waymark_kernel::Result<Option<waymark_engine::KvValue>> {
+        self.inner.backend().get(a, k)
+    }
+    fn attempt_entries(
+        &self,
+        a: &waymark_engine::AttemptScope,
+    ) -> waymark_kernel::Result<Vec<(String, waymark_engine::KvValue)>> {
+        self.inner.backend().attempt_entries(a)
+    }
+    fn latest_attempt_value(
+        &self,
+        t: &waymark_engine::TaskScope,
+        k: &str,
+    ) -> waymark_kernel::Result<Option<(u32, waymark_engine::KvValue)>> {
+        self.inner.backend().latest_attempt_value(t, k)
+    }
+    fn task_state(
+        &self,
+        t: &waymark_engine::TaskScope,
+        k: &str,
+    ) -> waymark_kernel::Result<Option<waymark_engine::KvValue>> {
+        self.inner.backend().task_state(t, k)
+    }
+    fn task_state_entries(
+        &self,
+        t: &waymark_engine::TaskScope,
+    ) -> waymark_kernel::Result<Vec<(String, waymark_engine::KvValue)>> {
+        self.inner.backend().task_state_entries(t)
+    }
+    fn task(
+        &self,
+        t: &waymark_engine::TaskScope,
+    ) -> waymark_kernel::Result<Option<waymark_engine::TaskRecord>> {
+        self.inner.backend().task(t)
+    }
+    fn tasks(
+        &self,
+        r: &waymark_engine::RunScope,
+    ) -> waymark_kernel::Result<Vec<(String, waymark_engine::TaskRecord)>> {
+        self.inner.backend().tasks(r)
+    }
+    fn run(
+        &self,
+        r: &waymark_engine::RunScope,
+    ) -> waymark_kernel::Result<Option<waymark_engine::RunRecord>> {
+        self.inner.backend().run(r)
+    }
+    fn runs(
+        &self,
+        t: &str,
+        d: Option<&str>,
+    ) -> waymark_kernel::Result<Vec<(waymark_engine::RunScope, waymark_engine::RunRecord)>> {
+        self.inner.backend().runs(t, d)
+    }
+    fn shared(
+        &self,
+        r: &waymark_engine::RunScope,
+        k: &str,
+    ) -> waymark_kernel::Result<Option<waymark_engine::SharedValue>> {
+        self.inner.backend().shared(r, k)
+    }
+    fn checkpoint(
+        &self,
+        r: &waymark_engine::RunScope,
+        n: &str,
+    ) -> waymark_kernel::Result<Option<waymark_engine::CheckpointRecord>> {
+        self.inner.backend().checkpoint(r, n)
+    }
+    fn checkpoints(
+        &self,
+        r: &waymark_engine::RunScope,
+    ) -> waymark_kernel::Result<Vec<(String, waymark_engine::CheckpointRecord)>> {
+        self.inner.backend().checkpoints(r)
+    }
+    fn scan_log(
+        &self,
+        from: Lsn,
+        visit: &mut dyn FnMut(Lsn, Vec<waymark_engine::Event>) -> bool,
+    ) -> waymark_kernel::Result<()> {
+        self.inner.backend().scan_log(from, visit)
+    }
+    fn durable_lsn(&self) -> Lsn {
+        self.inner.backend().durable_lsn()
+    }
+    fn flush(&self) -> waymark_kernel::Result<Lsn> {
+        self.inner.flush()
+    }
+    fn close(&self) -> waymark_kernel::Result<()> {
+        self.inner.close()
+    }
+    fn stats(&self) -> waymark_kernel::BackendStats {
+        self.inner.stats()
+    }
+}
+
+/// Racers of the decisions that read before they write (retry, checkpoint
+/// delete, resume, purge, write-once variable, transition), held at the
+/// append until all have read: each is refused by its conditions, and the
+/// refusal still names what the winner left.
+pub fn racing_decisions_meet_at_the_append(h: &dyn Harness) {
+    let run = run42();
+    let t1 = ti("ocr", 1);
+    {
+        let k = h.kernel();
+        k.start(&t1).unwrap();
+        k.fail(&t1, "boom", "transient").unwrap();
+        k.context(run.task("tables").unwrap())
+            .set("k", b"v")
+            .unwrap();
+        k.checkpoint(&run, "c").unwrap();
+    }
+    let gated = Gate::kernel(h.kernel(), 4);
+    let results = race(4, |_| gated.clear_for_retry(&t1));
+    one_winner(&results, |e| {
+        matches!(e, Error::NotLatestAttempt { latest: 2, .. })
+    });
+    let gated = Gate::kernel(h.kernel(), 4);
+    let results = race(4, |_| gated.delete_checkpoint(&run, "c"));
+    one_winner(&results, |e| matches!(e, Error::UnknownCheckpoint { .. }));
+    let gated = Gate::kernel(h.kernel(), 4);
+    let results = race(4, |i| gated.set_shared(&run, "once", i.to_string(), true));
+    one_winner(&results, |e| matches!(e, Error::ImmutableShared { .. }));
+    let t2 = t1.with_try(2).unwrap();
+    let gated = Gate::kernel(h.kernel(), 4);
+    let results = race(4, |_| gated.start(&t2));
+    one_winner(&results, |e| {
+        matches!(
+            e,
+            Error::InvalidTransition {
+                from: Some(TaskStatusKind::Running),
+                ..
+            }
+        )
+    });
+    // Racing resumes all read t2 running; one records it.
+    let gated = Gate::kernel(h.kernel(), 4);
+    let states = race(4, |_| gated.resume(&run).unwrap());
+    assert_eq!(
+        states.iter().filter(|s| s.recorded.is_some()).count(),
+        1,
+        "{states:?}"
+    );
+    assert_eq!(
+        statuses_logged(&h.kernel(), &t2, TaskStatusKind::Interrupted),
+        1
+    );
+    let gated = Gate::kernel(h.kernel(), 4);
+    let results = race(4, |_| gated.purge_run(&run));
+    one_winner(&results, |e| matches!(e, Error::UnknownRun { .. }));
+    let conflicts = h.kernel().stats().conflicts;
+    assert!(
+        conflicts >= 15,
+        "the losers met their conditions: {conflicts}"
+    );
 }
 
 /// Shared variables (write-once ones too), runs, children and a purge.
@@ -1434,8 +1699,16 @@ pub fn flush_close_and_stats(h: &dyn Harness) {
     assert!(stats.conflicts >= 1, "{stats:?}");
     drop((k, ctx));
     h.reopen();
+    let k = h.kernel();
     assert_eq!(
-        h.kernel().context(ti("ocr", 1)).get("k").unwrap(),
+        k.context(ti("ocr", 1)).get("k").unwrap(),
         Some(b"v".to_vec())
+    );
+    // Closed, for every clone: writes are refused, not lost in a drop.
+    k.close().unwrap();
+    let refused = k.context(ti("ocr", 1)).set("k", b"w");
+    assert!(
+        matches!(refused, Err(Error::Engine(waymark_engine::Error::Closed))),
+        "{refused:?}"
     );
 }

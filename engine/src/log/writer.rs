@@ -143,8 +143,10 @@ impl Finisher {
         if std::thread::current().name() == Some("waymark-acker") {
             match self.shared.test_acker_fault.swap(0, Ordering::AcqRel) {
                 ACKER_PANICS => panic!("injected: the acker thread panics"),
-                ACKER_FAILS_SLOWLY => {
-                    std::thread::sleep(std::time::Duration::from_millis(500));
+                fault @ (ACKER_FAILS_SLOWLY | ACKER_FAILS) => {
+                    if fault == ACKER_FAILS_SLOWLY {
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                    }
                     return Err(Error::Io {
                         path: "injected".into(),
                         source: std::io::Error::other("injected: applying a group failed"),
@@ -207,7 +209,7 @@ pub(crate) struct Shared {
     /// means concurrent callers, who need the CPU instead.
     pub last_group_batches: AtomicU64,
     /// A fault for the next group the acker thread applies (tests only):
-    /// [`ACKER_PANICS`] or [`ACKER_FAILS_SLOWLY`].
+    /// [`ACKER_PANICS`], [`ACKER_FAILS_SLOWLY`] or [`ACKER_FAILS`].
     #[cfg(test)]
     pub test_acker_fault: AtomicU64,
 }
@@ -218,6 +220,10 @@ pub(crate) const ACKER_PANICS: u64 = 1;
 /// Test fault: applying a group on the acker takes 500 ms, then fails.
 #[cfg(test)]
 pub(crate) const ACKER_FAILS_SLOWLY: u64 = 2;
+/// Test fault: applying a group on the acker (or inline on a thread named
+/// like it) fails at once, before anything is applied.
+#[cfg(test)]
+pub(crate) const ACKER_FAILS: u64 = 3;
 
 impl Shared {
     /// [`Error::Poisoned`] with the first failure as its source, once
@@ -478,8 +484,12 @@ impl Writer {
                 storage
                     .sync_dir(&log_dir)
                     .map_err(|e| Error::io(&log_dir, e))?;
+                let opened = Arc::clone(&file);
                 match upgrade_of_tail(storage.as_ref(), &log_dir, file, &path, offset, &options)? {
                     TailUpgrade::Resume(file) => {
+                        if !Arc::ptr_eq(&file, &opened) {
+                            shared.segments_created.fetch_add(1, Ordering::Relaxed);
+                        }
                         // What lies past the recovered tail is not known to
                         // be written: zero-filling starts again from it.
                         let active = Active {
@@ -725,6 +735,15 @@ impl Writer {
         while !rest.is_empty() {
             let (part, later) = self.decide(rest);
             rest = later;
+            // A group applied since (the acker's, or a part of this one)
+            // may have failed and poisoned the engine: nothing is written
+            // after a poison, decided or not.
+            if let Some(e) = self.shared.poisoned() {
+                let e = Arc::new(e);
+                fail_all(part, &e);
+                fail_all(std::mem::take(&mut rest), &e);
+                return;
+            }
             let first_lsn = self.next_lsn;
             if let Err(e) = self.write_group(&part) {
                 self.io_failed = true;
@@ -803,10 +822,15 @@ impl Writer {
                     ack,
                 }),
                 Err(error) => {
+                    let poisoned = error.is_poisoned();
                     if matches!(error, Error::Conflict { .. }) {
                         self.shared.conflicts.fetch_add(1, Ordering::Relaxed);
                     }
                     part.push(Msg::Refused { ack, error });
+                    // The rest is failed by the caller's poison check.
+                    if poisoned {
+                        return (part, rest.collect());
+                    }
                 }
             }
         }
@@ -830,12 +854,22 @@ impl Writer {
         });
         if waits {
             // Every group handed on is applied once the acker is idle (a
-            // group finished inline is applied already).
+            // group finished inline is applied already), unless applying
+            // one failed: then the views miss it, and no condition it may
+            // affect can be checked (nor any batch written).
             self.quiesce()?;
+            if self.finisher.views_failed.load(Ordering::Acquire) {
+                return Err(self.shared.poison_error());
+            }
             self.drop_applied_pending();
         }
         for (index, condition) in conditions.iter().enumerate() {
-            if let Some(found) = views.check(condition)? {
+            let checked = views
+                .check(condition)
+                .map_err(|cause| Error::ConditionUnreadable {
+                    cause: Box::new(cause),
+                })?;
+            if let Some(found) = checked {
                 return Err(Error::Conflict {
                     index,
                     condition: Box::new(condition.clone()),
@@ -1469,6 +1503,57 @@ mod tests {
         assert_eq!(shared.fsyncs.load(Ordering::Relaxed) - before, 2);
         assert_eq!(shared.conflicts.load(Ordering::Relaxed), 1);
         assert_eq!(views.visible_lsn(), Lsn(3), "the refused batch took no LSN");
+    }
+
+    /// A group whose apply fails leaves the views without it: a later
+    /// conditional batch that depends on it is never checked against those
+    /// views and written (that would let a condition the log's order makes
+    /// false through: two starts of one attempt after a reopen). Here the
+    /// group `[start, start]` of one attempt splits; its first part fails
+    /// to apply (inline, on a thread named as the acker, so the fault
+    /// fires); the second start is refused and nothing after the first is
+    /// written.
+    #[test]
+    fn a_condition_is_never_checked_against_views_that_missed_a_failed_group() {
+        let shared = Arc::new(Shared::default());
+        let (mut writer, views, _woken) =
+            writer_with_views(Options::default(), Arc::clone(&shared));
+        let (start, first) = transition("a", None, TaskStatus::Running);
+        let (again, second) = transition("a", None, TaskStatus::Running);
+        let (plain, third) = {
+            let (ack, rx) = ack_channel();
+            let Msg::Append {
+                payload, events, ..
+            } = append_msg(9)
+            else {
+                unreachable!("an append")
+            };
+            let msg = Msg::Append {
+                payload,
+                events,
+                conditions: Vec::new(),
+                ack,
+            };
+            (msg, rx)
+        };
+        shared
+            .test_acker_fault
+            .store(ACKER_FAILS, Ordering::Release);
+        let writer = std::thread::Builder::new()
+            .name("waymark-acker".into())
+            .spawn(move || {
+                writer.commit(vec![start, again, plain]);
+                writer
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(answer(&first).is_err(), "its group failed to apply");
+        assert!(answer(&second).is_err());
+        assert!(answer(&third).is_err());
+        assert_eq!(writer.next_lsn, Lsn(2), "only the first start was framed");
+        assert_eq!(views.visible_lsn(), Lsn(0));
+        assert!(shared.poisoned().is_some());
     }
 
     /// The writer keeps a group's events for the conditions of later

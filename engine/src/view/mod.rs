@@ -343,6 +343,15 @@ impl Views {
                 (!(*min..=*max).contains(&latest))
                     .then(|| Found::LatestTry(latest, record.map(|t| t.status.kind())))
             }
+            Condition::NoOtherLiveAttempt { attempt } => task_record(&attempt.task)?
+                .and_then(|t| {
+                    t.attempts
+                        .iter()
+                        .filter(|a| a.try_number != attempt.try_number)
+                        .map(|a| (a.try_number, a.status.kind()))
+                        .find(|(_, k)| !k.is_final())
+                })
+                .map(|(n, k)| Found::LiveAttempt(n, k)),
             Condition::TaskKnown { task } => {
                 let known = task_record(task)?.is_some()
                     || [Table::Kv, Table::TaskKv]
