@@ -867,3 +867,66 @@ fn a_torn_newest_segment_is_not_corruption_to_the_tools() {
         Some(path.as_path())
     );
 }
+
+/// A paused run: `runs` says so, and the timeline shows the paused time
+/// (a row in the terminal, a `paused` object in JSON, a lane in HTML) and
+/// marks the pause and the resume.
+#[test]
+fn runs_and_the_timeline_show_a_paused_run() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let k = Kernel::open(dir.path()).unwrap();
+        let run = RunRef::new("acme", "documents", "run-7").unwrap();
+        k.set_run_status(&run, waymark_kernel::RunStatus::Running, None)
+            .unwrap();
+        let ocr = run.task("ocr").unwrap();
+        k.start(&ocr).unwrap();
+        k.succeed(&ocr, b"ok".to_vec()).unwrap();
+        k.pause_run(&run).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        k.resume_run(&run).unwrap();
+        k.pause_run(&run).unwrap();
+    }
+    let d = dir.path().to_str().unwrap();
+    let runs = json_lines(
+        &waymark()
+            .args(["runs", d, "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(runs[0]["status"], "paused", "{runs:?}");
+    let out = waymark()
+        .args(["timeline", d, "--run", "run-7"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("(run)") && text.contains("paused"), "{text}");
+    assert!(
+        text.contains("run paused") && text.contains("run resumed"),
+        "{text}"
+    );
+    let objects = json_lines(
+        &waymark()
+            .args(["timeline", d, "--run", "run-7", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let paused: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "paused").collect();
+    assert_eq!(paused.len(), 2, "{objects:?}");
+    assert!(paused[0]["end"].is_string(), "the first pause ended");
+    assert!(paused[1]["end"].is_null(), "the second goes on");
+    let html = dir.path().join("t.html");
+    waymark()
+        .args(["timeline", d, "--run", "run-7", "--html"])
+        .arg(&html)
+        .assert()
+        .success();
+    assert!(
+        std::fs::read_to_string(&html)
+            .unwrap()
+            .contains("span paused")
+    );
+}
