@@ -48,7 +48,7 @@
 // On-disk integers are u32/u64; no cast may silently cut one.
 #![cfg_attr(not(test), warn(clippy::cast_possible_truncation))]
 
-mod condition;
+pub mod condition;
 mod engine;
 mod error;
 pub mod event;

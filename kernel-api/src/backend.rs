@@ -6,46 +6,7 @@
 //! the simulated disk); a SQL one implements the same trait and runs the
 //! same scenario suite (`tests/support/scenarios.rs`).
 //!
-//! # The contract
-//!
-//! - [`Backend::append`] is atomic and durable in the backend's configured
-//!   mode: when it returns `Ok` under the engine's default `Sync`, every
-//!   event of the batch survives any crash (under `Periodic` or `None` a
-//!   crash may lose a suffix of acknowledged batches, never part of one).
-//!   After any crash all of a batch's events are there, or none.
-//! - It is **conditional**: the conditions are checked against the state
-//!   left by every batch committed before this one, and the batch is
-//!   committed only if all of them hold, as one step. Batches are
-//!   committed in one total order, numbered by consecutive LSNs from 1 in
-//!   that order, and conditions see exactly the batches before. A batch
-//!   whose condition fails is not written and takes no LSN; the call
-//!   returns [`Error::Conflict`] with the first failed condition's index
-//!   and what was found. A condition the backend does not know (the enum is
-//!   `#[non_exhaustive]`) is refused with an error, never taken as holding.
-//! - Reads see every batch whose append has returned, on any thread, and
-//!   never part of a batch. `scan_log` delivers batches in LSN order up to
-//!   `durable_lsn`, with no gap: a watch resumes from the next LSN.
-//! - Errors are the kernel's: [`Error::Conflict`] and
-//!   [`Error::HistoryRemoved`] as described, [`Error::Engine`] from the
-//!   engine, [`Error::Backend`] (with its cause) from any other storage.
-//! - The views' meaning is the engine's (`waymark_engine::view`): a
-//!   task's record lists its attempts with their statuses and the latest
-//!   try; a run's record is created `Created` by its first task status and
-//!   counts tasks by status; a `ClearTask` masks the attempt state of every
-//!   attempt; a write to an immutable shared variable is not applied; a
-//!   checkpoint captures the run's attempt state, task state and shared
-//!   variables when it is applied (with a CRC32 of the capture), and a
-//!   restore brings those back (not statuses).
-//!
-//! The engine checks conditions on its writer thread, in LSN order. A SQL
-//! backend does it in one transaction per batch: take a lock that orders
-//! commits (the LSN must follow commit order without gaps, so it is
-//! allocated under that lock, or a row per run and task that the
-//! conditions name is upserted and locked, `SELECT … FOR UPDATE`, before
-//! they are checked: most conditions test for an absent row, which a plain
-//! row lock does not cover; `SERIALIZABLE` isolation with a retry of
-//! serialization failures does too), check the conditions, insert the
-//! events, update the views, commit.
+//! The contract every backend keeps is on [`Backend`].
 
 use waymark_engine::{
     AttemptScope, CheckpointRecord, Condition, Engine, Event, KvValue, Lsn, RunRecord, RunScope,
@@ -69,8 +30,48 @@ pub struct BackendStats {
 }
 
 /// Storage for the kernel: an atomic, durable, conditional append of
-/// events, and reads of the state those events add up to. See the
-/// [module docs](self) for the contract.
+/// events, and reads of the state those events add up to.
+///
+/// # The contract
+///
+/// - [`Backend::append`] is atomic and durable in the backend's configured
+///   mode: when it returns `Ok` under the engine's default `Sync`, every
+///   event of the batch survives any crash (under `Periodic` or `None` a
+///   crash may lose a suffix of acknowledged batches, never part of one).
+///   After any crash all of a batch's events are there, or none.
+/// - It is **conditional**: the conditions are checked against the state
+///   left by every batch committed before this one, and the batch is
+///   committed only if all of them hold, as one step. Batches are
+///   committed in one total order, numbered by consecutive LSNs from 1 in
+///   that order, and conditions see exactly the batches before. A batch
+///   whose condition fails is not written and takes no LSN; the call
+///   returns [`Error::Conflict`] with the first failed condition's index
+///   and what was found. A condition the backend does not know (the enum is
+///   `#[non_exhaustive]`) is refused with an error, never taken as holding.
+/// - Reads see every batch whose append has returned, on any thread, and
+///   never part of a batch. `scan_log` delivers batches in LSN order up to
+///   `durable_lsn`, with no gap: a watch resumes from the next LSN.
+/// - Errors are the kernel's: [`Error::Conflict`] and
+///   [`Error::HistoryRemoved`] as described, [`Error::Engine`] from the
+///   engine, [`Error::Backend`] (with its cause) from any other storage.
+/// - The views' meaning is the engine's (`waymark_engine::view`): a
+///   task's record lists its attempts with their statuses and the latest
+///   try; a run's record is created `Created` by its first task status and
+///   counts tasks by status; a `ClearTask` masks the attempt state of every
+///   attempt; a write to an immutable shared variable is not applied; a
+///   checkpoint captures the run's attempt state, task state and shared
+///   variables when it is applied (with a CRC32 of the capture), and a
+///   restore brings those back (not statuses).
+///
+/// The engine checks conditions on its writer thread, in LSN order. A SQL
+/// backend does it in one transaction per batch: take a lock that orders
+/// commits (the LSN must follow commit order without gaps, so it is
+/// allocated under that lock, or a row per run and task that the
+/// conditions name is upserted and locked, `SELECT … FOR UPDATE`, before
+/// they are checked: most conditions test for an absent row, which a plain
+/// row lock does not cover; `SERIALIZABLE` isolation with a retry of
+/// serialization failures does too), check the conditions, insert the
+/// events, update the views, commit.
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Appends `events` as one atomic batch if every one of `conditions`
     /// holds after every batch committed before it; returns its LSN once
