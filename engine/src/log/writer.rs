@@ -314,8 +314,22 @@ pub(crate) struct Writer {
     /// Groups handed on whose batches the views may not have applied yet:
     /// (first LSN, batches). A condition that one of them may affect waits
     /// until they are visible. Dropped once the views publish past them.
+    /// Kept only while conditional batches come (see `tracking_groups`).
     pending: VecDeque<(Lsn, Arc<Vec<Vec<Event>>>)>,
+    /// Groups to come whose batches go into `pending`: refreshed to
+    /// [`TRACK_GROUPS`] by every conditional batch, counted down by every
+    /// group. At zero nothing is kept (a plain workload keeps no events
+    /// on the writer, and frees none there), and `pending` is incomplete:
+    /// the next conditional batch first waits until every group handed on
+    /// is applied.
+    tracking_groups: u32,
 }
+
+/// Groups after the last conditional batch through which the writer keeps
+/// the events of the groups it hands on. A lifecycle workload sends a
+/// conditional batch every few groups, and keeps them; a plain one stops
+/// after these, and the events are freed by the acker as before.
+const TRACK_GROUPS: u32 = 256;
 
 fn now_unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -549,6 +563,7 @@ impl Writer {
             acker: None,
             io_failed: false,
             pending: VecDeque::new(),
+            tracking_groups: 0,
         })
     }
 
@@ -757,9 +772,14 @@ impl Writer {
             self.shared.batches.fetch_add(batches, Ordering::Relaxed);
             self.shared.groups.fetch_add(1, Ordering::Relaxed);
             let committed = self.committed(part, first_lsn);
-            if batches > 0 && self.finisher.views.is_some() {
-                self.pending
-                    .push_back((first_lsn, Arc::clone(&committed.batches)));
+            if self.tracking_groups > 0 {
+                self.tracking_groups -= 1;
+                if self.tracking_groups == 0 {
+                    self.pending.clear();
+                } else if batches > 0 {
+                    self.pending
+                        .push_back((first_lsn, Arc::clone(&committed.batches)));
+                }
             }
             self.hand_on(committed);
         }
@@ -845,13 +865,18 @@ impl Writer {
                 "conditions need the views, and this log has none".into(),
             ));
         };
-        let waits = conditions.iter().any(|c| {
-            c.depends_on(
-                self.pending
-                    .iter()
-                    .flat_map(|(_, batches)| batches.iter().map(Vec::as_slice)),
-            )
-        });
+        // Groups handed on while nothing was tracked are not in `pending`:
+        // wait until they are all applied, then track from here.
+        let untracked = self.tracking_groups == 0;
+        self.tracking_groups = TRACK_GROUPS;
+        let waits = untracked
+            || conditions.iter().any(|c| {
+                c.depends_on(
+                    self.pending
+                        .iter()
+                        .flat_map(|(_, batches)| batches.iter().map(Vec::as_slice)),
+                )
+            });
         if waits {
             // Every group handed on is applied once the acker is idle (a
             // group finished inline is applied already), unless applying
@@ -1557,9 +1582,10 @@ mod tests {
     }
 
     /// The writer keeps a group's events for the conditions of later
-    /// groups only until the views have published it, with conditions in
-    /// the workload or none: a plain workload never holds them all (it
-    /// did, every event since open, until a conditional batch came).
+    /// groups only while conditional batches come, and each only until the
+    /// views have published it: a plain workload keeps none (it kept every
+    /// event since open, until a conditional batch came; then, each group
+    /// until the next, freed on the writer's path).
     #[test]
     fn pending_groups_are_forgotten_once_published() {
         let shared = Arc::new(Shared::default());
@@ -1567,13 +1593,25 @@ mod tests {
             writer_with_views(Options::default(), Arc::clone(&shared));
         for i in 0..100 {
             writer.commit(vec![append_msg(i)]);
+            assert!(writer.pending.is_empty(), "a plain workload keeps nothing");
+        }
+        // Conditional batches now and then: kept until published, and no
+        // longer than that.
+        for i in 0..100 {
+            let (msg, _rx) = transition(&format!("t{i}"), None, TaskStatus::Running);
+            writer.commit(vec![msg, append_msg(i)]);
             assert!(
                 writer.pending.len() <= 1,
                 "{} pending",
                 writer.pending.len()
             );
         }
-        assert_eq!(views.visible_lsn(), Lsn(100));
+        assert_eq!(views.visible_lsn(), Lsn(300));
+        for i in 0..TRACK_GROUPS {
+            writer.commit(vec![append_msg(i)]);
+        }
+        assert!(writer.pending.is_empty(), "tracking stops");
+        assert_eq!(writer.tracking_groups, 0);
     }
 
     /// A group that failed to apply halfway left a batch in the active
