@@ -201,6 +201,17 @@ impl Kernel {
         }
     }
 
+    /// A kernel on `backend` (which wraps `engine`), with
+    /// [`Kernel::engine`] returning the engine.
+    #[cfg(feature = "testkit")]
+    pub(crate) fn recording(backend: impl Backend, engine: Engine, worker: String) -> Kernel {
+        Kernel {
+            backend: Arc::new(backend),
+            engine: Some(engine),
+            worker: worker.into(),
+        }
+    }
+
     /// The context of one task attempt.
     pub fn context(&self, ti: TaskRef) -> RunContext {
         RunContext::new(self.clone(), ti)

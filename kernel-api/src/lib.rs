@@ -36,6 +36,8 @@ mod lifecycle;
 mod retry;
 mod runs;
 mod task_ref;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod watch;
 
 pub use backend::{Backend, BackendStats, EngineBackend};

@@ -63,6 +63,33 @@ pub enum Damage {
 }
 
 impl Damage {
+    /// The damage's name, as its variant is spelled (`TornLastWrite`):
+    /// what [`Damage::from_name`] reads back, for a case a test prints and
+    /// a later run replays.
+    pub fn name(self) -> &'static str {
+        match self {
+            Damage::KeepAll => "KeepAll",
+            Damage::DropAll => "DropAll",
+            Damage::TornLastWrite => "TornLastWrite",
+            Damage::Pages => "Pages",
+            Damage::ForgetDirEntries => "ForgetDirEntries",
+            Damage::DropTruncations => "DropTruncations",
+            Damage::Random => "Random",
+        }
+    }
+
+    /// The damage named `name` ([`Damage::name`]), if there is one.
+    ///
+    /// ```
+    /// use waymark_engine::storage::Damage;
+    ///
+    /// assert_eq!(Damage::from_name("Pages"), Some(Damage::Pages));
+    /// assert!(Damage::ALL.iter().all(|d| Damage::from_name(d.name()) == Some(*d)));
+    /// ```
+    pub fn from_name(name: &str) -> Option<Damage> {
+        Damage::ALL.into_iter().find(|d| d.name() == name)
+    }
+
     /// Every damage a crash can apply, for tests that pick one at random.
     pub const ALL: [Damage; 7] = [
         Damage::KeepAll,
