@@ -285,11 +285,16 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// What [`CrashTest::prepare`] does to each new disk.
+type Prepare = Box<dyn Fn(&SimDisk)>;
+
 /// A crash-recovery test of a workload: see the [module docs](self).
 pub struct CrashTest<W> {
     workload: W,
+    prepare: Option<Prepare>,
     options: Options,
     seed: u64,
+    disks: u64,
     budget: u64,
     damages: Vec<Damage>,
     recovery_crashes: u64,
@@ -333,8 +338,10 @@ where
     pub fn new(workload: W) -> CrashTest<W> {
         CrashTest {
             workload,
+            prepare: None,
             options: default_options(),
             seed: 0,
+            disks: 1,
             budget: 2_000,
             damages: Damage::ALL.to_vec(),
             recovery_crashes: 0,
@@ -351,6 +358,14 @@ where
     /// The engine options of every kernel the kit opens.
     pub fn options(mut self, options: Options) -> Self {
         self.options = options;
+        self
+    }
+
+    /// How many simulated disks to run the whole test on: seeds `seed`,
+    /// `seed + 1`, …; each tears writes at other bytes and keeps other
+    /// pages. Default 1. The budget is per disk.
+    pub fn disks(mut self, disks: u64) -> Self {
+        self.disks = disks.max(1);
         self
     }
 
@@ -374,6 +389,17 @@ where
     /// a recovery that was not crashed. Default 0 (off).
     pub fn crash_recovery(mut self, points: u64) -> Self {
         self.recovery_crashes = points;
+        self
+    }
+
+    /// Calls `prepare` with each new simulated disk before the kernel opens
+    /// on it (the dry run's too): to schedule a fault
+    /// ([`SimDisk::fail_nth`], [`SimDisk::set_capacity`]) that the
+    /// workload then meets at the same point in every run. A workload that
+    /// meets a fault must not fail for it (the dry run would call that a
+    /// bug): it stops writing and returns `Ok`.
+    pub fn prepare(mut self, prepare: impl Fn(&SimDisk) + 'static) -> Self {
+        self.prepare = Some(Box::new(prepare));
         self
     }
 
@@ -423,25 +449,24 @@ where
             report.elapsed = started.elapsed();
             return Ok(report);
         }
-        let (opened, ops) = self.dry_run(&check);
         let budget = std::env::var(BUDGET_VAR)
             .ok()
             .and_then(|b| b.parse().ok())
             .unwrap_or(self.budget);
-        let cases = self.cases(opened, ops, budget);
-        let mut report = Report {
-            ops,
-            cases: (ops - opened + 1) * self.damages.len() as u64,
-            ..Report::default()
-        };
-        for case in &cases {
-            if let Err(why) = self.image(*case, &check, &mut report) {
-                let smallest = self.shrink(opened, *case, why, &check, &mut report);
-                return Err(Failure {
-                    case: smallest.0,
-                    ops,
-                    why: smallest.1,
-                });
+        let mut report = Report::default();
+        for seed in (0..self.disks).map(|i| self.seed.wrapping_add(i)) {
+            let (opened, ops) = self.dry_run(seed, &check);
+            report.ops = report.ops.max(ops);
+            report.cases += (ops - opened + 1) * self.damages.len() as u64;
+            for case in &self.cases(seed, opened, ops, budget) {
+                if let Err(why) = self.image(*case, &check, &mut report) {
+                    let smallest = self.shrink(opened, *case, why, &check, &mut report);
+                    return Err(Failure {
+                        case: smallest.0,
+                        ops,
+                        why: smallest.1,
+                    });
+                }
             }
         }
         report.elapsed = started.elapsed();
@@ -451,24 +476,18 @@ where
     /// Runs the workload with no crash, checks it, and returns how many
     /// storage operations the open made, and how many all of it made (the
     /// close included).
-    fn dry_run<C>(&self, check: &C) -> (u64, u64)
+    fn dry_run<C>(&self, seed: u64, check: &C) -> (u64, u64)
     where
         C: Fn(&Kernel, &Acked) -> std::result::Result<(), String>,
     {
-        let disk = SimDisk::new(self.seed);
+        let disk = self.disk(seed);
         let (acked, failed, opened) = self.drive(&disk);
         if let Some(e) = failed {
-            panic!(
-                "the workload fails without a crash (seed {}): {e}",
-                self.seed
-            );
+            panic!("the workload fails without a crash (seed {seed}): {e}",);
         }
         let ops = disk.ops();
         if let Err(why) = self.verify(&disk.reboot(Damage::KeepAll), &acked, check) {
-            panic!(
-                "the check fails without a crash (seed {}, after a clean close): {why}",
-                self.seed
-            );
+            panic!("the check fails without a crash (seed {seed}, after a clean close): {why}",);
         }
         (opened, ops)
     }
@@ -477,18 +496,18 @@ where
     /// every damage, or a seeded sample of `budget` of them, in order of
     /// crash point. (Crashes inside the open are the engine's own tests';
     /// the workload has not run yet.)
-    fn cases(&self, opened: u64, ops: u64, budget: u64) -> Vec<Case> {
+    fn cases(&self, seed: u64, opened: u64, ops: u64, budget: u64) -> Vec<Case> {
         let damages = self.damages.len() as u64;
         let all = (ops - opened + 1) * damages;
         let case = |i: u64| Case {
-            seed: self.seed,
+            seed,
             crash_at: opened + i / damages,
             damage: self.damages[usize::try_from(i % damages).expect("few damages")],
         };
         if all <= budget {
             return (0..all).map(case).collect();
         }
-        let mut rng = fastrand::Rng::with_seed(self.seed ^ 0x7e57_c0de);
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0x7e57_c0de);
         let mut picked: Vec<u64> = rand_sample(&mut rng, all, budget);
         picked.sort_unstable();
         picked.into_iter().map(case).collect()
@@ -514,6 +533,15 @@ where
             }
         }
         (failed, why)
+    }
+
+    /// A new disk, prepared.
+    fn disk(&self, seed: u64) -> SimDisk {
+        let disk = SimDisk::new(seed);
+        if let Some(prepare) = &self.prepare {
+            prepare(&disk);
+        }
+        disk
     }
 
     /// Opens a kernel on `disk` that records what it acknowledges, runs
@@ -560,7 +588,7 @@ where
     where
         C: Fn(&Kernel, &Acked) -> std::result::Result<(), String>,
     {
-        let disk = SimDisk::new(case.seed);
+        let disk = self.disk(case.seed);
         disk.crash_after_ops(case.crash_at);
         let (acked, failed, _) = self.drive(&disk);
         if let Some(e) = failed {
@@ -590,7 +618,17 @@ where
             .map_err(|e| format!("the reopen failed: {e}"))?;
         let log = log_of(&kernel).map_err(|e| format!("the log does not read: {e}"))?;
         if self.options.durability == waymark_engine::Durability::Sync {
-            for b in &acked.batches {
+            // Retention may have removed the segments of older batches: the
+            // views hold them, the log no longer does.
+            let first = kernel
+                .engine()
+                .expect("the kit opens kernels on the engine")
+                .reader()
+                .segments()
+                .map_err(|e| format!("the log does not list: {e}"))?
+                .first()
+                .map_or(Lsn(1), |s| s.0);
+            for b in acked.batches.iter().filter(|b| b.lsn >= first) {
                 match log.get(&b.lsn) {
                     Some(events) if *events == b.events => {}
                     Some(_) => {
@@ -690,10 +728,15 @@ fn rand_sample(rng: &mut fastrand::Rng, all: u64, n: u64) -> Vec<u64> {
     picked.into_iter().collect()
 }
 
-/// Every batch of the kernel's log, by LSN.
+/// Every batch the kernel's log holds (from its first segment: retention
+/// may have removed older ones), by LSN.
 fn log_of(kernel: &Kernel) -> Result<std::collections::BTreeMap<Lsn, Vec<Event>>> {
+    let first = match kernel.engine() {
+        Some(engine) => engine.reader().segments()?.first().map_or(Lsn(1), |s| s.0),
+        None => Lsn(1),
+    };
     let mut log = std::collections::BTreeMap::new();
-    kernel.backend().scan_log(Lsn(1), &mut |lsn, events| {
+    kernel.backend().scan_log(first, &mut |lsn, events| {
         log.insert(lsn, events);
         true
     })?;

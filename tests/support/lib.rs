@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: deterministic batches whose
 //! content names who wrote them, and the proptest case count.
 
+pub mod lifecycle;
 pub mod model;
 pub mod scenarios;
 
