@@ -4,6 +4,7 @@
 pub mod lifecycle;
 pub mod model;
 pub mod scenarios;
+pub mod torture;
 
 use waymark_engine::{Event, EventBody, RunScope};
 
