@@ -5,7 +5,9 @@
 //! How: a child process (`waymark-crash-child`) appends from four threads and
 //! prints each acknowledged LSN; the test kills it after a random delay,
 //! several rounds in a row on the same directory, then reopens the directory
-//! and finds every printed LSN with its batch.
+//! and finds every printed LSN with its batch. A second test kills kernel
+//! workers (lifecycle calls and atomic finishes from four threads) 50
+//! times, checking every acknowledged write and transition after each.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -117,14 +119,107 @@ fn a_second_process_is_refused_with_the_holders_pid() {
     Engine::open(dir.path()).expect("reopen after the holder died");
 }
 
+/// Kernel workers killed 50 times on one directory, each kill after a
+/// random delay while four threads start tasks, write, and finish them
+/// atomically; after every kill the parent reopens, resumes, and finds
+/// every acknowledged write and transition (a task acknowledged running is
+/// interrupted, or finished by a write that made it to the disk).
+#[test]
+fn acknowledged_writes_and_transitions_survive_50_kills() {
+    use waymark_kernel::{Kernel, RunRef, TaskStatus};
+    const KILLS: u32 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::env::var("WAYMARK_SIGKILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    println!("WAYMARK_SIGKILL_SEED={seed} replays this test's kill delays");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let run = RunRef::new("acme", "docs", "sigkill").unwrap();
+    let mut puts: Vec<(String, String, String)> = Vec::new();
+    let mut statuses: std::collections::BTreeMap<String, String> = Default::default();
+    let mut acked_total = 0usize;
+    for round in 0..KILLS {
+        let (mut child, mut stdout) = spawn_child(dir.path(), round * 10, &["kernel"]);
+        std::thread::sleep(Duration::from_millis(rng.u64(10..120)));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "round {round}: the child exited before the kill"
+        );
+        child.kill().expect("SIGKILL the child");
+        child.wait().unwrap();
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        let complete = rest.rfind('\n').map_or("", |end| &rest[..end]);
+        for line in complete.lines() {
+            let parts: Vec<&str> = line.split(' ').collect();
+            match parts.as_slice() {
+                ["put", task, key, value] => {
+                    puts.push((task.to_string(), key.to_string(), value.to_string()))
+                }
+                ["status", task, kind] => {
+                    statuses.insert(task.to_string(), kind.to_string());
+                }
+                other => panic!("round {round}: a line {other:?}"),
+            }
+            acked_total += 1;
+        }
+        // Reopen, resume, and check everything acknowledged so far.
+        let k = Kernel::open(dir.path()).unwrap_or_else(|e| panic!("round {round}: reopen: {e}"));
+        if k.run(&run).unwrap().is_some() {
+            k.resume(&run).unwrap();
+        }
+        for (task, key, value) in &puts {
+            let got = k.context(run.task(task.clone()).unwrap()).get(key).unwrap();
+            assert_eq!(
+                got.as_deref(),
+                Some(value.as_bytes()),
+                "round {round}: acknowledged {task}/{key} lost"
+            );
+        }
+        for (task, kind) in &statuses {
+            let got = k
+                .task(&run.task(task.clone()).unwrap())
+                .unwrap()
+                .map(|r| r.status);
+            let ok = match (kind.as_str(), &got) {
+                ("succeeded", Some(TaskStatus::Succeeded { .. })) => true,
+                ("running", Some(TaskStatus::Interrupted | TaskStatus::Succeeded { .. })) => true,
+                _ => false,
+            };
+            assert!(
+                ok,
+                "round {round}: {task} acknowledged {kind}, found {got:?}"
+            );
+        }
+        k.close().unwrap();
+    }
+    assert!(
+        acked_total > 50 * 4,
+        "the kills came too early to prove anything: {acked_total} acknowledgements"
+    );
+    println!("{acked_total} acknowledgements over {KILLS} kills, all present after each");
+}
+
 /// Starts the crash child on `dir` and waits until it owns the directory.
 fn spawn_ready_child(
     dir: &std::path::Path,
     first_writer: u32,
 ) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    spawn_child(dir, first_writer, &[])
+}
+
+/// Starts the crash child on `dir` with `extra` arguments and waits until
+/// it owns the directory.
+fn spawn_child(
+    dir: &std::path::Path,
+    first_writer: u32,
+    extra: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_waymark-crash-child"))
         .arg(dir)
         .arg(first_writer.to_string())
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
