@@ -182,11 +182,14 @@ fn acknowledged_writes_and_transitions_survive_50_kills() {
                 .task(&run.task(task.clone()).unwrap())
                 .unwrap()
                 .map(|r| r.status);
-            let ok = match (kind.as_str(), &got) {
-                ("succeeded", Some(TaskStatus::Succeeded { .. })) => true,
-                ("running", Some(TaskStatus::Interrupted | TaskStatus::Succeeded { .. })) => true,
-                _ => false,
-            };
+            let ok = matches!(
+                (kind.as_str(), &got),
+                ("succeeded", Some(TaskStatus::Succeeded { .. }))
+                    | (
+                        "running",
+                        Some(TaskStatus::Interrupted | TaskStatus::Succeeded { .. })
+                    )
+            );
             assert!(
                 ok,
                 "round {round}: {task} acknowledged {kind}, found {got:?}"
