@@ -206,6 +206,7 @@ impl LogReader {
             hint: None,
             ahead: None,
             read_in_segment: 0,
+            read_ahead_frames: 0,
             started: false,
             torn_newest: None,
         }
@@ -278,6 +279,8 @@ pub struct Cursor {
     ahead: Option<ReadAhead>,
     /// Frames read from `seg` without read-ahead.
     read_in_segment: u32,
+    /// Frames handed out from a read-ahead, since the cursor was made.
+    read_ahead_frames: u64,
     /// The cursor has entered a segment: from now on, frames missing
     /// before the log's first segment were removed under it.
     started: bool,
@@ -468,6 +471,13 @@ impl<'a> FrameView<'a> {
 }
 
 impl Cursor {
+    /// How many of the frames this cursor handed out a read-ahead helper
+    /// read and checked (0 on a short scan, or where the storage does not
+    /// read ahead).
+    pub fn frames_read_ahead(&self) -> u64 {
+        self.read_ahead_frames
+    }
+
     /// The LSN the next frame will have.
     pub fn next_lsn(&self) -> Lsn {
         self.next_lsn
@@ -551,6 +561,7 @@ impl Cursor {
                     frame_offset + (info.next - (info.payload.start - FRAME_HEADER_BYTES)) as u64;
                 self.next_lsn = self.next_lsn.next();
                 self.tail = None;
+                self.read_ahead_frames += 1;
                 Some((frame_offset, info))
             }
             None => {

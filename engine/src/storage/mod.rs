@@ -134,9 +134,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// from its seed so that a run replays exactly.
     fn new_log_id(&self) -> u128;
     /// Whether log cursors may read ahead on a helper thread (see
-    /// [`crate::LogReader::with_read_ahead`]). The simulated disk says no:
-    /// a helper's reads would count towards its scheduled crash in an order
-    /// no seed fixes, and every run must replay from its seed.
+    /// [`crate::LogReader::with_read_ahead`]). The simulated disk says no
+    /// unless told (`SimDisk::set_read_ahead`): a helper's reads would
+    /// count towards its scheduled crash in an order no seed fixes, and
+    /// every run must replay from its seed.
     fn read_ahead(&self) -> bool {
         true
     }

@@ -238,6 +238,8 @@ struct State {
 struct Inner {
     seed: u64,
     state: Mutex<State>,
+    /// Whether long scans may read ahead on a helper thread.
+    read_ahead: std::sync::atomic::AtomicBool,
 }
 
 /// A deterministic in-memory disk that keeps written and synced bytes apart
@@ -342,6 +344,7 @@ impl SimDisk {
             inner: Arc::new(Inner {
                 seed,
                 state: Mutex::new(state),
+                read_ahead: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -389,6 +392,17 @@ impl SimDisk {
     pub fn fail_nth(&self, kind: OpKind, n: u64) {
         assert!(n >= 1, "fail_nth counts from 1");
         self.state().faults.push((kind, n));
+    }
+
+    /// Lets long scans of this disk read ahead on a helper thread, as on
+    /// real files (default off: a helper's reads count towards a scheduled
+    /// crash in an order no seed fixes). For a test of the read-ahead path
+    /// itself, on a disk whose crash is behind it. A rebooted disk starts
+    /// with it off.
+    pub fn set_read_ahead(&self, on: bool) {
+        self.inner
+            .read_ahead
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The bytes all files hold now (their lengths, summed): what
@@ -942,7 +956,9 @@ impl Drop for SimLock {
 
 impl Storage for SimDisk {
     fn read_ahead(&self) -> bool {
-        false
+        self.inner
+            .read_ahead
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
