@@ -102,3 +102,62 @@ impl CrashAt {
         })
     }
 }
+
+/// What one case of a crash property did, for the floor every crash
+/// property asserts: whether its disk crashed after at least one write
+/// was acknowledged (a case whose crash fell in the first open, or after
+/// a clean end, tests less).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crashed {
+    /// The crash came after an acknowledged write.
+    WithAcks,
+    /// It did not (no crash, or one before anything was acknowledged).
+    Otherwise,
+}
+
+/// Runs a crash property: `cases` cases of `strategy` (proptest, with its
+/// shrinking and its regressions file beside `source_file`), each checked
+/// by `check`; then prints how many crashed after an acknowledged write
+/// and asserts that at least `floor` of them did.
+///
+/// # Panics
+///
+/// On a failing case (proptest's message, with the minimal input) or a
+/// share under the floor.
+pub fn crash_property<S>(
+    name: &str,
+    source_file: &'static str,
+    cases: u32,
+    strategy: S,
+    floor: f64,
+    check: impl Fn(S::Value) -> Result<Crashed, proptest::test_runner::TestCaseError>,
+) where
+    S: proptest::strategy::Strategy,
+{
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let config = proptest::test_runner::Config {
+        cases,
+        source_file: Some(source_file),
+        ..proptest::test_runner::Config::default()
+    };
+    let (with_acks, all) = (AtomicU32::new(0), AtomicU32::new(0));
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let result = runner.run(&strategy, |value| {
+        let crashed = check(value)?;
+        all.fetch_add(1, Ordering::Relaxed);
+        if crashed == Crashed::WithAcks {
+            with_acks.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{name}: {e}");
+    }
+    let (with_acks, all) = (with_acks.into_inner(), all.into_inner());
+    let share = f64::from(with_acks) / f64::from(all.max(1));
+    println!("{name}: {with_acks} of {all} cases crashed after an acknowledged write");
+    assert!(
+        share >= floor,
+        "{name}: only {with_acks} of {all} cases crashed after an acknowledged write (floor {floor})"
+    );
+}
