@@ -138,6 +138,11 @@ pub fn crash_property<S>(
     let config = proptest::test_runner::Config {
         cases,
         source_file: Some(source_file),
+        // Beside the test file, as `proptest!` puts it here (this crate's
+        // tests have no `lib.rs` above them for `SourceParallel`).
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
         ..proptest::test_runner::Config::default()
     };
     let (with_acks, all) = (AtomicU32::new(0), AtomicU32::new(0));
