@@ -24,7 +24,7 @@ use waymark_engine::{Event, Lsn, RunStatus, TaskStatusKind};
 use waymark_tests::lifecycle::{
     Call, Model, Outcome, Shape, TASKS, drive, expected, may_be, open, run, shape,
 };
-use waymark_tests::{CrashAt, proptest_cases};
+use waymark_tests::{CrashAt, Crashed, crash_property, proptest_cases};
 
 /// The whole case: setup, racing threads, an optional crash, then the
 /// checks on the log as the reopened disk holds it.
@@ -34,7 +34,7 @@ fn check(
     calls: usize,
     crash_at: CrashAt,
     damage: Damage,
-) -> Result<(), TestCaseError> {
+) -> Result<Crashed, TestCaseError> {
     let race = |disk: &SimDisk| -> (Option<Lsn>, Vec<Vec<(Call, Outcome)>>) {
         let Ok(kernel) = open(disk) else {
             return (None, Vec::new());
@@ -74,6 +74,11 @@ fn check(
     }
     let (setup, per_thread) = race(&disk);
     let crashed = disk.has_crashed();
+    let with_acks = if crashed && setup.is_some() {
+        Crashed::WithAcks
+    } else {
+        Crashed::Otherwise
+    };
     let disk = disk.reboot(damage);
     let kernel = open(&disk).map_err(|e| TestCaseError::fail(format!("reopen: {e}")))?;
     let calls: Vec<(Call, Outcome)> = per_thread.into_iter().flatten().collect();
@@ -203,7 +208,7 @@ fn check(
             .resume(&run())
             .map_err(|e| TestCaseError::fail(format!("resume after reopen: {e}")))?;
     }
-    Ok(())
+    Ok(with_acks)
 }
 
 fn crash_or_not() -> impl Strategy<Value = CrashAt> {
@@ -213,20 +218,29 @@ fn crash_or_not() -> impl Strategy<Value = CrashAt> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(proptest_cases(48)))]
-
-    #[test]
-    fn racing_lifecycle_calls_leave_a_legal_history(
-        seed in any::<u64>(),
-        threads in 2..=4usize,
-        calls in 4..=24usize,
-        crash_at in crash_or_not(),
-        damage in proptest::sample::select(Damage::ALL.to_vec()),
-    ) {
-        check(seed, threads, calls, crash_at, damage)?;
-    }
+#[test]
+fn racing_lifecycle_calls_leave_a_legal_history() {
+    let params = (
+        any::<u64>(),
+        2..=4usize,
+        4..=24usize,
+        crash_or_not(),
+        proptest::sample::select(Damage::ALL.to_vec()),
+    );
+    crash_property(
+        "racing_lifecycle_calls_leave_a_legal_history",
+        file!(),
+        proptest_cases(200),
+        params,
+        FLOOR,
+        |(seed, threads, calls, crash_at, damage)| check(seed, threads, calls, crash_at, damage),
+    );
 }
+
+/// The share of cases that must crash after an acknowledged write (half
+/// the cases do not crash: they check the history of a whole race).
+// Measured: 22 and 18 of 50.
+const FLOOR: f64 = 0.3;
 
 /// The checker itself: a history with a second success of one attempt, or
 /// a start in a paused run, is refused (a checker that passes everything

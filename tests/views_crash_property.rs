@@ -26,7 +26,7 @@ use waymark_engine::{
     Durability, Engine, Event, LogReader, Lsn, Options, Retention, SnapshotOptions,
 };
 use waymark_tests::model::{Model, Universe, event};
-use waymark_tests::{CrashAt, proptest_cases};
+use waymark_tests::{CrashAt, Crashed, crash_property, proptest_cases};
 
 const DIR: &str = "/state";
 /// Archived segments go to `ARCHIVE/log`, so a `LogReader` on `ARCHIVE`
@@ -180,7 +180,7 @@ fn read_log(storage: Arc<dyn Storage>, dir: &str) -> Result<Log, String> {
     })
 }
 
-fn check(s: &Scenario) -> Result<(), TestCaseError> {
+fn check(s: &Scenario) -> Result<Crashed, TestCaseError> {
     let crash_after_ops = s.crash_at.ops(|| {
         let dry = SimDisk::new(s.seed);
         let (_, opened) = write_until_crash(s, &dry, None);
@@ -188,13 +188,19 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     })?;
     let disk = SimDisk::new(s.seed);
     let (acked, _) = write_until_crash(s, &disk, crash_after_ops);
+    let crashed = if disk.has_crashed() && acked > 0 {
+        Crashed::WithAcks
+    } else {
+        Crashed::Otherwise
+    };
     let mut disk = disk.reboot(s.damage);
     if let Some((ops, damage)) = s.crash_in_recovery {
         disk.crash_after_ops(ops);
         let _ = Engine::open_with(Arc::new(disk.clone()), DIR, options(s));
         disk = disk.reboot(damage);
     }
-    verify(s, &disk, acked)
+    verify(s, &disk, acked)?;
+    Ok(crashed)
 }
 
 /// Reopens `disk` twice and checks the log and the views each time
@@ -261,14 +267,21 @@ fn verify(s: &Scenario, disk: &SimDisk, acked: usize) -> Result<(), TestCaseErro
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(proptest_cases(128)))]
-
-    #[test]
-    fn views_survive_any_crash(s in scenario()) {
-        check(&s)?;
-    }
+#[test]
+fn views_survive_any_crash() {
+    crash_property(
+        "views_survive_any_crash",
+        file!(),
+        proptest_cases(128),
+        scenario(),
+        FLOOR,
+        |s| check(&s),
+    );
 }
+
+/// The share of cases that must crash after an acknowledged write.
+// Measured: 120 of 132.
+const FLOOR: f64 = 0.75;
 
 /// The one crash that leaves the views ahead of every frame on disk, built
 /// step by step (in the property it takes the background snapshotter's

@@ -25,7 +25,7 @@ use proptest::strategy::ValueTree;
 use waymark_engine::storage::{Damage, SimDisk, Storage};
 use waymark_engine::{Durability, Engine, Event, LogReader, Lsn, Options, SnapshotOptions};
 use waymark_tests::model::{Model, Universe, event};
-use waymark_tests::{CrashAt, proptest_cases};
+use waymark_tests::{CrashAt, Crashed, crash_property, proptest_cases};
 
 const DIR: &str = "/state";
 const THREADS: usize = 4;
@@ -156,7 +156,7 @@ fn read_log(storage: Arc<dyn Storage>) -> Result<Vec<(Lsn, Vec<Event>)>, String>
     Ok(out)
 }
 
-fn check(s: &Scenario) -> Result<(), TestCaseError> {
+fn check(s: &Scenario) -> Result<Crashed, TestCaseError> {
     let crash_after_ops = s.crash_at.ops(|| {
         let dry = SimDisk::new(s.seed);
         let opened = write_until_crash(s, &dry, None)?.opened;
@@ -164,7 +164,13 @@ fn check(s: &Scenario) -> Result<(), TestCaseError> {
     })?;
     let disk = SimDisk::new(s.seed);
     let written = write_until_crash(s, &disk, crash_after_ops)?;
-    verify(s, disk, &written.acked)
+    let crashed = if disk.has_crashed() && !written.acked.is_empty() {
+        Crashed::WithAcks
+    } else {
+        Crashed::Otherwise
+    };
+    verify(s, disk, &written.acked)?;
+    Ok(crashed)
 }
 
 /// Reboots `disk` with the scenario's damage and checks the log and views
@@ -220,14 +226,21 @@ fn verify(s: &Scenario, disk: SimDisk, acked: &[(Lsn, Vec<Event>)]) -> Result<()
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(proptest_cases(64)))]
-
-    #[test]
-    fn views_survive_crashes_under_concurrent_group_commits(s in scenario()) {
-        check(&s)?;
-    }
+#[test]
+fn views_survive_crashes_under_concurrent_group_commits() {
+    crash_property(
+        "views_survive_crashes_under_concurrent_group_commits",
+        file!(),
+        proptest_cases(64),
+        scenario(),
+        FLOOR,
+        |s| check(&s),
+    );
 }
+
+/// The share of cases that must crash after an acknowledged write.
+// Measured: 58 of 67 (a floor four deviations under it).
+const FLOOR: f64 = 0.7;
 
 /// The property above is only worth its name if groups of several batches
 /// form on the simulated disk: this checks that they do, and that with no
