@@ -1447,6 +1447,24 @@ pub fn racing_purges_have_one_winner(h: &dyn Harness) {
     assert_eq!(k.context(run.task("ocr").unwrap()).get("k").unwrap(), None);
 }
 
+/// A wall-clock time (in microseconds, as events carry it) after every
+/// event written before the call and before every event written after
+/// it returns: the clock is read until it moves on, on both sides (two
+/// reads back to back often fall in one microsecond, and an event of
+/// that microsecond would be on either side of it).
+fn a_microsecond_between_writes() -> i64 {
+    let before = waymark_engine::event::now_micros();
+    let mut mid = waymark_engine::event::now_micros();
+    while mid <= before {
+        std::hint::spin_loop();
+        mid = waymark_engine::event::now_micros();
+    }
+    while waymark_engine::event::now_micros() <= mid {
+        std::hint::spin_loop();
+    }
+    mid
+}
+
 /// History of a task, a key, a run, and of a time range.
 pub fn history_of_a_task_a_key_a_run_and_a_time_range(h: &dyn Harness) {
     let k = h.kernel();
@@ -1455,7 +1473,7 @@ pub fn history_of_a_task_a_key_a_run_and_a_time_range(h: &dyn Harness) {
     k.start(&t1).unwrap();
     ctx.set("text", b"v1").unwrap();
     ctx.set("other", b"o").unwrap();
-    let mid = waymark_engine::event::now_micros();
+    let mid = a_microsecond_between_writes();
     ctx.set("text", b"v2").unwrap();
     k.fail(&t1, "boom", "transient").unwrap();
     let t2 = k.clear_for_retry(&t1).unwrap();
@@ -1502,7 +1520,7 @@ pub fn a_run_as_of_an_lsn_or_a_time(h: &dyn Harness) {
     let ctx = k.context(t1.clone());
     let first = ctx.set("text", b"v1").unwrap();
     k.start(&t1).unwrap();
-    let t_mid = waymark_engine::event::now_micros();
+    let t_mid = a_microsecond_between_writes();
     ctx.set("text", b"v2").unwrap();
     k.succeed(&t1, b"ok".to_vec()).unwrap();
     k.context(TaskRef::new("beta", "documents", "run-42", "ocr", 1).unwrap())

@@ -171,9 +171,10 @@ pub(crate) fn log_end(cursor: &Cursor) -> Result<()> {
         .context("a crash does not make this frame: it is whole with a wrong LSN or payload, or later frames were written after it was synced");
     }
     eprintln!(
-        "waymark: the log ends in an incomplete frame at {} offset {} ({reason}): a torn tail or a frame still being written",
+        "waymark: the log ends in an incomplete frame at {} offset {}, where LSN {} would be ({reason}): a torn tail or a frame still being written",
         stop.segment.display(),
         stop.offset,
+        expected_lsn.0,
     );
     Ok(())
 }

@@ -65,9 +65,10 @@ pub fn verify(dir: &Path) -> Result<Report> {
             return Ok(r);
         }
         r.lines.push(format!(
-            "torn tail         {} offset {} ({reason}): repairable, the next open cuts it; nothing acknowledged is lost",
+            "torn tail         {} offset {}, where LSN {} would be ({reason}): repairable, the next open cuts it; nothing acknowledged under Sync is lost",
             t.segment.display(),
-            t.offset
+            t.offset,
+            last.next().0
         ));
     }
     let views = match waymark_engine::inspect::views_meta(dir) {

@@ -69,7 +69,14 @@ fn verify_passes_then_names_a_flipped_byte_a_torn_tail_and_foreign_views() {
     let out = waymark().arg("verify").arg(dir.path()).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("torn tail"), "{text}");
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    assert!(
+        text.contains("torn tail")
+            && text.contains(name)
+            && text.contains(&format!("offset {end},"))
+            && text.contains("where LSN 13 would be"),
+        "names the segment, the offset and the LSN: {text}"
+    );
 
     // A flipped byte in the middle of the segment: exit 1, names where.
     let mut flipped = bytes.clone();
@@ -353,7 +360,9 @@ fn runs_history_and_replay() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        for task in json_lines(&out.stdout) {
+        let tasks = json_lines(&out.stdout);
+        assert!(!tasks.is_empty(), "LSN {lsn}: replay printed no task");
+        for task in tasks {
             let name = task["task"].as_str().unwrap();
             let try_number = task["try"].as_u64().unwrap() as u32;
             let ctx = at.context(run.task(name).unwrap().with_try(try_number).unwrap());
@@ -504,17 +513,33 @@ fn tail_follow_sees_a_live_writer() {
     k.context(run.task("late").unwrap())
         .set("fresh", b"1")
         .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = 0;
-    for line in lines {
-        let e: Value = serde_json::from_str(&line.unwrap()).unwrap();
-        seen += 1;
-        if e["key"] == "fresh" {
-            break;
+    // Lines come through a channel, so a `tail -f` that never prints the
+    // live event fails after a bound instead of hanging the suite.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
         }
-    }
+    });
+    let mut seen = 0;
+    let outcome = loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(line) => {
+                let e: Value = serde_json::from_str(&line.unwrap()).unwrap();
+                seen += 1;
+                if e["key"] == "fresh" {
+                    break Ok(());
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
     child.kill().unwrap();
     child.wait().unwrap();
+    outcome.unwrap_or_else(|e| panic!("after {seen} lines, no live event: {e:?}"));
     assert_eq!(seen, 14, "the 13 events before, then the live one");
 }
 
@@ -685,7 +710,7 @@ fn every_scanning_command_refuses_corruption_and_notes_a_torn_tail() {
             html.to_str().unwrap(),
         ],
         vec!["tail", &d, "-n", "3"],
-        vec!["diff", &d, "--from", "1", "--to", "10"],
+        vec!["diff", &d, "--from", "1", "--to", "100"],
     ];
     let seg = segment(dir.path());
     let bytes = std::fs::read(&seg).unwrap();
@@ -695,10 +720,19 @@ fn every_scanning_command_refuses_corruption_and_notes_a_torn_tail() {
     torn[end + 4] = 0x55;
     torn[end + 9] = 0x77;
     std::fs::write(&seg, &torn).unwrap();
+    // The 12 batches of `generate` end at LSN 12: the torn frame is 13.
+    let name = seg.file_name().unwrap().to_str().unwrap();
     for args in &commands {
         let out = waymark().args(args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("incomplete frame")
+                && err.contains(name)
+                && err.contains(&format!("offset {end},"))
+                && err.contains("where LSN 13 would be"),
+            "{args:?}: stderr names the segment, the offset and the LSN: {err}"
+        );
     }
 
     let mut flipped = bytes.clone();
