@@ -2253,3 +2253,48 @@ fn a_frame_finished_since_is_not_vouched_for_as_corruption() {
     std::os::unix::fs::FileExt::write_all_at(&file, &[0xFF], offset + 30).unwrap();
     assert!(crate::inspect::is_vouched_for(&segment, offset, Lsn(2)).unwrap());
 }
+
+/// A worker's task state is often private data: the state directory, its
+/// `log/` and archive directories are created 0700 and every file in them
+/// 0600, whatever the umask lets through (it can only remove bits).
+#[test]
+fn state_directories_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("state");
+    let archive = parent.path().join("archive");
+    let options = Options {
+        retention: crate::options::Retention::Archive(archive.clone()),
+        segment_bytes_max: 4096,
+        ..Options::default()
+    };
+    let engine = Engine::open_with(Arc::new(FsStorage), &dir, options).unwrap();
+    for i in 0..64 {
+        engine.append(vec![event(i, 200)]).unwrap();
+    }
+    engine.snapshot().unwrap();
+    engine.close().unwrap();
+    drop(engine);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut files = 0;
+    for d in [dir.clone(), dir.join("log"), archive] {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_file() {
+                files += 1;
+                assert_eq!(
+                    mode(&path) & !0o600,
+                    0,
+                    "{} is {:o}",
+                    path.display(),
+                    mode(&path)
+                );
+            }
+        }
+    }
+    assert!(
+        files >= 4,
+        "segments, views.redb and the lock checked: {files}"
+    );
+}

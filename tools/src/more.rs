@@ -305,12 +305,6 @@ pub fn tail(dir: &Path, lines: usize, follow: bool, as_json: bool) -> Result<()>
 }
 
 pub fn salvage(dir: &Path, out_dir: &Path) -> Result<()> {
-    if out_dir.exists() {
-        bail!(
-            "{}: already exists; --out needs a new directory",
-            out_dir.display()
-        );
-    }
     let reader = LogReader::open(dir)?;
     let first = reader.segments()?.first().map(|s| s.0);
     if first.is_some_and(|f| f != Lsn(1)) {
@@ -319,6 +313,7 @@ pub fn salvage(dir: &Path, out_dir: &Path) -> Result<()> {
             dir.display()
         );
     }
+    crate::state::new_out_dir(out_dir)?;
     let engine = Engine::open_with(
         Arc::new(waymark_engine::storage::FsStorage),
         out_dir,

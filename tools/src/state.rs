@@ -15,6 +15,33 @@ use waymark_engine::{Engine, Event, LogReader, Lsn, Options, RunScope};
 use crate::json;
 use crate::out;
 
+/// Creates `path` as a new, private (0700) directory for `--out`, its
+/// missing parents too. Refuses anything already at `path`, a symlink
+/// included, dangling or not: `mkdir` never follows a symlink, so nothing
+/// is written outside the directory named, and an existing directory is
+/// never mixed with a new state.
+pub fn new_out_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(waymark_engine::storage::DIR_MODE)
+            .create(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new()
+        .mode(waymark_engine::storage::DIR_MODE)
+        .create(path)
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+            "{}: already exists (a file, a directory or a symlink); --out needs a new directory",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
 /// Where a replay stops.
 #[derive(Clone, Copy, Debug)]
 pub enum Until {
@@ -59,12 +86,7 @@ pub fn replay(
     let mut scratch_dir = None;
     let (storage, at): (Arc<dyn Storage>, std::path::PathBuf) = match out_dir {
         Some(path) => {
-            if path.exists() {
-                bail!(
-                    "{}: already exists; --out needs a new directory",
-                    path.display()
-                );
-            }
+            new_out_dir(path)?;
             (Arc::new(FsStorage), path.to_path_buf())
         }
         None => {

@@ -185,7 +185,7 @@ pub fn timeline(dir: &Path, run: &str, html: Option<&Path>, as_json: bool) -> Re
         return Ok(());
     }
     if let Some(path) = html {
-        std::fs::write(path, render_html(run, &collected))
+        write_private(path, render_html(run, &collected).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
         out(&format!(
             "wrote {} ({} attempts)",
@@ -355,4 +355,27 @@ h1{{font-size:18px}}\n\
         legend = legend,
         h = (spans.len() + usize::from(!c.paused.is_empty())) * 26,
     )
+}
+
+/// Writes `bytes` to the file `path` (replacing a file that is there),
+/// private (0600) when it creates it, and never through a symlink: the
+/// page holds the run's task names and errors, and a symlink planted where
+/// it goes would send them elsewhere.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!(
+            "{} is a symlink; write the page to a file of its own",
+            path.display()
+        );
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(waymark_engine::storage::FILE_MODE)
+        .open(path)?;
+    file.write_all(bytes)?;
+    Ok(())
 }

@@ -964,3 +964,86 @@ fn runs_and_the_timeline_show_a_paused_run() {
             .contains("span paused")
     );
 }
+
+/// `replay --out`, `salvage --out` and `timeline --html` never write
+/// through a symlink (dangling, or to a directory elsewhere): they refuse
+/// with exit 2 and leave the symlink's target untouched. What they create
+/// is private: directories 0700, files 0600.
+#[test]
+fn outputs_are_private_and_never_written_through_a_symlink() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let dir = generate();
+    let d = dir.path().to_str().unwrap();
+    let place = tempfile::tempdir().unwrap();
+    let elsewhere = place.path().join("elsewhere");
+    let dangling = place.path().join("dangling");
+    symlink(&elsewhere, &dangling).unwrap();
+    let existing = place.path().join("elsewhere-dir");
+    std::fs::create_dir(&existing).unwrap();
+    let to_dir = place.path().join("to-dir");
+    symlink(&existing, &to_dir).unwrap();
+    for link in [&dangling, &to_dir] {
+        let l = link.to_str().unwrap();
+        for args in [
+            vec!["replay", d, "--to-lsn", "6", "--out", l],
+            vec!["salvage", d, "--out", l],
+            vec!["timeline", d, "--run", "run-42", "--html", l],
+        ] {
+            let out = waymark().args(&args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            // Not corruption: exit 2, as for any path the command cannot use.
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(l), "{args:?} names the path: {err}");
+        }
+    }
+    assert!(
+        !elsewhere.exists(),
+        "nothing created through the dangling symlink"
+    );
+    assert_eq!(std::fs::read_dir(&existing).unwrap().count(), 0);
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let fork = place.path().join("new").join("fork");
+    stdout_of(&[
+        "replay",
+        d,
+        "--to-lsn",
+        "6",
+        "--out",
+        fork.to_str().unwrap(),
+    ]);
+    let salvaged = place.path().join("salvaged");
+    stdout_of(&["salvage", d, "--out", salvaged.to_str().unwrap()]);
+    let page = place.path().join("t.html");
+    stdout_of(&[
+        "timeline",
+        d,
+        "--run",
+        "run-42",
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(mode(&page) & !0o600, 0, "{:o}", mode(&page));
+    for state in [&fork, &salvaged] {
+        for sub in [state.clone(), state.join("log")] {
+            assert_eq!(mode(&sub), 0o700, "{}", sub.display());
+            for e in std::fs::read_dir(&sub).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_file() {
+                    assert_eq!(
+                        mode(&path) & !0o600,
+                        0,
+                        "{} is {:o}",
+                        path.display(),
+                        mode(&path)
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(
+        mode(&place.path().join("new")),
+        0o700,
+        "a parent it creates too"
+    );
+}

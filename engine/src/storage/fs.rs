@@ -2,11 +2,17 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
 use super::{LockGuard, OpenMode, Storage, StorageFile};
+
+/// The mode of every file the engine creates: owner read and write only
+/// (before the umask, which can only remove bits).
+pub const FILE_MODE: u32 = 0o600;
+/// The mode of every directory the engine creates: owner only.
+pub const DIR_MODE: u32 = 0o700;
 
 /// The storage layer on the real file system.
 ///
@@ -68,14 +74,24 @@ impl Storage for FsStorage {
         match mode {
             OpenMode::Read => options.read(true),
             OpenMode::ReadWrite => options.read(true).write(true),
-            OpenMode::CreateNew => options.read(true).write(true).create_new(true),
+            // Private: a worker's task state is often private data.
+            OpenMode::CreateNew => options
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE),
         };
         let file = options.open(path)?;
         Ok(Arc::new(FsFile { file }))
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir_all(path)
+        // Every directory it creates is private; one that exists keeps the
+        // mode its owner gave it.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(path)
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
@@ -114,6 +130,7 @@ impl Storage for FsStorage {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(FILE_MODE)
             .open(path)?;
         match file.try_lock() {
             Ok(()) => Ok(Box::new(file)),

@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub(crate) use cow::CowStorage;
-pub use fs::FsStorage;
+pub use fs::{DIR_MODE, FILE_MODE, FsStorage};
 #[cfg(feature = "sim")]
 pub use sim::{Damage, OpKind, SimDisk};
 
