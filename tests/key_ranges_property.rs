@@ -161,7 +161,7 @@ struct Case<'a> {
 }
 
 impl Case<'_> {
-    fn pick<'s>(v: &'s [String], i: usize) -> &'s str {
+    fn pick(v: &[String], i: usize) -> &str {
         &v[i % v.len()]
     }
     fn run_names(&self, (t, d, r): Run) -> (String, String, String) {
