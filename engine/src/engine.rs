@@ -129,6 +129,43 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The operator's events of a recovery: a torn tail cut (with its segment,
+/// offset, LSN and bytes), a torn segment creation removed, and what
+/// salvage dropped.
+fn trace_recovery(dir: &Path, report: &RecoveryReport) {
+    if let Some(cut) = &report.torn_tail {
+        tracing::warn!(
+            dir = %dir.display(),
+            segment = %cut.segment.display(),
+            offset = cut.offset,
+            lsn = cut.expected_lsn.0,
+            bytes_dropped = cut.bytes_dropped,
+            reason = %cut.reason,
+            "cut a torn tail: the log ends at the last whole frame"
+        );
+    }
+    if let Some(segment) = &report.removed_torn_segment {
+        tracing::warn!(
+            dir = %dir.display(),
+            segment = %segment.display(),
+            "removed a segment whose creation was torn"
+        );
+    }
+    if let Some(s) = &report.salvaged {
+        tracing::error!(
+            dir = %dir.display(),
+            segment = %s.cut.segment.display(),
+            offset = s.cut.offset,
+            lsn = s.cut.expected_lsn.0,
+            bytes_dropped = s.cut.bytes_dropped,
+            segments_removed = s.segments_removed.len(),
+            segment_bytes_removed = s.segment_bytes_removed,
+            reason = %s.cut.reason,
+            "salvage cut the log at a corrupt frame and dropped everything after it"
+        );
+    }
+}
+
 fn sync_parent(storage: &dyn Storage, path: &Path) -> Result<()> {
     let parent = path
         .parent()
@@ -189,6 +226,7 @@ impl Engine {
             verify_from,
         )?;
         let resume_at = recovered.resume_at;
+        trace_recovery(&dir, &recovered.report);
         let shared = Arc::new(Shared::default());
         // The writer creates the first segment of a new log before the views
         // file records the log's id: a crash in between leaves a log whose
@@ -211,8 +249,20 @@ impl Engine {
         let from = applied_lsn.next();
         let hint = resume_at.filter(|_| from == verify_from);
         let mut replay = replay_into(&views, &storage, &dir, from, log_last, hint)?;
+        if let Some(why) = &opened.rebuilt {
+            tracing::warn!(dir = %dir.display(), reason = %why, "views rebuilt from the log");
+        }
         replay.views_rebuilt = opened.rebuilt;
         replay.open_duration = opened_at.elapsed();
+        tracing::info!(
+            dir = %dir.display(),
+            first_lsn = log_first.0,
+            last_lsn = log_last.0,
+            applied_lsn = applied_lsn.0,
+            replayed_batches = replay.batches,
+            micros = u64::try_from(replay.open_duration.as_micros()).unwrap_or(u64::MAX),
+            "opened"
+        );
         writer.set_views(Arc::clone(&views));
         let (tx, rx) = bounded(options.writer_queue_depth as usize);
         let snaps = Arc::new(Snapshots {

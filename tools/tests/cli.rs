@@ -1047,3 +1047,34 @@ fn outputs_are_private_and_never_written_through_a_symlink() {
         "a parent it creates too"
     );
 }
+
+/// `-v` shows the engine's operator events on stderr (here the open of
+/// the salvaged copy and its snapshot-free replay); without it, stderr
+/// holds none, and stdout is the command's output either way.
+#[test]
+fn verbose_shows_the_engine_events_on_stderr() {
+    let dir = generate();
+    let d = dir.path().to_str().unwrap();
+    let place = tempfile::tempdir().unwrap();
+    let quiet = place.path().join("quiet");
+    let out = waymark()
+        .args(["salvage", d, "--out", quiet.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("INFO") && !err.contains("opened"), "{err}");
+
+    let loud = place.path().join("loud");
+    let out = waymark()
+        .args(["salvage", d, "--out", loud.to_str().unwrap(), "-v"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("INFO") && err.contains("opened") && err.contains(loud.to_str().unwrap()),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("INFO"));
+}

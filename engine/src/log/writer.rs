@@ -249,7 +249,13 @@ impl Shared {
     /// Poisons the engine with `cause`, unless an earlier failure did.
     pub(crate) fn poison(&self, cause: &Arc<Error>) {
         let mut slot = self.cause.lock().unwrap_or_else(|e| e.into_inner());
-        slot.get_or_insert_with(|| Arc::clone(cause));
+        if slot.is_none() {
+            tracing::error!(
+                cause = %cause,
+                "the engine is poisoned (fail-stop): every later write is refused; reopen to recover"
+            );
+            *slot = Some(Arc::clone(cause));
+        }
         self.poisoned.store(true, Ordering::Release);
     }
 }

@@ -184,6 +184,13 @@ impl Views {
     /// failed too).
     pub(crate) fn snapshot_failed(&self, e: Error) -> Arc<Error> {
         let mut failed = self.snap.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if failed.is_none() {
+            tracing::error!(
+                cause = %e,
+                applied_lsn = self.applied_lsn().0,
+                "a snapshot failed: snapshots stop, the log is untouched and keeps every write"
+            );
+        }
         let first = Arc::clone(failed.get_or_insert_with(|| Arc::new(e)));
         self.snap.done.notify_all();
         first

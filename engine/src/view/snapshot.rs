@@ -144,7 +144,15 @@ pub(crate) fn snapshot_once(snaps: &Snapshots, writer: &Sender<Msg>) -> Result<(
             }
         }
     }
-    views.snapshot_frozen()?;
+    let started = std::time::Instant::now();
+    if let Some(events) = views.snapshot_frozen()? {
+        tracing::info!(
+            applied_lsn = views.applied_lsn().0,
+            events,
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "snapshot written"
+        );
+    }
     // Fail-stop: after a failed write or sync the log is left as it is.
     // Retention would sync the segment after the ones it removes, a retried
     // fsync on a file whose last one may have failed; it asks before each
@@ -157,6 +165,14 @@ pub(crate) fn snapshot_once(snaps: &Snapshots, writer: &Sender<Msg>) -> Result<(
         now_unix_ms(),
         &|| snaps.shared.poisoned().is_some(),
     )?;
+    if done.removed > 0 || done.archived > 0 {
+        tracing::info!(
+            removed = done.removed,
+            archived = done.archived,
+            before_lsn = views.applied_lsn().0,
+            "retention removed or archived segments the snapshot covers"
+        );
+    }
     snaps.removed.fetch_add(done.removed, Ordering::Relaxed);
     snaps.archived.fetch_add(done.archived, Ordering::Relaxed);
     Ok(())
