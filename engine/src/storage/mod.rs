@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub(crate) use cow::CowStorage;
 pub use fs::{DIR_MODE, FILE_MODE, FsStorage};
 #[cfg(feature = "sim")]
-pub use sim::{Damage, OpKind, SimDisk};
+pub use sim::{Damage, Fault, FaultPath, OpKind, SimDisk};
 
 /// The real file system, as the engine's storage: what
 /// [`crate::Engine::open`] uses.

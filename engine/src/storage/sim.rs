@@ -131,6 +131,125 @@ pub enum OpKind {
     Rename,
     /// Taking a lock.
     Lock,
+    /// Advice about the page cache (`posix_fadvise`): no data moves, and
+    /// a failure is only advice not taken.
+    Advise,
+}
+
+/// Which paths a [`Fault`] hits. A file operation (read, write, sync,
+/// `set_len`, length) is on the path the file has now; a rename is on
+/// both of its paths.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultPath {
+    /// Every path.
+    Any,
+    /// Paths whose text contains this (`"/log/"`: the log's segments).
+    Containing(String),
+    /// This path only (a directory, for a directory sync).
+    Exactly(PathBuf),
+}
+
+impl FaultPath {
+    fn matches(&self, path: Option<&Path>) -> bool {
+        match (self, path) {
+            (FaultPath::Any, _) => true,
+            (_, None) => false,
+            (FaultPath::Containing(part), Some(p)) => p.to_string_lossy().contains(part.as_str()),
+            (FaultPath::Exactly(want), Some(p)) => p == want,
+        }
+    }
+}
+
+/// A fault to inject with [`SimDisk::inject`]: the `nth` operation of a
+/// kind on matching paths fails (once, or it and every later one), with an
+/// I/O error or with `ENOSPC` ([`io::ErrorKind::StorageFull`], as a full
+/// disk answers a write, a `set_len`, a create, a rename or a sync of
+/// delayed allocations).
+///
+/// ```
+/// use std::path::Path;
+/// use waymark_engine::storage::{Fault, FaultPath, OpKind, OpenMode, SimDisk, Storage};
+///
+/// let disk = SimDisk::new(1);
+/// disk.inject(Fault::new(OpKind::Write).on(FaultPath::Containing("views".into())).forever());
+/// let log = disk.open(Path::new("/seg"), OpenMode::CreateNew).unwrap();
+/// assert!(log.write_all_at(b"ok", 0).is_ok());
+/// let views = disk.open(Path::new("/views.redb"), OpenMode::CreateNew).unwrap();
+/// assert!(views.write_all_at(b"no", 0).is_err());
+/// assert!(views.write_all_at(b"no", 0).is_err(), "forever");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    kind: OpKind,
+    path: FaultPath,
+    nth: u64,
+    forever: bool,
+    full: bool,
+}
+
+impl Fault {
+    /// The next operation of `kind`, on any path, fails once with an I/O
+    /// error.
+    pub fn new(kind: OpKind) -> Fault {
+        Fault {
+            kind,
+            path: FaultPath::Any,
+            nth: 1,
+            forever: false,
+            full: false,
+        }
+    }
+
+    /// The `n`-th matching operation from now fails (`n = 1`: the next).
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0.
+    #[must_use]
+    pub fn nth(mut self, n: u64) -> Fault {
+        assert!(n >= 1, "faults count from 1");
+        self.nth = n;
+        self
+    }
+
+    /// Only operations on these paths count and fail.
+    #[must_use]
+    pub fn on(mut self, path: FaultPath) -> Fault {
+        self.path = path;
+        self
+    }
+
+    /// The `n`-th matching operation and every later one fail, until the
+    /// disk reboots (a dead device, or a full disk nobody frees).
+    #[must_use]
+    pub fn forever(mut self) -> Fault {
+        self.forever = true;
+        self
+    }
+
+    /// Fails with `ENOSPC` ([`io::ErrorKind::StorageFull`]) instead of an
+    /// I/O error.
+    #[must_use]
+    pub fn disk_full(mut self) -> Fault {
+        self.full = true;
+        self
+    }
+
+    /// The error a hit operation fails with.
+    fn error(&self) -> io::Error {
+        if self.full {
+            full_error()
+        } else {
+            injected_error(self.kind)
+        }
+    }
+}
+
+/// A fault, armed: how many more matching operations until it fires.
+#[derive(Clone, Debug)]
+struct Armed {
+    fault: Fault,
+    remaining: u64,
 }
 
 type InodeId = u64;
@@ -230,7 +349,9 @@ struct State {
     crashed: bool,
     ops: u64,
     crash_at_op: Option<u64>,
-    faults: Vec<(OpKind, u64)>,
+    faults: Vec<Armed>,
+    /// Operations injected faults have failed.
+    faults_fired: u64,
     capacity_bytes: Option<u64>,
     locks: HashSet<PathBuf>,
 }
@@ -337,6 +458,7 @@ impl SimDisk {
             ops: 0,
             crash_at_op: None,
             faults: Vec::new(),
+            faults_fired: 0,
             capacity_bytes: None,
             locks: HashSet::new(),
         };
@@ -391,7 +513,14 @@ impl SimDisk {
     ///   until the next crash, but no later sync makes them durable.
     pub fn fail_nth(&self, kind: OpKind, n: u64) {
         assert!(n >= 1, "fail_nth counts from 1");
-        self.state().faults.push((kind, n));
+        self.inject(Fault::new(kind).nth(n));
+    }
+
+    /// Arms `fault` (see [`Fault`]); the partial effects are those of
+    /// [`SimDisk::fail_nth`]. A reboot disarms every fault.
+    pub fn inject(&self, fault: Fault) {
+        let remaining = fault.nth;
+        self.state().faults.push(Armed { fault, remaining });
     }
 
     /// Lets long scans of this disk read ahead on a helper thread, as on
@@ -432,17 +561,22 @@ impl SimDisk {
 
     /// Counts an operation and decides whether it fails (crash or injected
     /// fault). Called with the state locked, before the operation's effect.
-    fn begin(state: &mut State, kind: OpKind) -> io::Result<()> {
-        if SimDisk::begin_faultable(state, kind)? {
-            return Err(injected_error(kind));
+    fn begin(state: &mut State, kind: OpKind, paths: &[&Path]) -> io::Result<()> {
+        match SimDisk::begin_faultable(state, kind, paths)? {
+            Some(error) => Err(error),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// As [`SimDisk::begin`], but an injected fault is returned as `true`
+    /// As [`SimDisk::begin`], but an injected fault's error is returned
     /// for the operation to apply its partial effect (a failed write or
-    /// sync) before it fails.
-    fn begin_faultable(state: &mut State, kind: OpKind) -> io::Result<bool> {
+    /// sync) before it fails with it. `paths`: what the operation is on
+    /// (none known: only faults on any path count it).
+    fn begin_faultable(
+        state: &mut State,
+        kind: OpKind,
+        paths: &[&Path],
+    ) -> io::Result<Option<io::Error>> {
         if state.crashed {
             return Err(crashed_error());
         }
@@ -451,17 +585,35 @@ impl SimDisk {
             state.crashed = true;
             return Err(crashed_error());
         }
-        // Every fault of this kind counts this operation.
-        let mut fail = false;
-        state.faults.retain_mut(|(k, n)| {
-            if *k != kind {
+        // Every fault of this kind on a matching path counts this operation.
+        let mut fail = None;
+        let mut fired = 0;
+        state.faults.retain_mut(|armed| {
+            let f = &armed.fault;
+            let on_path = if paths.is_empty() {
+                f.path.matches(None)
+            } else {
+                paths.iter().any(|p| f.path.matches(Some(p)))
+            };
+            if f.kind != kind || !on_path {
                 return true;
             }
-            *n -= 1;
-            fail |= *n == 0;
-            *n > 0
+            armed.remaining = armed.remaining.saturating_sub(1);
+            if armed.remaining == 0 {
+                fail.get_or_insert_with(|| f.error());
+                fired += 1;
+                return f.forever;
+            }
+            true
         });
+        state.faults_fired += u64::from(fail.is_some()).min(fired);
         Ok(fail)
+    }
+
+    /// How many operations injected faults have failed so far (a full
+    /// disk's [`SimDisk::set_capacity`] not included).
+    pub fn faults_fired(&self) -> u64 {
+        self.state().faults_fired
     }
 }
 
@@ -479,6 +631,14 @@ fn parent_of(path: &Path) -> PathBuf {
 }
 
 impl Fs {
+    /// The path a file has now (the first, if it has several), if any.
+    fn path_of(&self, inode: InodeId) -> Option<PathBuf> {
+        self.entries
+            .iter()
+            .find(|(_, node)| **node == Node::File(inode))
+            .map(|(path, _)| path.clone())
+    }
+
     /// Makes a directory change: now, and in the log of changes a crash
     /// may undo.
     fn change(&mut self, change: DirChange) {
@@ -778,22 +938,30 @@ impl SimFile {
         f: impl FnOnce(&mut State, InodeId) -> io::Result<T>,
     ) -> io::Result<T> {
         self.with_inode_faultable(kind, |state, id, injected| {
-            if injected {
-                return Err(injected_error(kind));
+            if let Some(error) = injected {
+                return Err(error);
             }
             f(state, id)
         })
     }
 
-    /// As `with_inode`, but an injected fault is passed to `f` (`true`),
+    /// As `with_inode`, but an injected fault's error is passed to `f`,
     /// which applies the failed operation's partial effect and fails.
     fn with_inode_faultable<T>(
         &self,
         kind: OpKind,
-        f: impl FnOnce(&mut State, InodeId, bool) -> io::Result<T>,
+        f: impl FnOnce(&mut State, InodeId, Option<io::Error>) -> io::Result<T>,
     ) -> io::Result<T> {
         let mut state = self.disk.state();
-        let injected = SimDisk::begin_faultable(&mut state, kind)?;
+        // The file's path, looked up only for a fault that needs it.
+        let path = state
+            .faults
+            .iter()
+            .any(|a| a.fault.kind == kind && a.fault.path != FaultPath::Any)
+            .then(|| state.fs.path_of(self.inode))
+            .flatten();
+        let paths: Vec<&Path> = path.as_deref().into_iter().collect();
+        let injected = SimDisk::begin_faultable(&mut state, kind, &paths)?;
         if !state.fs.inodes.contains_key(&self.inode) {
             // Only a crash removes inodes, and a crash fails every handle.
             return Err(io::Error::new(io::ErrorKind::NotFound, "file is gone"));
@@ -838,10 +1006,10 @@ impl StorageFile for SimFile {
             let end = file_end(offset, buf.len() as u64)?;
             let mut len = buf.len();
             let mut result = Ok(());
-            if injected {
+            if let Some(error) = injected {
                 // A failed write may have written any prefix of its bytes.
                 len = state.rng.usize(0..=len);
-                result = Err(injected_error(OpKind::Write));
+                result = Err(error);
             }
             if let Some(capacity) = state.capacity_bytes {
                 let current_len = state.fs.inodes[&id].current.len() as u64;
@@ -893,14 +1061,14 @@ impl StorageFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.with_inode_faultable(OpKind::Sync, |state, id, injected| {
-            if injected {
+            if let Some(error) = injected {
                 // Some pages reached the disk before the error; the kernel
                 // marks the rest clean: no later sync writes them.
                 let durable = page_damage(&state.fs.inodes[&id], &mut state.rng, false);
                 let inode = inode_mut(state, id);
                 inode.durable = durable;
                 inode.unsynced.clear();
-                return Err(injected_error(OpKind::Sync));
+                return Err(error);
             }
             let inode = inode_mut(state, id);
             for op in std::mem::take(&mut inode.unsynced) {
@@ -923,7 +1091,7 @@ impl StorageFile for SimFile {
     }
 
     fn forget_cached(&self, offset: u64, len: Option<u64>) -> io::Result<()> {
-        self.with_inode(OpKind::Read, |state, id| {
+        self.with_inode(OpKind::Advise, |state, id| {
             // Pages a failed sync left clean are gone from the cache: what
             // readers see is the disk, plus what is still dirty. (Both have
             // the same length: lengths are not forgotten.)
@@ -968,7 +1136,7 @@ impl Storage for SimDisk {
         } else {
             OpKind::Open
         };
-        SimDisk::begin(&mut state, kind)?;
+        SimDisk::begin(&mut state, kind, &[path])?;
         let inode = match mode {
             OpenMode::Read | OpenMode::ReadWrite => state.fs.file(path)?,
             OpenMode::CreateNew => {
@@ -998,7 +1166,7 @@ impl Storage for SimDisk {
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state();
-        SimDisk::begin(&mut state, OpKind::CreateDir)?;
+        SimDisk::begin(&mut state, OpKind::CreateDir, &[path])?;
         for dir in path.ancestors().collect::<Vec<_>>().into_iter().rev() {
             if dir.as_os_str().is_empty() {
                 continue;
@@ -1024,7 +1192,7 @@ impl Storage for SimDisk {
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let mut state = self.state();
-        SimDisk::begin(&mut state, OpKind::List)?;
+        SimDisk::begin(&mut state, OpKind::List, &[path])?;
         state.fs.require_dir(path)?;
         let mut names: Vec<String> = state
             .fs
@@ -1039,13 +1207,13 @@ impl Storage for SimDisk {
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
         let mut state = self.state();
-        SimDisk::begin(&mut state, OpKind::List)?;
+        SimDisk::begin(&mut state, OpKind::List, &[path])?;
         Ok(state.fs.entries.contains_key(path))
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state();
-        SimDisk::begin(&mut state, OpKind::Remove)?;
+        SimDisk::begin(&mut state, OpKind::Remove, &[path])?;
         state.fs.file(path)?;
         state.fs.change(DirChange::Unlink {
             path: path.to_path_buf(),
@@ -1055,7 +1223,7 @@ impl Storage for SimDisk {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.state();
-        SimDisk::begin(&mut state, OpKind::Rename)?;
+        SimDisk::begin(&mut state, OpKind::Rename, &[from, to])?;
         let id = state.fs.file(from)?;
         state.fs.require_dir(&parent_of(to))?;
         if matches!(state.fs.entries.get(to), Some(Node::Dir)) {
@@ -1074,7 +1242,7 @@ impl Storage for SimDisk {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state();
-        SimDisk::begin(&mut state, OpKind::SyncDir)?;
+        SimDisk::begin(&mut state, OpKind::SyncDir, &[path])?;
         state.fs.require_dir(path)?;
         let fs = &mut state.fs;
         for op in &mut fs.dir_ops {
@@ -1092,7 +1260,7 @@ impl Storage for SimDisk {
 
     fn lock(&self, path: &Path) -> io::Result<LockGuard> {
         let mut state = self.state();
-        SimDisk::begin(&mut state, OpKind::Lock)?;
+        SimDisk::begin(&mut state, OpKind::Lock, &[path])?;
         if state.locks.contains(path) {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,

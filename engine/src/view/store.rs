@@ -183,6 +183,8 @@ impl Store {
                 path: store.path.clone(),
                 found: Ok((store, meta)),
             },
+            // The storage failed, not the file: refuse the open.
+            Err(e @ (Error::Io { .. } | Error::DiskFull { .. })) => return Err(e),
             Err(e) => Probe {
                 path: store.path.clone(),
                 found: Err(e.to_string()),
@@ -510,12 +512,48 @@ fn open_db(storage: &Arc<dyn Storage>, dir: &Path, path: &Path) -> Result<Databa
     };
     match open(&file, &head) {
         Ok(db) => Ok(db),
+        // The device failed, not the file: a typed I/O error (a full disk
+        // is `DiskFull`), and the open is refused as it is. Neither the
+        // head file's copy nor a rebuild is the answer to a read or write
+        // that did not happen.
+        Err(first) if io_failure(&first) => Err(into_io(path, first)),
         // A failure to restore is no worse than no copy: the first error
         // stands (and the views are rebuilt from the log if they can be).
         Err(first) => match restore_head(&file, &head) {
-            Ok(true) => open(&file, &head).map_err(|e| views_err(path, e)),
+            Ok(true) => open(&file, &head).map_err(|e| {
+                if io_failure(&e) {
+                    into_io(path, e)
+                } else {
+                    views_err(path, e)
+                }
+            }),
             Ok(false) | Err(_) => Err(views_err(path, first)),
         },
+    }
+}
+
+/// Whether redb failed to open the file because the storage failed (an
+/// I/O error), rather than because of what the file holds. A read past the
+/// end of a truncated file, and what redb reports as invalid data (a
+/// garbled header: "not a redb database"), are the file's fault: it is
+/// unreadable.
+fn io_failure(e: &redb::DatabaseError) -> bool {
+    match e {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => !matches!(
+            io.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+        ),
+        redb::DatabaseError::Storage(redb::StorageError::PreviousIo) => true,
+        _ => false,
+    }
+}
+
+/// An I/O failure of redb's open (see [`io_failure`]) as the engine's
+/// typed error on `path`.
+fn into_io(path: &Path, e: redb::DatabaseError) -> Error {
+    match e {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => Error::io(path, io),
+        e => Error::io(path, std::io::Error::other(e.to_string())),
     }
 }
 
