@@ -174,13 +174,14 @@ fn workload(engine: &Engine, from: u64, o: &mut Observed) -> Result<(), String> 
                 o.append_error.get_or_insert((i, e.to_string()));
             }
         }
-        if (i + 1) % 20 == 0 && o.snapshot_error.is_none() {
-            if let Err(e) = engine.snapshot() {
-                if o.append_error.is_none() {
-                    o.disk_full = e.is_disk_full();
-                }
-                o.snapshot_error = Some(e.to_string());
+        if (i + 1) % 20 == 0
+            && o.snapshot_error.is_none()
+            && let Err(e) = engine.snapshot()
+        {
+            if o.append_error.is_none() {
+                o.disk_full = e.is_disk_full();
             }
+            o.snapshot_error = Some(e.to_string());
         }
     }
     Ok(())
