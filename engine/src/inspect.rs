@@ -102,6 +102,11 @@ pub fn segments(dir: impl AsRef<Path>) -> Result<Vec<SegmentInfo>> {
 /// [`Error::Views`] if the file cannot be read.
 pub fn views_meta(dir: impl AsRef<Path>) -> Result<Option<ViewsMeta>> {
     let path = dir.as_ref().join(VIEWS_FILE_NAME);
+    crate::view::store::guarded(&path, || views_meta_unguarded(&path))
+}
+
+fn views_meta_unguarded(path: &Path) -> Result<Option<ViewsMeta>> {
+    let path = path.to_path_buf();
     if !path.exists() {
         return Ok(None);
     }
@@ -172,6 +177,10 @@ pub type TableRows = crate::view::store::Rows;
 /// [`Error::Views`] if the file, its meta or a table cannot be read.
 pub fn view_tables(path: impl AsRef<Path>) -> Result<(Lsn, Vec<(&'static str, TableRows)>)> {
     let path = path.as_ref();
+    crate::view::store::guarded(path, || view_tables_unguarded(path))
+}
+
+fn view_tables_unguarded(path: &Path) -> Result<(Lsn, Vec<(&'static str, TableRows)>)> {
     let err = |e: &dyn std::fmt::Display| Error::Views {
         path: path.to_path_buf(),
         reason: e.to_string(),

@@ -50,6 +50,21 @@ pub fn verify(dir: &Path) -> Result<Report> {
         "frames ok         {frames} (LSN {} ..= {})",
         first.0, last.0
     ));
+    // A clean end that is zeros up to a stray non-zero byte further on:
+    // the next open cuts from the end of the last frame, as for a torn
+    // tail (a crash can leave a later page of the tail written and the
+    // one before it not).
+    if let Some(t) = cursor.tail()
+        && t.invalid.is_none()
+        && let Some(at) = first_nonzero(&t.segment, t.offset)?
+    {
+        r.lines.push(format!(
+            "torn tail         {} offset {}, where LSN {} would be (zeros, then a non-zero byte at offset {at}): repairable, the next open cuts it; nothing acknowledged under Sync is lost",
+            t.segment.display(),
+            t.offset,
+            last.next().0
+        ));
+    }
     if let Some(t) = cursor.tail()
         && let Some(reason) = &t.invalid
     {
@@ -73,14 +88,17 @@ pub fn verify(dir: &Path) -> Result<Report> {
     }
     let views = match waymark_engine::inspect::views_meta(dir) {
         Ok(Some(v)) => v,
-        Ok(None) => {
+        Ok(None) if frames == 0 => {
             r.lines.push("views            none to compare".into());
             return Ok(r);
         }
+        // Missing (or holding no tables yet): as the next open sees it.
+        Ok(None) => {
+            views_unreadable(&mut r, first, "missing or empty");
+            return Ok(r);
+        }
         Err(e) => {
-            r.lines
-                .push(format!("INCONSISTENT  views file unreadable: {e}"));
-            r.problems += 1;
+            views_unreadable(&mut r, first, &e.to_string());
             return Ok(r);
         }
     };
@@ -107,9 +125,7 @@ pub fn verify(dir: &Path) -> Result<Report> {
     let (applied, their_tables) = match waymark_engine::inspect::view_tables(&theirs) {
         Ok(v) => v,
         Err(e) => {
-            r.lines
-                .push(format!("INCONSISTENT  views file unreadable: {e}"));
-            r.problems += 1;
+            views_unreadable(&mut r, first, &e.to_string());
             return Ok(r);
         }
     };
@@ -194,6 +210,37 @@ pub fn verify(dir: &Path) -> Result<Report> {
     }
     r.problems += differences;
     Ok(r)
+}
+
+/// The offset of the first non-zero byte of `segment` at or after
+/// `offset`, if any.
+fn first_nonzero(segment: &Path, offset: u64) -> Result<Option<u64>> {
+    let bytes = std::fs::read(segment).with_context(|| format!("reading {}", segment.display()))?;
+    let from = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    Ok(bytes[from..]
+        .iter()
+        .position(|b| *b != 0)
+        .map(|i| offset + i as u64))
+}
+
+/// Reports an unreadable views file as the next open will treat it: with
+/// the log whole from LSN 1, repairable (the open rebuilds the views from
+/// the log, as it cuts a torn tail: not a problem); otherwise a problem
+/// (the open refuses the directory).
+fn views_unreadable(r: &mut Report, first: Lsn, why: &str) {
+    if first == Lsn(1) {
+        r.lines.push(format!(
+            "views unreadable  ({why}): repairable, the next open rebuilds them from the log; nothing is lost"
+        ));
+    } else {
+        r.lines.push(format!(
+            "INCONSISTENT  views file unreadable ({why}) and the log starts at LSN {}, so the next open refuses the directory",
+            first.0
+        ));
+        r.problems += 1;
+    }
 }
 
 /// Reads frames from `cursor` up to `until` (or the end of the log),

@@ -299,6 +299,10 @@ impl Store {
 
     /// `(log_id, format_version, applied_lsn)`, or `None` for a new file.
     fn meta(&self) -> Result<Option<Meta>> {
+        guarded(&self.path, || self.meta_unguarded())
+    }
+
+    fn meta_unguarded(&self) -> Result<Option<Meta>> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = match txn.open_table(META) {
             Ok(table) => table,
@@ -339,6 +343,10 @@ impl Store {
 
     /// Creates every table and the meta of a new file, durably.
     fn init(&self, log_id: u128) -> Result<()> {
+        guarded(&self.path, || self.init_unguarded(log_id))
+    }
+
+    fn init_unguarded(&self, log_id: u128) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             for table in Table::ALL {
@@ -360,6 +368,10 @@ impl Store {
 
     /// Reads one view key.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        guarded(&self.path, || self.get_unguarded(key))
+    }
+
+    fn get_unguarded(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let table =
             Table::of(key).ok_or_else(|| views_err(&self.path, "a view key without a table"))?;
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
@@ -370,6 +382,10 @@ impl Store {
 
     /// Every entry with a view key in `[start, end)`, which lie in one table.
     pub(crate) fn scan(&self, start: &[u8], end: &[u8]) -> Result<(Lsn, Rows)> {
+        guarded(&self.path, || self.scan_unguarded(start, end))
+    }
+
+    fn scan_unguarded(&self, start: &[u8], end: &[u8]) -> Result<(Lsn, Rows)> {
         let table =
             Table::of(start).ok_or_else(|| views_err(&self.path, "a view key without a table"))?;
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
@@ -409,6 +425,12 @@ impl Store {
     /// in one durable write transaction: after a crash the file holds all of
     /// it or none of it.
     pub(crate) fn write_snapshot(&self, frozen: &Memtable, applied_lsn: Lsn) -> Result<()> {
+        guarded(&self.path, || {
+            self.write_snapshot_unguarded(frozen, applied_lsn)
+        })
+    }
+
+    fn write_snapshot_unguarded(&self, frozen: &Memtable, applied_lsn: Lsn) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut tables = Vec::with_capacity(Table::ALL.len());
@@ -467,6 +489,30 @@ impl Store {
     }
 }
 
+/// Runs redb's code on the views file at `path`, turning a panic into
+/// [`Error::Views`]: redb keeps no checksums of its pages, and a damaged
+/// page (media corruption, a foreign write) reaches assertions in its
+/// B-tree code (`unreachable!`, index out of bounds). A typed error
+/// instead: at open, the file is unreadable (rebuilt from the log when the
+/// log reaches back to LSN 1); later, the read fails. The panic's message
+/// is still printed by the process's panic hook.
+pub(crate) fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(views_err(
+                path,
+                format!("redb failed on a damaged page ({what})"),
+            ))
+        }
+    }
+}
+
 fn views_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Views {
         path: path.to_path_buf(),
@@ -504,10 +550,20 @@ fn open_db(storage: &Arc<dyn Storage>, dir: &Path, path: &Path) -> Result<Databa
     if file_created || head_created {
         storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     }
+    // redb's open reads its allocator state from the file's pages: a
+    // damaged page can panic it (see `guarded`), which makes the file
+    // unreadable.
     let open = |file: &Arc<dyn StorageFile>, head: &Arc<dyn StorageFile>| {
-        redb::Builder::new().create_with_backend(RedbFile {
-            file: Arc::clone(file),
-            head: Arc::clone(head),
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            redb::Builder::new().create_with_backend(RedbFile {
+                file: Arc::clone(file),
+                head: Arc::clone(head),
+            })
+        }))
+        .unwrap_or_else(|_| {
+            Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
+                "redb failed on a damaged page".into(),
+            )))
         })
     };
     match open(&file, &head) {
