@@ -581,7 +581,7 @@ fn acceptable(place: Place, words: &str, o: &Open) -> Result<(), String> {
 }
 
 /// A damage to a whole directory.
-type DirDamage = Box<dyn Fn(&Path)>;
+type DirDamage<'a> = Box<dyn Fn(&Path) + 'a>;
 
 fn measured() -> (String, Vec<String>) {
     let b = base();
