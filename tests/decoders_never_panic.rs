@@ -30,6 +30,18 @@ proptest! {
     }
 
     #[test]
+    fn view_key_decoder(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+        waymark_engine::__fuzz::view_key(&data);
+    }
+
+    #[test]
+    fn engine_operations_with_faults_and_crashes_against_a_model(
+        data in proptest::collection::vec(any::<u8>(), 0..240),
+    ) {
+        waymark_engine::__fuzz::engine_ops(&data);
+    }
+
+    #[test]
     fn recovery_over_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
         waymark_engine::__fuzz::recovery(&data);
     }

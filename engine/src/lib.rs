@@ -212,6 +212,259 @@ pub mod __fuzz {
         recovered
     }
 
+    /// Key decoding: `buf` read as a view key of every table (the
+    /// components the views read back from redb's and the memtables' keys:
+    /// length-prefixed names and big-endian try numbers), and `buf` split
+    /// into components (one byte of length each) encoded as a key of every
+    /// scope, which must decode back to exactly those components and lie
+    /// inside the range of each of its scopes' prefixes. A mismatch panics:
+    /// the encoding would alias two scopes.
+    pub fn view_key(buf: &[u8]) {
+        use crate::view::key::{KeyBuf, Table, prefix_range, take_part, take_u32};
+        // Any bytes, read the way the views read keys: never a panic.
+        for skip in 0..buf.len().min(3) {
+            let mut rest = &buf[skip..];
+            let _ = Table::of(rest);
+            for _ in 0..8 {
+                if take_part(&mut rest).is_none() && take_u32(&mut rest).is_none() {
+                    break;
+                }
+            }
+        }
+        // Components cut from the input; encoded, decoded, ranged.
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let mut rest = buf;
+        while let Some((&len, tail)) = rest.split_first() {
+            let n = usize::from(len % 24).min(tail.len());
+            parts.push(&tail[..n]);
+            rest = &tail[n..];
+            if parts.len() == 6 {
+                break;
+            }
+        }
+        parts.resize(6, b"");
+        let try_number = u32::from(buf.first().copied().unwrap_or(0));
+        let mut key = KeyBuf::new(Table::Kv);
+        let mut prefixes = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            key = key.part(part);
+            if i == 3 {
+                key = key.try_number(try_number);
+            }
+            prefixes.push(key.clone().into_vec());
+        }
+        let key = key.into_vec();
+        let mut rest = &key[1..];
+        for (i, part) in parts.iter().enumerate() {
+            let got = take_part(&mut rest).expect("an encoded component decodes");
+            assert_eq!(got, *part, "component {i} decodes back");
+            if i == 3 {
+                assert_eq!(
+                    take_u32(&mut rest),
+                    Some(try_number),
+                    "the try decodes back"
+                );
+            }
+        }
+        assert!(rest.is_empty(), "nothing after the last component");
+        for prefix in &prefixes {
+            let (start, end) = prefix_range(prefix);
+            assert!(
+                start.as_slice() <= key.as_slice() && key.as_slice() < end.as_slice(),
+                "a key lies inside the range of each of its scopes"
+            );
+        }
+        // A sibling scope (a component one byte longer or different) is
+        // outside the first scope's range.
+        if let Some(first) = parts.first() {
+            let mut other = first.to_vec();
+            other.push(0);
+            let sibling = KeyBuf::new(Table::Kv).part(&other).into_vec();
+            let (start, end) = prefix_range(&prefixes[0]);
+            assert!(
+                !(start.as_slice() <= sibling.as_slice() && sibling.as_slice() < end.as_slice()),
+                "a longer name is another scope"
+            );
+        }
+    }
+
+    /// Engine operations on the simulated disk, checked against a model:
+    /// `data` is a program of appends, conditional appends, snapshots,
+    /// injected faults (any operation kind, once or for good, or a full
+    /// disk), crashes with any damage, and reopens. After every reopen:
+    /// every batch acknowledged under `Sync` is in the log at its LSN as
+    /// it was acknowledged; the log runs from LSN 1 without a gap; the
+    /// views equal the model of the log's batches (the last value of each
+    /// key); after a failure no later append was acknowledged until the
+    /// reopen. A violation panics.
+    pub fn engine_ops(data: &[u8]) {
+        use std::collections::BTreeMap;
+        use std::sync::Arc;
+
+        use crate::storage::{Damage, Fault, OpKind, SimDisk, Storage};
+        use crate::{Engine, Event, EventBody, Lsn, Options, RunScope, SnapshotOptions};
+
+        const KINDS: [OpKind; 8] = [
+            OpKind::Write,
+            OpKind::Sync,
+            OpKind::SyncDir,
+            OpKind::Create,
+            OpKind::SetLen,
+            OpKind::Read,
+            OpKind::Remove,
+            OpKind::List,
+        ];
+        let run = RunScope {
+            tenant: "t".into(),
+            dag: "d".into(),
+            run: "r".into(),
+        };
+        let options = Options {
+            segment_bytes_max: 4096,
+            preallocate: false,
+            snapshots: SnapshotOptions::manual(),
+            retention: crate::Retention::KeepAll,
+            ..Options::default()
+        };
+        let put = |key: u8, len: u8, n: u64| Event {
+            ts_micros: n as i64,
+            body: EventBody::SharedPut {
+                run: run.clone(),
+                key: format!("k{}", key % 8),
+                value: vec![key; usize::from(len)],
+                immutable: false,
+            },
+        };
+        let mut disk = SimDisk::new(data.len() as u64);
+        let mut engine = Engine::open_with(Arc::new(disk.clone()), "/s", options.clone()).ok();
+        let mut acked: BTreeMap<Lsn, Vec<Event>> = BTreeMap::new();
+        let mut failed = false;
+        let mut n = 0u64;
+        let check = |disk: &SimDisk, acked: &BTreeMap<Lsn, Vec<Event>>| -> Option<Engine> {
+            let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+            let engine = Engine::open_with(Arc::clone(&storage), "/s", options.clone()).ok()?;
+            let reader = crate::LogReader::open_on(storage, "/s").expect("an opened log reads");
+            let mut cursor = reader.cursor(Lsn(1));
+            let mut log = BTreeMap::new();
+            let mut next = Lsn(1);
+            while let Some(frame) = cursor.next_frame().expect("an opened log reads to its end") {
+                assert_eq!(frame.lsn(), next, "the log has no gap");
+                next = next.next();
+                log.insert(
+                    frame.lsn(),
+                    frame.decode().expect("a frame the open kept decodes"),
+                );
+            }
+            for (lsn, batch) in acked {
+                assert_eq!(
+                    log.get(lsn),
+                    Some(batch),
+                    "acknowledged LSN {lsn} is in the log as acknowledged"
+                );
+            }
+            let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            for events in log.values() {
+                for e in events {
+                    if let EventBody::SharedPut { key, value, .. } = &e.body {
+                        model.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            for key in 0..8u8 {
+                let key = format!("k{key}");
+                let found = engine
+                    .views()
+                    .shared(&run, &key)
+                    .expect("the views read")
+                    .map(|v| v.value);
+                assert_eq!(
+                    found.as_ref(),
+                    model.get(&key),
+                    "the views hold the log's last value of {key}"
+                );
+            }
+            Some(engine)
+        };
+        for op in data.chunks(3) {
+            let [code, a, b] = [op[0], *op.get(1).unwrap_or(&0), *op.get(2).unwrap_or(&0)];
+            match code % 8 {
+                0..=2 => {
+                    let Some(e) = &engine else { continue };
+                    n += 1;
+                    let batch: Vec<Event> = (0..=(b % 3))
+                        .map(|i| put(a.wrapping_add(i), b, n))
+                        .collect();
+                    match e.append(batch.clone()) {
+                        Ok(lsn) => {
+                            assert!(!failed, "an append acknowledged after a failed one");
+                            acked.insert(lsn, batch);
+                        }
+                        Err(_) => failed = true,
+                    }
+                }
+                3 => {
+                    let Some(e) = &engine else { continue };
+                    n += 1;
+                    let key = format!("k{}", a % 8);
+                    let cond = vec![crate::Condition::SharedWritable {
+                        run: run.clone(),
+                        key,
+                    }];
+                    match e.append_if(cond, vec![put(a, b, n)]) {
+                        Ok(lsn) => {
+                            assert!(!failed, "an append acknowledged after a failed one");
+                            acked.insert(lsn, vec![put(a, b, n)]);
+                        }
+                        Err(crate::Error::Conflict { .. }) => {}
+                        Err(_) => failed = true,
+                    }
+                }
+                4 => {
+                    if let Some(e) = &engine {
+                        let _ = e.snapshot();
+                    }
+                }
+                5 => {
+                    let kind = KINDS[usize::from(a) % KINDS.len()];
+                    let mut fault = Fault::new(kind).nth(u64::from(b % 16) + 1);
+                    if a & 0x40 != 0 {
+                        fault = fault.forever();
+                    }
+                    if a & 0x80 != 0 {
+                        fault = fault.disk_full();
+                    }
+                    disk.inject(fault);
+                }
+                6 => {
+                    // A crash now, or a few operations from now.
+                    if b % 2 == 0 {
+                        disk.crash();
+                    } else {
+                        disk.crash_after_ops(u64::from(a % 32));
+                    }
+                }
+                _ => {
+                    // Reboot with a damage and reopen: the checks.
+                    drop(engine.take());
+                    disk = disk.reboot(Damage::ALL[usize::from(a) % Damage::ALL.len()]);
+                    engine = check(&disk, &acked);
+                    failed = false;
+                    if engine.is_none() {
+                        // A reboot that does not open is a bug: no fault
+                        // survives a reboot.
+                        panic!("the directory does not open after a reboot");
+                    }
+                }
+            }
+        }
+        drop(engine);
+        let disk = disk.reboot(Damage::DropAll);
+        assert!(
+            check(&disk, &acked).is_some(),
+            "the directory opens after the last reboot"
+        );
+    }
+
     /// Decodes `buf` as every kind of view record (the bytes redb holds),
     /// at an aligned and at an unaligned address.
     pub fn view_record(buf: &[u8]) {
