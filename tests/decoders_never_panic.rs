@@ -149,3 +149,76 @@ proptest! {
         }
     }
 }
+
+/// Runs one fuzz target's entry point on `data`, as its `fuzz_target!` does.
+fn run_target(target: &str, data: &[u8]) {
+    match target {
+        "frame" => {
+            let seed = data
+                .get(..4)
+                .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
+            waymark_engine::__fuzz::frame(data, seed);
+        }
+        "segment_header" => waymark_engine::__fuzz::segment_header(data),
+        "batch" => waymark_engine::__fuzz::batch(data),
+        "recovery" => {
+            waymark_engine::__fuzz::recovery(data);
+        }
+        "view_record" => waymark_engine::__fuzz::view_record(data),
+        "view_key" => waymark_engine::__fuzz::view_key(data),
+        "engine_ops" => waymark_engine::__fuzz::engine_ops(data),
+        other => panic!("fuzz/Cargo.toml names a target {other} this test does not know"),
+    }
+}
+
+/// The committed seed corpus: every target in `fuzz/Cargo.toml` has seeds
+/// in `fuzz/corpus/<target>/`, at least the ones `seed_corpus` makes, and
+/// every committed file (seeds and what fuzzing added) runs through its
+/// entry point without a panic. `WAYMARK_WRITE_FUZZ_CORPUS=1` writes the
+/// seeds (after a format change).
+#[test]
+fn the_seed_corpus_covers_every_target_and_runs() {
+    let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let manifest = std::fs::read_to_string(fuzz.join("Cargo.toml")).expect("fuzz/Cargo.toml");
+    let targets: Vec<&str> = manifest
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .filter_map(|l| l.strip_suffix('"'))
+        .filter(|name| *name != "waymark-fuzz")
+        .collect();
+    assert_eq!(targets.len(), 7, "the seven fuzz targets: {targets:?}");
+    let seeds = waymark_engine::__fuzz::seed_corpus();
+    let write = std::env::var_os("WAYMARK_WRITE_FUZZ_CORPUS").is_some();
+    for target in &targets {
+        let (_, inputs) = seeds
+            .iter()
+            .find(|(name, _)| name == target)
+            .unwrap_or_else(|| panic!("seed_corpus has no seeds for {target}"));
+        let dir = fuzz.join("corpus").join(target);
+        if write {
+            std::fs::create_dir_all(&dir).expect("create the corpus directory");
+            for (i, input) in inputs.iter().enumerate() {
+                std::fs::write(dir.join(format!("seed-{i}")), input).expect("write a seed");
+            }
+        }
+        for (i, input) in inputs.iter().enumerate() {
+            let committed = std::fs::read(dir.join(format!("seed-{i}")))
+                .unwrap_or_else(|e| panic!("fuzz/corpus/{target}/seed-{i}: {e}"));
+            assert_eq!(
+                &committed, input,
+                "fuzz/corpus/{target}/seed-{i} is stale: rerun with WAYMARK_WRITE_FUZZ_CORPUS=1"
+            );
+        }
+        for entry in std::fs::read_dir(&dir).expect("read the corpus directory") {
+            let path = entry.expect("a corpus entry").path();
+            let data = std::fs::read(&path).expect("read a corpus file");
+            run_target(target, &data);
+        }
+    }
+    // The recovery seed is a log that recovers whole, not a first bad frame.
+    let (_, recovery) = seeds.iter().find(|(n, _)| *n == "recovery").expect("seeds");
+    assert_eq!(
+        waymark_engine::__fuzz::recovery(&recovery[0]),
+        Some(waymark_engine::Lsn(2))
+    );
+}

@@ -485,6 +485,170 @@ pub mod __fuzz {
         }
     }
 
+    /// A few valid inputs for each fuzz target, by target name: the seed
+    /// corpus (`fuzz/corpus/<target>/`) that starts the fuzzer inside the
+    /// formats instead of at their first check.
+    pub fn seed_corpus() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+        use crate::event::{RunStatus, TaskStatus};
+        use crate::log::segment::SegmentHeader;
+        use crate::view::key::{KeyBuf, Table};
+        use crate::view::record::{
+            AttemptRecord, Capture, CheckpointRecord, KvValue, RunRecord, SharedValue, TaskCounts,
+            TaskRecord, encode,
+        };
+        use crate::{AttemptScope, Event, EventBody, Lsn, RunScope, TaskScope};
+
+        let run = RunScope {
+            tenant: "acme".into(),
+            dag: "documents".into(),
+            run: "run-42".into(),
+        };
+        let task = TaskScope {
+            run: run.clone(),
+            task: "ocr".into(),
+        };
+        let batches: Vec<Vec<Event>> = vec![
+            vec![Event {
+                ts_micros: 1,
+                body: EventBody::SharedPut {
+                    run: run.clone(),
+                    key: "pages".into(),
+                    value: b"3".to_vec(),
+                    immutable: true,
+                },
+            }],
+            vec![
+                Event {
+                    ts_micros: 2,
+                    body: EventBody::TaskStatus {
+                        attempt: AttemptScope {
+                            task: task.clone(),
+                            try_number: 1,
+                        },
+                        status: TaskStatus::Running,
+                        worker: "w1".into(),
+                    },
+                },
+                Event {
+                    ts_micros: 2,
+                    body: EventBody::RunStatus {
+                        run: run.clone(),
+                        status: RunStatus::Running,
+                        parent: None,
+                    },
+                },
+            ],
+        ];
+        let payloads: Vec<Vec<u8>> = batches
+            .iter()
+            .filter_map(|b| crate::event::encode_batch(b).ok().map(|p| p.to_vec()))
+            .collect();
+        let frames: Vec<Vec<u8>> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, payload)| {
+                let mut out = Vec::new();
+                let lsn = Lsn(i as u64 + 1);
+                crate::log::frame::encode_frame(&mut out, 0, lsn, Lsn(i as u64), payload);
+                out
+            })
+            .collect();
+        let header = SegmentHeader {
+            format_version: crate::log::FORMAT_VERSION,
+            log_id: RECOVERY_LOG_ID,
+            base_lsn: Lsn(1),
+            created_unix_ms: 0,
+        }
+        .encode()
+        .to_vec();
+        let mut one_segment = vec![0];
+        one_segment.extend(sealed_frames(&batches));
+        let mut two_segments = vec![128];
+        two_segments.extend(sealed_frames(&batches[..1]));
+        let mut records = vec![
+            encode(&KvValue {
+                value: b"[\"Invoice 17\"]".to_vec(),
+                meta: b"{\"source\":\"ocr\"}".to_vec(),
+                lsn: 7,
+                ts_micros: 1,
+            }),
+            encode(&SharedValue {
+                value: b"3".to_vec(),
+                immutable: true,
+                lsn: 1,
+                ts_micros: 1,
+            }),
+            encode(&TaskRecord {
+                latest_try: 1,
+                status: TaskStatus::Running,
+                attempts: vec![AttemptRecord {
+                    try_number: 1,
+                    status: TaskStatus::Running,
+                    started_micros: Some(2),
+                    finished_micros: None,
+                    worker: "w1".into(),
+                }],
+                created_micros: 2,
+                updated_micros: 2,
+                lsn: 2,
+            }),
+            encode(&RunRecord {
+                status: RunStatus::Running,
+                created_micros: 1,
+                updated_micros: 2,
+                task_counts: TaskCounts {
+                    running: 1,
+                    ..TaskCounts::default()
+                },
+                parent: None,
+            }),
+        ];
+        let capture = encode(&Capture {
+            entries: vec![(b"k".to_vec(), records[0].clone())],
+        });
+        records.push(encode(&CheckpointRecord {
+            lsn: 3,
+            ts_micros: 3,
+            checksum: crc32fast::hash(&capture),
+            capture,
+        }));
+        let keys = vec![
+            KeyBuf::new(Table::Kv)
+                .part(b"acme")
+                .part(b"documents")
+                .part(b"run-42")
+                .part(b"ocr")
+                .try_number(1)
+                .part(b"LINES")
+                .into_vec(),
+            // Components as view_key cuts them: one byte of length each.
+            b"\x04acme\x09documents\x06run-42\x03ocr\x05LINES".to_vec(),
+            vec![0; 12],
+        ];
+        // Engine programs (three bytes per operation, see `engine_ops`):
+        // appends, a snapshot, a crash and a reboot; a conditional append
+        // and a fault that lasts; a full disk during appends.
+        let programs = vec![
+            vec![
+                0, 1, 2, 1, 2, 3, 4, 0, 0, 0, 3, 4, 6, 0, 0, 7, 0, 0, 0, 5, 1,
+            ],
+            vec![
+                3, 1, 1, 3, 1, 2, 5, 0x41, 1, 0, 2, 2, 0, 3, 3, 7, 1, 0, 0, 4, 4,
+            ],
+            vec![0, 1, 9, 5, 0x80, 0, 0, 2, 200, 1, 3, 200, 7, 2, 0, 0, 1, 1],
+            vec![0, 0, 0, 4, 0, 0, 6, 5, 1, 1, 1, 1, 2, 2, 2, 7, 3, 0],
+        ];
+        vec![
+            ("frame", frames),
+            ("segment_header", vec![header]),
+            ("batch", payloads),
+            ("recovery", vec![one_segment, two_segments]),
+            ("view_record", records),
+            ("view_key", keys),
+            ("engine_ops", programs),
+        ]
+    }
+
     /// Validates and decodes a batch payload.
     pub fn batch(buf: &[u8]) {
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
