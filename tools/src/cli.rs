@@ -46,9 +46,11 @@ pub enum Command {
         json: bool,
     },
     /// Check every segment header and frame, then rebuild the views from the
-    /// log and compare them with the views file. Exit 0: consistent (a torn
-    /// tail is reported, and is repairable); 1: corruption or a difference;
-    /// 2: usage or I/O error.
+    /// log and compare them with the views file. Says what the next open
+    /// will do. Exit 0: the next open succeeds (consistent, or a torn tail
+    /// it will cut, or views it will rebuild from the log: each is named);
+    /// 1: corruption (named by segment and offset) or a difference; 2: usage
+    /// or I/O error.
     #[command(after_help = "Example:\n  waymark verify ./state")]
     Verify {
         /// The state directory.
