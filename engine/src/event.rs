@@ -371,9 +371,10 @@ impl Event {
     /// Returns the bytes of its names, keys and values, which its encoding
     /// holds at least.
     pub(crate) fn check(&self, limits: &Limits) -> Result<u64> {
-        let mut names: Vec<&str> = Vec::with_capacity(6);
-        let mut keys: Vec<&str> = Vec::new();
-        let mut values: Vec<&[u8]> = Vec::new();
+        // Names first, then keys, then values (the order in which a limit
+        // is named when several are exceeded), without allocating: this
+        // runs for every event of every batch.
+        let mut t = Tally { limits, total: 0 };
         match &self.body {
             EventBody::Put {
                 attempt,
@@ -381,89 +382,108 @@ impl Event {
                 value,
                 meta,
             } => {
-                attempt.task.names(&mut names);
-                keys.push(key);
-                values.push(value);
-                values.push(meta);
+                t.task(&attempt.task)?;
+                t.key(key)?;
+                t.value(value)?;
+                t.value(meta)?;
             }
             EventBody::Delete { attempt, key } => {
-                attempt.task.names(&mut names);
-                keys.push(key);
+                t.task(&attempt.task)?;
+                t.key(key)?;
             }
-            EventBody::ClearTask { task } => task.names(&mut names),
+            EventBody::ClearTask { task } => t.task(task)?,
             EventBody::TaskPut { task, key, value } => {
-                task.names(&mut names);
-                keys.push(key);
-                values.push(value);
+                t.task(task)?;
+                t.key(key)?;
+                t.value(value)?;
             }
             EventBody::TaskDelete { task, key } => {
-                task.names(&mut names);
-                keys.push(key);
+                t.task(task)?;
+                t.key(key)?;
             }
             EventBody::TaskStatus {
                 attempt,
                 status,
                 worker,
             } => {
-                attempt.task.names(&mut names);
-                names.push(worker);
+                t.task(&attempt.task)?;
+                t.name(worker)?;
                 match status {
-                    TaskStatus::Succeeded { result } => values.push(result),
+                    TaskStatus::Succeeded { result } => t.value(result)?,
                     TaskStatus::Failed { error, kind } => {
-                        values.push(error.as_bytes());
-                        names.push(kind);
+                        t.name(kind)?;
+                        t.value(error.as_bytes())?;
                     }
                     _ => {}
                 }
             }
             EventBody::RunStatus { run, parent, .. } => {
-                run.names(&mut names);
+                t.run(run)?;
                 if let Some(parent) = parent {
-                    parent.run.names(&mut names);
-                    names.push(&parent.task);
+                    t.run(&parent.run)?;
+                    t.name(&parent.task)?;
                 }
             }
             EventBody::Checkpoint { run, name }
             | EventBody::RestoreCheckpoint { run, name }
             | EventBody::DeleteCheckpoint { run, name } => {
-                run.names(&mut names);
-                names.push(name);
+                t.run(run)?;
+                t.name(name)?;
             }
             EventBody::SharedPut {
                 run, key, value, ..
             } => {
-                run.names(&mut names);
-                keys.push(key);
-                values.push(value);
+                t.run(run)?;
+                t.key(key)?;
+                t.value(value)?;
             }
-            EventBody::PurgeRun { run } => run.names(&mut names),
+            EventBody::PurgeRun { run } => t.run(run)?,
         }
-        let mut total = 0u64;
-        for (items, limit, max) in [
-            (
-                names.iter().map(|s| s.len()).collect::<Vec<_>>(),
-                Limit::NameBytes,
-                limits.name_bytes_max,
-            ),
-            (
-                keys.iter().map(|s| s.len()).collect(),
-                Limit::KeyBytes,
-                limits.key_bytes_max,
-            ),
-            (
-                values.iter().map(|s| s.len()).collect(),
-                Limit::ValueBytes,
-                limits.value_bytes_max,
-            ),
-        ] {
-            for len in items {
-                let len = len as u64;
-                exceeds(limit, len, u64::from(max))?;
-                total += len;
-            }
-        }
-        exceeds(Limit::EventBytes, total, u64::from(limits.event_bytes_max))?;
-        Ok(total)
+        exceeds(
+            Limit::EventBytes,
+            t.total,
+            u64::from(limits.event_bytes_max),
+        )?;
+        Ok(t.total)
+    }
+}
+
+/// The bytes of an event's names, keys and values so far, each checked
+/// against its limit as it is added.
+struct Tally<'a> {
+    limits: &'a Limits,
+    total: u64,
+}
+
+impl Tally<'_> {
+    fn add(&mut self, what: Limit, len: usize, max: u32) -> Result<()> {
+        let len = len as u64;
+        exceeds(what, len, u64::from(max))?;
+        self.total += len;
+        Ok(())
+    }
+
+    fn name(&mut self, name: &str) -> Result<()> {
+        self.add(Limit::NameBytes, name.len(), self.limits.name_bytes_max)
+    }
+
+    fn key(&mut self, key: &str) -> Result<()> {
+        self.add(Limit::KeyBytes, key.len(), self.limits.key_bytes_max)
+    }
+
+    fn value(&mut self, value: &[u8]) -> Result<()> {
+        self.add(Limit::ValueBytes, value.len(), self.limits.value_bytes_max)
+    }
+
+    fn run(&mut self, run: &RunScope) -> Result<()> {
+        self.name(&run.tenant)?;
+        self.name(&run.dag)?;
+        self.name(&run.run)
+    }
+
+    fn task(&mut self, task: &TaskScope) -> Result<()> {
+        self.run(&task.run)?;
+        self.name(&task.task)
     }
 }
 
@@ -476,19 +496,6 @@ fn exceeds(what: Limit, actual_bytes: u64, max_bytes: u64) -> Result<()> {
         });
     }
     Ok(())
-}
-
-impl RunScope {
-    fn names<'a>(&'a self, out: &mut Vec<&'a str>) {
-        out.extend([self.tenant.as_str(), &self.dag, &self.run]);
-    }
-}
-
-impl TaskScope {
-    fn names<'a>(&'a self, out: &mut Vec<&'a str>) {
-        self.run.names(out);
-        out.push(&self.task);
-    }
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -674,5 +681,60 @@ pub(crate) mod tests {
             }
         ));
         sample(1).check(&Limits::default()).unwrap();
+    }
+
+    /// With several limits exceeded, the one named is a name's, then a
+    /// key's, then a value's; within all of them, the event's total; and
+    /// the bytes returned are every name, key and value.
+    #[test]
+    fn the_first_limit_exceeded_is_named_in_order() {
+        let what = |limits: Limits, event: &Event| match event.check(&limits) {
+            Err(Error::LimitExceeded { what, .. }) => Some(what),
+            Err(other) => panic!("a limit error, not {other}"),
+            Ok(_) => None,
+        };
+        let tight = |name, key, value, event| Limits {
+            name_bytes_max: name,
+            key_bytes_max: key,
+            value_bytes_max: value,
+            event_bytes_max: event,
+            ..Limits::default()
+        };
+        let e = sample(1);
+        assert_eq!(what(tight(1, 1, 1, 1 << 20), &e), Some(Limit::NameBytes));
+        assert_eq!(what(tight(64, 1, 1, 1 << 20), &e), Some(Limit::KeyBytes));
+        assert_eq!(what(tight(64, 64, 1, 1 << 20), &e), Some(Limit::ValueBytes));
+        assert_eq!(what(tight(64, 64, 64, 8), &e), Some(Limit::EventBytes));
+        let failed = Event {
+            ts_micros: 0,
+            body: EventBody::TaskStatus {
+                attempt: AttemptScope {
+                    task: TaskScope {
+                        run: RunScope {
+                            tenant: "t".into(),
+                            dag: "d".into(),
+                            run: "r".into(),
+                        },
+                        task: "x".into(),
+                    },
+                    try_number: 1,
+                },
+                status: TaskStatus::Failed {
+                    error: "e".repeat(50),
+                    kind: "k".repeat(20),
+                },
+                worker: "w".into(),
+            },
+        };
+        // The failure's kind is a name, its error a value.
+        assert_eq!(
+            what(tight(10, 64, 10, 1 << 20), &failed),
+            Some(Limit::NameBytes)
+        );
+        assert_eq!(
+            what(tight(20, 64, 10, 1 << 20), &failed),
+            Some(Limit::ValueBytes)
+        );
+        assert_eq!(failed.check(&Limits::default()).unwrap(), 4 + 1 + 20 + 50);
     }
 }
