@@ -9,8 +9,8 @@
 //! holds, and each scenario's own promise holds. Some also crash the
 //! recovery of their images (depth 2). Each test asserts how many images
 //! it checked and that most of them crashed after an acknowledged write.
-//! The floors the tests assert add up to 10,150 crash images (about
-//! 11,000 run, and 5,000 crashes inside recovery). Most run on two
+//! The floors the tests assert add up to 10,180 crash images (11,671
+//! ran on 2026-12-03, and 4,944 crashes inside recovery). Most run on two
 //! simulated disks (two seeds: other torn bytes, other
 //! pages kept). `WAYMARK_CRASH_BUDGET` raises the budgets.
 
@@ -53,7 +53,7 @@ fn assert_ran(name: &str, report: &Report, images: u64) {
 #[test]
 fn appends_and_rollovers() {
     let report = torture(APPENDS, 1, 1, 2_000, 1);
-    assert_ran(APPENDS.name, &report, 1_200);
+    assert_ran(APPENDS.name, &report, 1_250);
 }
 
 /// Group commit: three threads append at once; every acknowledged batch
@@ -70,7 +70,7 @@ fn group_commit_from_threads() {
 #[test]
 fn snapshots_and_retention() {
     let report = torture(SNAPSHOTS, 1, 2, 1_800, 1);
-    assert_ran(SNAPSHOTS.name, &report, 3_400);
+    assert_ran(SNAPSHOTS.name, &report, 3_500);
 }
 
 /// A failed `fdatasync` poisons the engine (no later write acknowledged),
@@ -79,21 +79,21 @@ fn snapshots_and_retention() {
 #[test]
 fn reopen_after_a_poison() {
     let report = torture(POISON, 1, 2, 1_500, 0);
-    assert_ran(POISON.name, &report, 900);
+    assert_ran(POISON.name, &report, 940);
 }
 
 /// Checkpoints taken, restored, deleted and pruned between writes.
 #[test]
 fn checkpoints_and_restores() {
     let report = torture(CHECKPOINTS, 1, 2, 1_500, 0);
-    assert_ran(CHECKPOINTS.name, &report, 1_000);
+    assert_ran(CHECKPOINTS.name, &report, 1_050);
 }
 
 /// Two runs: one paused and resumed, one purged.
 #[test]
 fn purge_and_pause() {
     let report = torture(PURGE_AND_PAUSE, 1, 2, 1_500, 0);
-    assert_ran(PURGE_AND_PAUSE.name, &report, 950);
+    assert_ran(PURGE_AND_PAUSE.name, &report, 1_000);
 }
 
 /// The atomic finish, a failure with outputs, a retry: after any crash an
@@ -102,7 +102,7 @@ fn purge_and_pause() {
 #[test]
 fn atomic_finish_and_retry() {
     let report = torture(ATOMIC_FINISH, 1, 2, 1_500, 0);
-    assert_ran(ATOMIC_FINISH.name, &report, 700);
+    assert_ran(ATOMIC_FINISH.name, &report, 740);
 }
 
 /// Random lifecycle calls from three threads: after any crash the log is

@@ -1,8 +1,9 @@
 //! The fault matrix: every kind of storage operation (write, fdatasync,
 //! directory fsync, create, rename, remove, set_len, read) × {fails once,
 //! fails forever, disk full}, on the log and on the views' redb file, each
-//! in two places: armed before the first open of a new directory, and
-//! before the reopen of one that holds a log and a snapshot. Each cell runs
+//! at three moments: armed before the first open of a new directory,
+//! before the reopen of one that holds a log and a snapshot, and while
+//! the engine runs. Each cell runs
 //! a workload (appends under `Sync` that roll segments, snapshots, and
 //! retention that removes what they cover) and must give its stated
 //! outcome ([`EXPECTED`], the table RELIABILITY.md publishes). In every

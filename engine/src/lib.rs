@@ -290,7 +290,7 @@ pub mod __fuzz {
 
     /// Engine operations on the simulated disk, checked against a model:
     /// `data` is a program of appends, conditional appends, snapshots,
-    /// injected faults (any operation kind, once or for good, or a full
+    /// injected faults (eight operation kinds, once or for good, or a full
     /// disk), crashes with any damage, and reopens. After every reopen:
     /// every batch acknowledged under `Sync` is in the log at its LSN as
     /// it was acknowledged; the log runs from LSN 1 without a gap; the
