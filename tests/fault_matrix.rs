@@ -339,23 +339,6 @@ fn kind_of(e: &str) -> String {
     format!("{why} on {file}")
 }
 
-/// The matrix as RELIABILITY.md publishes it, between its markers.
-fn published() -> String {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../RELIABILITY.md"))
-        .expect("RELIABILITY.md beside the workspace");
-    let begin = doc
-        .find("<!-- fault-matrix:begin -->")
-        .expect("the matrix's begin marker");
-    let end = doc
-        .find("<!-- fault-matrix:end -->")
-        .expect("the matrix's end marker");
-    doc[begin..end]
-        .lines()
-        .filter(|l| l.starts_with("| Log") || l.starts_with("| Views"))
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
-
 #[test]
 fn every_cell_keeps_its_promises_and_its_published_outcome() {
     let mut failures = Vec::new();
@@ -385,19 +368,5 @@ fn every_cell_keeps_its_promises_and_its_published_outcome() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let published = published();
-    if table != published {
-        let differ: Vec<String> = table
-            .lines()
-            .zip(published.lines().chain(std::iter::repeat("(missing)")))
-            .filter(|(a, b)| a != b)
-            .map(|(a, b)| format!("measured:  {a}\npublished: {b}"))
-            .collect();
-        panic!(
-            "the matrix differs from RELIABILITY.md ({} rows measured, {} published):\n{}",
-            table.lines().count(),
-            published.lines().count(),
-            differ.join("\n")
-        );
-    }
+    waymark_tests::assert_table_is_published("fault-matrix", &table);
 }

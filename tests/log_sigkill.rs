@@ -19,15 +19,21 @@ use waymark_tests::{batch, batch_origin};
 const SEED: u64 = 0x5157_4b11;
 const ROUNDS: u32 = 5;
 
-#[test]
-fn acknowledged_batches_survive_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
+/// The random source of a test's kill delays: from `WAYMARK_SIGKILL_SEED`,
+/// else a fresh seed, printed so that a failure replays.
+fn kill_delays() -> fastrand::Rng {
     let seed = std::env::var("WAYMARK_SIGKILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| fastrand::u64(..));
     println!("WAYMARK_SIGKILL_SEED={seed} replays this test's kill delays");
-    let mut rng = fastrand::Rng::with_seed(seed);
+    fastrand::Rng::with_seed(seed)
+}
+
+#[test]
+fn acknowledged_batches_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = kill_delays();
     let mut acked: Vec<(u64, u32, u32)> = Vec::new();
     for round in 0..ROUNDS {
         let (mut child, mut stdout) = spawn_ready_child(dir.path(), round * 10);
@@ -129,12 +135,7 @@ fn acknowledged_writes_and_transitions_survive_50_kills() {
     use waymark_kernel::{Kernel, RunRef, TaskStatus};
     const KILLS: u32 = 50;
     let dir = tempfile::tempdir().unwrap();
-    let seed = std::env::var("WAYMARK_SIGKILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    println!("WAYMARK_SIGKILL_SEED={seed} replays this test's kill delays");
-    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut rng = kill_delays();
     let run = RunRef::new("acme", "docs", "sigkill").unwrap();
     let mut puts: Vec<(String, String, String)> = Vec::new();
     let mut statuses: std::collections::BTreeMap<String, String> = Default::default();

@@ -106,18 +106,17 @@ pub fn views_meta(dir: impl AsRef<Path>) -> Result<Option<ViewsMeta>> {
 }
 
 fn views_meta_unguarded(path: &Path) -> Result<Option<ViewsMeta>> {
-    let path = path.to_path_buf();
     if !path.exists() {
         return Ok(None);
     }
     let err = |e: &dyn std::fmt::Display| Error::Views {
-        path: path.clone(),
+        path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    let bytes = std::fs::metadata(&path)
-        .map_err(|e| Error::io(&path, e))?
+    let bytes = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
         .len();
-    let db = crate::view::store::open_for_reading(&path)?;
+    let db = crate::view::store::open_for_reading(path)?;
     let txn = db.begin_read().map_err(|e| err(&e))?;
     let meta: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     let table = match txn.open_table(meta) {

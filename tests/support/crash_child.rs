@@ -33,10 +33,7 @@ fn main() {
         eprintln!("crash child: {e}");
         std::process::exit(2);
     });
-    println!("ready");
-    std::io::stdout()
-        .flush()
-        .expect("stdout is a pipe the test reads");
+    say_ready();
     std::thread::scope(|s| {
         for writer in first_writer..first_writer + 4 {
             let engine = engine.clone();
@@ -72,10 +69,7 @@ fn kernel_workers(dir: &str, first_writer: u32) {
             std::process::exit(2);
         });
     let run = waymark_kernel::RunRef::new("acme", "docs", "sigkill").expect("valid names");
-    println!("ready");
-    std::io::stdout()
-        .flush()
-        .expect("stdout is a pipe the test reads");
+    say_ready();
     std::thread::scope(|s| {
         for writer in first_writer..first_writer + 4 {
             let (kernel, run) = (kernel.clone(), run.clone());
@@ -103,4 +97,12 @@ fn kernel_workers(dir: &str, first_writer: u32) {
             });
         }
     });
+}
+
+/// Tells the test the child holds the directory and starts writing.
+fn say_ready() {
+    println!("ready");
+    std::io::stdout()
+        .flush()
+        .expect("stdout is a pipe the test reads");
 }

@@ -166,3 +166,44 @@ pub fn crash_property<S>(
         "{name}: only {with_acks} of {all} cases crashed after an acknowledged write (floor {floor})"
     );
 }
+
+/// The rows of the table RELIABILITY.md publishes between
+/// `<!-- {name}:begin -->` and `<!-- {name}:end -->`, without its header
+/// and separator rows, one per line.
+pub fn published_table(name: &str) -> String {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../RELIABILITY.md"))
+        .expect("RELIABILITY.md beside the workspace");
+    let begin = doc
+        .find(&format!("<!-- {name}:begin -->"))
+        .expect("the table's begin marker");
+    let end = doc
+        .find(&format!("<!-- {name}:end -->"))
+        .expect("the table's end marker");
+    doc[begin..end]
+        .lines()
+        .filter(|l| l.starts_with("| "))
+        .skip(1)
+        .filter(|l| !l.starts_with("| ---"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Panics, naming each row that differs, unless `measured` is the table
+/// RELIABILITY.md publishes under `name` (see [`published_table`]).
+pub fn assert_table_is_published(name: &str, measured: &str) {
+    let published = published_table(name);
+    if measured != published {
+        let differ: Vec<String> = measured
+            .lines()
+            .zip(published.lines().chain(std::iter::repeat("(missing)")))
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("measured:  {a}\npublished: {b}"))
+            .collect();
+        panic!(
+            "the {name} differs from RELIABILITY.md ({} rows measured, {} published):\n{}",
+            measured.lines().count(),
+            published.lines().count(),
+            differ.join("\n")
+        );
+    }
+}

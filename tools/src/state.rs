@@ -23,10 +23,9 @@ use crate::out;
 pub fn new_out_dir(path: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(waymark_engine::storage::DIR_MODE)
-            .create(parent)
+        // Private, as the engine makes the directories it creates.
+        FsStorage
+            .create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
     match std::fs::DirBuilder::new()

@@ -213,16 +213,24 @@ pub fn verify(dir: &Path) -> Result<Report> {
 }
 
 /// The offset of the first non-zero byte of `segment` at or after
-/// `offset`, if any.
+/// `offset`, if any: read from `offset` on, a mebibyte at a time (a
+/// segment's zero tail can be most of its 64 MiB).
 fn first_nonzero(segment: &Path, offset: u64) -> Result<Option<u64>> {
-    let bytes = std::fs::read(segment).with_context(|| format!("reading {}", segment.display()))?;
-    let from = usize::try_from(offset)
-        .unwrap_or(usize::MAX)
-        .min(bytes.len());
-    Ok(bytes[from..]
-        .iter()
-        .position(|b| *b != 0)
-        .map(|i| offset + i as u64))
+    use std::os::unix::fs::FileExt;
+    let context = || format!("reading {}", segment.display());
+    let file = std::fs::File::open(segment).with_context(context)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = offset;
+    loop {
+        let n = file.read_at(&mut buf, at).with_context(context)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if let Some(i) = buf[..n].iter().position(|b| *b != 0) {
+            return Ok(Some(at + i as u64));
+        }
+        at += n as u64;
+    }
 }
 
 /// Reports an unreadable views file as the next open will treat it: with

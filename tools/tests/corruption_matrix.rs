@@ -686,23 +686,6 @@ fn measured() -> (String, Vec<String>) {
     (table, failures)
 }
 
-/// The matrix as RELIABILITY.md publishes it, between its markers.
-fn published() -> String {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../RELIABILITY.md"))
-        .expect("RELIABILITY.md beside the workspace");
-    let begin = doc
-        .find("<!-- corruption-matrix:begin -->")
-        .expect("the matrix's begin marker");
-    let end = doc
-        .find("<!-- corruption-matrix:end -->")
-        .expect("the matrix's end marker");
-    doc[begin..end]
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| place") && !l.starts_with("| ---"))
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
-
 #[test]
 fn verify_agrees_with_the_open_on_every_cell() {
     let (table, failures) = measured();
@@ -713,17 +696,5 @@ fn verify_agrees_with_the_open_on_every_cell() {
         failures.len(),
         failures.join("\n")
     );
-    let published = published();
-    if table != published {
-        let differ: Vec<String> = table
-            .lines()
-            .zip(published.lines().chain(std::iter::repeat("(missing)")))
-            .filter(|(a, b)| a != b)
-            .map(|(a, b)| format!("measured:  {a}\npublished: {b}"))
-            .collect();
-        panic!(
-            "the matrix differs from RELIABILITY.md:\n{}",
-            differ.join("\n")
-        );
-    }
+    waymark_tests::assert_table_is_published("corruption-matrix", &table);
 }

@@ -587,7 +587,6 @@ impl SimDisk {
         }
         // Every fault of this kind on a matching path counts this operation.
         let mut fail = None;
-        let mut fired = 0;
         state.faults.retain_mut(|armed| {
             let f = &armed.fault;
             let on_path = if paths.is_empty() {
@@ -601,12 +600,12 @@ impl SimDisk {
             armed.remaining = armed.remaining.saturating_sub(1);
             if armed.remaining == 0 {
                 fail.get_or_insert_with(|| f.error());
-                fired += 1;
                 return f.forever;
             }
             true
         });
-        state.faults_fired += u64::from(fail.is_some()).min(fired);
+        // One operation failed, however many faults fired on it.
+        state.faults_fired += u64::from(fail.is_some());
         Ok(fail)
     }
 

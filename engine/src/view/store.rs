@@ -497,20 +497,19 @@ impl Store {
 /// log reaches back to LSN 1); later, the read fails. The panic's message
 /// is still printed by the process's panic hook.
 pub(crate) fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            Err(views_err(
-                path,
-                format!("redb failed on a damaged page ({what})"),
-            ))
-        }
-    }
+    caught(f).unwrap_or_else(|why| Err(views_err(path, why)))
+}
+
+/// Runs `f`, turning a panic (redb's, on a damaged page) into what it said.
+fn caught<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        format!("redb failed on a damaged page ({what})")
+    })
 }
 
 fn views_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -554,15 +553,15 @@ fn open_db(storage: &Arc<dyn Storage>, dir: &Path, path: &Path) -> Result<Databa
     // damaged page can panic it (see `guarded`), which makes the file
     // unreadable.
     let open = |file: &Arc<dyn StorageFile>, head: &Arc<dyn StorageFile>| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        caught(|| {
             redb::Builder::new().create_with_backend(RedbFile {
                 file: Arc::clone(file),
                 head: Arc::clone(head),
             })
-        }))
-        .unwrap_or_else(|_| {
+        })
+        .unwrap_or_else(|why| {
             Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
-                "redb failed on a damaged page".into(),
+                why,
             )))
         })
     };
