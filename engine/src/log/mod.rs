@@ -18,6 +18,7 @@ pub(crate) mod writer;
 
 use std::fmt;
 
+pub use frame::{FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES};
 pub use reader::{
     Cursor, FrameView, LogReader, READ_AHEAD_AFTER_FRAMES, READ_AHEAD_MIN_BYTES, TailStop,
 };
