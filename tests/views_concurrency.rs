@@ -111,10 +111,15 @@ fn readers_never_go_back_in_time_during_writes_and_snapshots() {
                 }
             });
         }
-        for w in writers {
-            w.join().unwrap();
-        }
+        // A writer that failed stops the readers too, so that the test
+        // fails instead of waiting for them forever.
+        let joined: Vec<_> = writers.into_iter().map(|w| w.join()).collect();
         done.store(true, Ordering::Release);
+        for j in joined {
+            if let Err(panic) = j {
+                std::panic::resume_unwind(panic);
+            }
+        }
     });
     assert_snapshots_ran(&engine);
 }
@@ -177,10 +182,15 @@ fn scans_see_whole_batches_during_writes_and_snapshots() {
                 }
             });
         }
-        for w in writers {
-            w.join().unwrap();
-        }
+        // A writer that failed stops the readers too, so that the test
+        // fails instead of waiting for them forever.
+        let joined: Vec<_> = writers.into_iter().map(|w| w.join()).collect();
         done.store(true, Ordering::Release);
+        for j in joined {
+            if let Err(panic) = j {
+                std::panic::resume_unwind(panic);
+            }
+        }
     });
     assert_snapshots_ran(&engine);
 }
