@@ -60,9 +60,7 @@ pub(crate) struct KeyBuf(Vec<u8>);
 
 impl KeyBuf {
     pub(crate) fn new(table: Table) -> KeyBuf {
-        // Room for a task attempt's key with typical names and the
-        // memtable's version suffix after it (`Memtable::insert_key`).
-        let mut v = Vec::with_capacity(96);
+        let mut v = Vec::with_capacity(64);
         v.push(table as u8);
         KeyBuf(v)
     }

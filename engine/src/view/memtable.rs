@@ -88,14 +88,6 @@ impl Memtable {
     pub fn insert(&self, key: &[u8], version: Version, value: Option<Bytes>) {
         let mut vkey = Vec::with_capacity(key.len() + SUFFIX_BYTES);
         vkey.extend_from_slice(key);
-        self.insert_key(vkey, version, value);
-    }
-
-    /// [`Memtable::insert`] of a key the caller built: the version is
-    /// appended in place (no copy when the key has room for
-    /// `SUFFIX_BYTES` more, as a `KeyBuf` has).
-    pub fn insert_key(&self, key: Vec<u8>, version: Version, value: Option<Bytes>) {
-        let mut vkey = key;
         vkey.extend_from_slice(&version.suffix());
         let size = vkey.len() as u64 + value.as_ref().map_or(0, |v| v.len() as u64);
         self.entries.insert(vkey, value);
@@ -209,29 +201,22 @@ impl Memtable {
             .any(|e| e.value().masks(key, written, at_lsn))
     }
 
-    /// Calls `f` with the newest version of every key, in key order:
-    /// (key, version, value or `None` for a tombstone), borrowed from the
-    /// memtable (a snapshot writes them without copying). Stops at the
-    /// first error `f` returns.
-    pub fn for_each_latest<E>(
-        &self,
-        mut f: impl FnMut(&[u8], Version, Option<&Bytes>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let mut previous: Option<crossbeam_skiplist::map::Entry<'_, Vec<u8>, Option<Bytes>>> = None;
+    /// Every key's newest version (all LSNs), for a snapshot: in key order.
+    pub fn latest(&self) -> Vec<(Vec<u8>, Version, Option<Bytes>)> {
+        let mut out: Vec<(Vec<u8>, Version, Option<Bytes>)> = Vec::new();
         for entry in self.entries.iter() {
             let vkey = entry.key();
             let (key, suffix) = vkey.split_at(vkey.len() - SUFFIX_BYTES);
-            // Versions of a key sort newest first: the first one is it.
-            if previous
-                .as_ref()
-                .is_some_and(|p| &p.key()[..p.key().len() - SUFFIX_BYTES] == key)
-            {
+            if out.last().is_some_and(|(k, _, _)| k.as_slice() == key) {
                 continue;
             }
-            f(key, Version::from_suffix(suffix), entry.value().as_ref())?;
-            previous = Some(entry);
+            out.push((
+                key.to_vec(),
+                Version::from_suffix(suffix),
+                entry.value().clone(),
+            ));
         }
-        Ok(())
+        out
     }
 
     pub fn bytes(&self) -> u64 {

@@ -40,7 +40,7 @@ use memtable::{Memtable, Version};
 type Entries = Vec<(Vec<u8>, Bytes)>;
 use record::{
     AttemptRecord, Capture, CheckpointRecord, KvValue, Record, RunRecord, SharedValue, TaskCounts,
-    TaskRecord, decode, encode, encode_bytes,
+    TaskRecord, decode, encode,
 };
 use store::Store;
 
@@ -445,10 +445,9 @@ impl Views {
                     lsn: version.lsn,
                     ts_micros: ts,
                 };
-                let bytes = encode_bytes(&record, KV_RECORD_BYTES + value.len() + meta.len());
-                m.insert_key(kv_key(attempt, key), version, Some(bytes));
+                m.insert(&kv_key(attempt, key), version, Some(encode(&record).into()));
             }
-            EventBody::Delete { attempt, key } => m.insert_key(kv_key(attempt, key), version, None),
+            EventBody::Delete { attempt, key } => m.insert(&kv_key(attempt, key), version, None),
             EventBody::ClearTask { task } => {
                 let (start, end) = prefix_range(&KeyBuf::new(Table::Kv).task(task).into_vec());
                 m.delete_range(start, end, version);
@@ -460,12 +459,13 @@ impl Views {
                     lsn: version.lsn,
                     ts_micros: ts,
                 };
-                let bytes = encode_bytes(&record, KV_RECORD_BYTES + value.len());
-                m.insert_key(task_kv_key(task, key), version, Some(bytes));
+                m.insert(
+                    &task_kv_key(task, key),
+                    version,
+                    Some(encode(&record).into()),
+                );
             }
-            EventBody::TaskDelete { task, key } => {
-                m.insert_key(task_kv_key(task, key), version, None);
-            }
+            EventBody::TaskDelete { task, key } => m.insert(&task_kv_key(task, key), version, None),
             EventBody::TaskStatus {
                 attempt,
                 status,
@@ -692,10 +692,6 @@ fn new_run(ts: i64) -> RunRecord {
         parent: None,
     }
 }
-
-/// An encoded `KvValue`'s bytes besides its value and metadata (the two
-/// relative pointers and lengths, the LSN and time, alignment), rounded up.
-const KV_RECORD_BYTES: usize = 48;
 
 fn kv_key(attempt: &AttemptScope, key: &str) -> Vec<u8> {
     KeyBuf::new(Table::Kv)

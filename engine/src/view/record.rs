@@ -191,26 +191,6 @@ where
         .into_vec()
 }
 
-/// [`encode`] into a `Bytes` that owns the serializer's buffer, made
-/// `capacity` bytes large up front: no copy out of it and, when the
-/// record fits, no growth (the memtable's values).
-pub(crate) fn encode_bytes<T>(record: &T, capacity: usize) -> bytes::Bytes
-where
-    T: for<'a> Serialize<
-        rkyv::api::high::HighSerializer<
-            rkyv::util::AlignedVec,
-            rkyv::ser::allocator::ArenaHandle<'a>,
-            Failure,
-        >,
-    >,
-{
-    let buf = rkyv::util::AlignedVec::<16>::with_capacity(capacity);
-    bytes::Bytes::from_owner(
-        rkyv::api::high::to_bytes_in::<_, Failure>(record, buf)
-            .expect("serializing into memory cannot fail"),
-    )
-}
-
 /// A record type the views store: read back through validation.
 pub(crate) trait Record: Sized {
     /// Validates `bytes` and decodes them.
@@ -278,29 +258,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The memtable's copy-free encoding writes the same bytes as the one
-    /// redb and the format define, whatever the capacity hint.
-    #[test]
-    fn encode_bytes_writes_what_encode_writes() {
-        for (value, meta) in [(0, 0), (1, 0), (100, 0), (100, 7), (4096, 300)] {
-            let record = KvValue {
-                value: vec![0xAB; value],
-                meta: vec![0xCD; meta],
-                lsn: 42,
-                ts_micros: -7,
-            };
-            for capacity in [0, 16, value + meta + 48, 1 << 16] {
-                assert_eq!(
-                    encode_bytes(&record, capacity).as_ref(),
-                    encode(&record).as_slice(),
-                    "value {value}, meta {meta}, capacity {capacity}"
-                );
-            }
-            let bytes = encode_bytes(&record, value + meta + 48);
-            assert_eq!(decode::<KvValue>(&bytes).unwrap(), record);
-        }
-    }
 
     /// Counts decoded from disk may be anything: the total saturates.
     #[test]

@@ -11,8 +11,7 @@
 //! `log_id` (u128 LE), `format_version` (u32 LE).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
@@ -115,22 +114,6 @@ impl RedbFile {
 pub(crate) struct Store {
     db: Database,
     path: PathBuf,
-    /// The read transaction point reads share (see [`Store::reader`]).
-    reader: RwLock<Option<Arc<Reader>>>,
-}
-
-/// A read transaction on the file's latest commit, with the tables point
-/// reads opened on it: one `begin_read` and one `open_table` per table per
-/// snapshot, instead of one of each per read.
-struct Reader {
-    txn: redb::ReadTransaction,
-    tables: [OnceLock<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>; Table::ALL.len()],
-}
-
-impl std::fmt::Debug for Reader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reader").finish_non_exhaustive()
-    }
 }
 
 /// The views file's meta: `(log_id, format_version, applied_lsn)`.
@@ -171,14 +154,6 @@ pub(crate) struct Opened {
 }
 
 impl Store {
-    fn new(db: Database, path: PathBuf) -> Store {
-        Store {
-            db,
-            path,
-            reader: RwLock::new(None),
-        }
-    }
-
     /// A redb error on this file: an I/O error stays one (a full disk is
     /// [`Error::DiskFull`]), anything else is [`Error::Views`].
     fn err(&self, e: impl Into<redb::Error>) -> Error {
@@ -202,7 +177,7 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
-        let store = Store::new(db, path);
+        let store = Store { db, path };
         Ok(match store.meta() {
             Ok(meta) => Probe {
                 path: store.path.clone(),
@@ -242,7 +217,10 @@ impl Store {
                     .remove_file(&path)
                     .map_err(|e| Error::io(&path, e))?;
                 // `open_db` drops the old head file with it.
-                let store = Store::new(open_db(storage, dir, &path)?, path);
+                let store = Store {
+                    db: open_db(storage, dir, &path)?,
+                    path,
+                };
                 (store, None)
             }
             Err(e) => {
@@ -363,25 +341,13 @@ impl Store {
         Ok(Some((id, version, Lsn(applied))))
     }
 
-    /// A write transaction that commits with quick-repair: redb saves its
-    /// allocator state with the commit (and commits in two phases), so an
-    /// open after a crash reads that state instead of walking and
-    /// checksumming the whole file to rebuild it, which takes time in
-    /// proportion to the views' size (0.5 s at a million keys, issue 16's
-    /// W6). The cost is one more header write and sync per snapshot.
-    fn begin_write(&self) -> Result<redb::WriteTransaction> {
-        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        txn.set_quick_repair(true);
-        Ok(txn)
-    }
-
     /// Creates every table and the meta of a new file, durably.
     fn init(&self, log_id: u128) -> Result<()> {
         guarded(&self.path, || self.init_unguarded(log_id))
     }
 
     fn init_unguarded(&self, log_id: u128) -> Result<()> {
-        let txn = self.begin_write()?;
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             for table in Table::ALL {
                 txn.open_table(table_def(table)).map_err(|e| self.err(e))?;
@@ -397,9 +363,7 @@ impl Store {
             meta.insert("applied_lsn", 0u64.to_le_bytes().as_slice())
                 .map_err(|e| self.err(e))?;
         }
-        let committed = txn.commit().map_err(|e| self.err(e));
-        self.forget_reader();
-        committed
+        txn.commit().map_err(|e| self.err(e))
     }
 
     /// Reads one view key.
@@ -410,56 +374,10 @@ impl Store {
     fn get_unguarded(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let table =
             Table::of(key).ok_or_else(|| views_err(&self.path, "a view key without a table"))?;
-        let reader = self.reader()?;
-        let slot = &reader.tables[Table::ALL
-            .iter()
-            .position(|t| *t == table)
-            .expect("ALL lists every table")];
-        let t = match slot.get() {
-            Some(t) => t,
-            None => {
-                let opened = reader
-                    .txn
-                    .open_table(table_def(table))
-                    .map_err(|e| self.err(e))?;
-                // Another reader may have opened it first: either is the
-                // same table of the same commit.
-                let _ = slot.set(opened);
-                slot.get().expect("set just above")
-            }
-        };
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(table_def(table)).map_err(|e| self.err(e))?;
         let value = t.get(&key[1..]).map_err(|e| self.err(e))?;
         Ok(value.map(|v| v.value().to_vec()))
-    }
-
-    /// The shared read transaction, begun on the latest commit if there is
-    /// none. A commit drops it ([`Store::forget_reader`]) before the
-    /// memtable it wrote leaves the levels, so a point read, which takes
-    /// the levels first and this after, always finds a memtable's batches
-    /// in one or the other. It begins under the write lock, which the drop
-    /// also takes: a transaction begun before a commit is never kept after
-    /// it.
-    fn reader(&self) -> Result<Arc<Reader>> {
-        if let Some(reader) = &*self.reader.read().unwrap_or_else(|e| e.into_inner()) {
-            return Ok(Arc::clone(reader));
-        }
-        let mut slot = self.reader.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(reader) = &*slot {
-            return Ok(Arc::clone(reader));
-        }
-        let reader = Arc::new(Reader {
-            txn: self.db.begin_read().map_err(|e| self.err(e))?,
-            tables: std::array::from_fn(|_| OnceLock::new()),
-        });
-        *slot = Some(Arc::clone(&reader));
-        Ok(reader)
-    }
-
-    /// Drops the shared read transaction after a commit: the next point
-    /// read begins one on the commit's data. (Held, it would also keep
-    /// redb from reusing the pages the commit freed.)
-    fn forget_reader(&self) {
-        *self.reader.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Every entry with a view key in `[start, end)`, which lie in one table.
@@ -513,7 +431,7 @@ impl Store {
     }
 
     fn write_snapshot_unguarded(&self, frozen: &Memtable, applied_lsn: Lsn) -> Result<()> {
-        let txn = self.begin_write()?;
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut tables = Vec::with_capacity(Table::ALL.len());
             for table in Table::ALL {
@@ -542,11 +460,11 @@ impl Store {
                 }
                 .map_err(|e| self.err(e))?;
             }
-            frozen.for_each_latest(|key, version, value| {
-                if frozen.masks(key, version, u64::MAX) {
-                    return Ok(()); // A later range tombstone removed it above.
+            for (key, version, value) in frozen.latest() {
+                if frozen.masks(&key, version, u64::MAX) {
+                    continue; // A later range tombstone removed it above.
                 }
-                let t = &mut tables[index(key)?];
+                let t = &mut tables[index(&key)?];
                 match value {
                     Some(value) => {
                         t.insert(&key[1..], value.as_ref())
@@ -556,8 +474,7 @@ impl Store {
                         t.remove(&key[1..]).map_err(|e| self.err(e))?;
                     }
                 }
-                Ok::<(), Error>(())
-            })?;
+            }
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             meta.insert("applied_lsn", applied_lsn.0.to_le_bytes().as_slice())
                 .map_err(|e| self.err(e))?;
@@ -568,11 +485,7 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         }
-        let committed = txn.commit().map_err(|e| self.err(e));
-        // Dropped after a failed commit too: redb may or may not have
-        // made it durable, and a read must not keep the commit before.
-        self.forget_reader();
-        committed
+        txn.commit().map_err(|e| self.err(e))
     }
 }
 
@@ -641,23 +554,10 @@ fn open_db(storage: &Arc<dyn Storage>, dir: &Path, path: &Path) -> Result<Databa
     // unreadable.
     let open = |file: &Arc<dyn StorageFile>, head: &Arc<dyn StorageFile>| {
         caught(|| {
-            let repaired = Arc::new(AtomicBool::new(false));
-            let flag = Arc::clone(&repaired);
-            let db = redb::Builder::new()
-                .set_repair_callback(move |_| flag.store(true, Ordering::Relaxed))
-                .create_with_backend(RedbFile {
-                    file: Arc::clone(file),
-                    head: Arc::clone(head),
-                });
-            if repaired.load(Ordering::Relaxed) {
-                FULL_REPAIRS.with(|n| n.set(n.get() + 1));
-                tracing::info!(
-                    path = %path.display(),
-                    "views repaired in full after an unclean shutdown (a file \
-                     written without quick-repair)"
-                );
-            }
-            db
+            redb::Builder::new().create_with_backend(RedbFile {
+                file: Arc::clone(file),
+                head: Arc::clone(head),
+            })
         })
         .unwrap_or_else(|why| {
             Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
@@ -685,19 +585,6 @@ fn open_db(storage: &Arc<dyn Storage>, dir: &Path, path: &Path) -> Result<Databa
             Ok(false) | Err(_) => Err(views_err(path, first)),
         },
     }
-}
-
-thread_local! {
-    /// Opens on this thread whose redb walked the whole file to rebuild
-    /// its allocator state (a crash of a file written without
-    /// quick-repair): what [`Store::begin_write`] prevents.
-    static FULL_REPAIRS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-/// How many views files opened on this thread needed redb's full repair.
-#[cfg(test)]
-pub(crate) fn full_repairs() -> u64 {
-    FULL_REPAIRS.with(std::cell::Cell::get)
 }
 
 /// Whether redb failed to open the file because the storage failed (an
