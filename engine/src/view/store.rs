@@ -11,7 +11,7 @@
 //! `log_id` (u128 LE), `format_version` (u32 LE).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
@@ -112,8 +112,26 @@ impl RedbFile {
 /// The open views file.
 #[derive(Debug)]
 pub(crate) struct Store {
+    /// The read transaction point reads share (see [`Store::reader`]).
+    /// Declared before `db` so that it drops first: the database closes
+    /// with no read transaction of its own still open.
+    reader: RwLock<Option<Arc<Reader>>>,
     db: Database,
     path: PathBuf,
+}
+
+/// A read transaction on the file's latest commit, with the tables point
+/// reads opened on it: one `begin_read` and one `open_table` per table per
+/// snapshot, instead of one of each per read.
+struct Reader {
+    txn: redb::ReadTransaction,
+    tables: [OnceLock<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>; Table::ALL.len()],
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").finish_non_exhaustive()
+    }
 }
 
 /// The views file's meta: `(log_id, format_version, applied_lsn)`.
@@ -154,6 +172,14 @@ pub(crate) struct Opened {
 }
 
 impl Store {
+    fn new(db: Database, path: PathBuf) -> Store {
+        Store {
+            db,
+            path,
+            reader: RwLock::new(None),
+        }
+    }
+
     /// A redb error on this file: an I/O error stays one (a full disk is
     /// [`Error::DiskFull`]), anything else is [`Error::Views`].
     fn err(&self, e: impl Into<redb::Error>) -> Error {
@@ -177,7 +203,7 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
-        let store = Store { db, path };
+        let store = Store::new(db, path);
         Ok(match store.meta() {
             Ok(meta) => Probe {
                 path: store.path.clone(),
@@ -217,10 +243,7 @@ impl Store {
                     .remove_file(&path)
                     .map_err(|e| Error::io(&path, e))?;
                 // `open_db` drops the old head file with it.
-                let store = Store {
-                    db: open_db(storage, dir, &path)?,
-                    path,
-                };
+                let store = Store::new(open_db(storage, dir, &path)?, path);
                 (store, None)
             }
             Err(e) => {
@@ -363,7 +386,9 @@ impl Store {
             meta.insert("applied_lsn", 0u64.to_le_bytes().as_slice())
                 .map_err(|e| self.err(e))?;
         }
-        txn.commit().map_err(|e| self.err(e))
+        let committed = txn.commit().map_err(|e| self.err(e));
+        self.forget_reader();
+        committed
     }
 
     /// Reads one view key.
@@ -374,10 +399,56 @@ impl Store {
     fn get_unguarded(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let table =
             Table::of(key).ok_or_else(|| views_err(&self.path, "a view key without a table"))?;
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = txn.open_table(table_def(table)).map_err(|e| self.err(e))?;
+        let reader = self.reader()?;
+        let slot = &reader.tables[Table::ALL
+            .iter()
+            .position(|t| *t == table)
+            .expect("ALL lists every table")];
+        let t = match slot.get() {
+            Some(t) => t,
+            None => {
+                let opened = reader
+                    .txn
+                    .open_table(table_def(table))
+                    .map_err(|e| self.err(e))?;
+                // Another reader may have opened it first: either is the
+                // same table of the same commit.
+                let _ = slot.set(opened);
+                slot.get().expect("set just above")
+            }
+        };
         let value = t.get(&key[1..]).map_err(|e| self.err(e))?;
         Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// The shared read transaction, begun on the latest commit if there is
+    /// none. A commit drops it ([`Store::forget_reader`]) before the
+    /// memtable it wrote leaves the levels, so a point read, which takes
+    /// the levels first and this after, always finds a memtable's batches
+    /// in one or the other. It begins under the write lock, which the drop
+    /// also takes: a transaction begun before a commit is never kept after
+    /// it.
+    fn reader(&self) -> Result<Arc<Reader>> {
+        if let Some(reader) = &*self.reader.read().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(Arc::clone(reader));
+        }
+        let mut slot = self.reader.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(reader) = &*slot {
+            return Ok(Arc::clone(reader));
+        }
+        let reader = Arc::new(Reader {
+            txn: self.db.begin_read().map_err(|e| self.err(e))?,
+            tables: std::array::from_fn(|_| OnceLock::new()),
+        });
+        *slot = Some(Arc::clone(&reader));
+        Ok(reader)
+    }
+
+    /// Drops the shared read transaction after a commit: the next point
+    /// read begins one on the commit's data. (Held, it would also keep
+    /// redb from reusing the pages the commit freed.)
+    fn forget_reader(&self) {
+        *self.reader.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Every entry with a view key in `[start, end)`, which lie in one table.
@@ -485,7 +556,11 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         }
-        txn.commit().map_err(|e| self.err(e))
+        let committed = txn.commit().map_err(|e| self.err(e));
+        // Dropped after a failed commit too: redb may or may not have
+        // made it durable, and a read must not keep the commit before.
+        self.forget_reader();
+        committed
     }
 }
 
