@@ -79,7 +79,7 @@ fn snapshots_and_retention() {
 #[test]
 fn reopen_after_a_poison() {
     let report = torture(POISON, 1, 2, 1_500, 0);
-    assert_ran(POISON.name, &report, 940);
+    assert_ran(POISON.name, &report, 930);
 }
 
 /// Checkpoints taken, restored, deleted and pruned between writes.

@@ -346,11 +346,16 @@ fn every_damage_at_several_crash_points() {
                 fault: None,
                 capacity: None,
             };
-            match check(&s) {
-                Ok(Crashed::WithAcks) => {}
-                Ok(Crashed::Otherwise) => panic!("{s:?}: did not crash mid-run"),
+            // Three writers and the snapshotter race, so a run makes a
+            // different number of operations from its dry run: one that
+            // ended before its crash point (checked all the same, as a
+            // clean close) is tried again with a fresh dry run. A case
+            // that never lands mid-run in five tries fails.
+            let landed = (0..5).any(|_| match check(&s) {
+                Ok(crashed) => crashed == Crashed::WithAcks,
                 Err(e) => panic!("{s:?}: {e}"),
-            }
+            });
+            assert!(landed, "{s:?}: did not crash mid-run in five tries");
         }
     }
 }
