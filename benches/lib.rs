@@ -13,7 +13,7 @@ pub fn put_event(i: u64, value_bytes: usize) -> Event {
     Event {
         ts_micros: 1_700_000_000_000_000 + i as i64,
         body: EventBody::Put {
-            attempt: AttemptScope {
+            attempt: std::sync::Arc::new(AttemptScope {
                 task: TaskScope {
                     run: RunScope {
                         tenant: "acme".into(),
@@ -23,7 +23,7 @@ pub fn put_event(i: u64, value_bytes: usize) -> Event {
                     task: "ocr".into(),
                 },
                 try_number: 1,
-            },
+            }),
             key: format!("k{}", i % 1000),
             value: vec![(i % 251) as u8; value_bytes],
             meta: Vec::new(),

@@ -41,7 +41,7 @@ fn status(task: &str, status: TaskStatus) -> Event {
 
 fn put(task: &str, key: &str, value: &str) -> Event {
     Event::now(EventBody::Put {
-        attempt: attempt(task),
+        attempt: std::sync::Arc::new(attempt(task)),
         key: key.into(),
         value: value.as_bytes().to_vec(),
         meta: Vec::new(),

@@ -244,9 +244,10 @@ impl Condition {
                 _ => false,
             },
             Condition::TaskKnown { task } => match body {
-                EventBody::Put { attempt, .. }
-                | EventBody::Delete { attempt, .. }
-                | EventBody::TaskStatus { attempt, .. } => attempt.task == *task,
+                EventBody::Put { attempt, .. } => attempt.task == *task,
+                EventBody::Delete { attempt, .. } | EventBody::TaskStatus { attempt, .. } => {
+                    attempt.task == *task
+                }
                 EventBody::ClearTask { task: t }
                 | EventBody::TaskPut { task: t, .. }
                 | EventBody::TaskDelete { task: t, .. } => t == task,
@@ -425,10 +426,10 @@ mod tests {
         let purge = Event::now(EventBody::PurgeRun { run: a.run.clone() });
         assert!(c.may_affect(&purge));
         let put = Event::now(EventBody::Put {
-            attempt: AttemptScope {
+            attempt: std::sync::Arc::new(AttemptScope {
                 task: a.clone(),
                 try_number: 1,
-            },
+            }),
             key: "k".into(),
             value: Vec::new(),
             meta: Vec::new(),

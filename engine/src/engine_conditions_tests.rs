@@ -173,7 +173,7 @@ fn a_refused_batch_is_never_written() {
         .append(vec![status(&a, TaskStatus::Scheduled)])
         .unwrap();
     let put = Event::now(EventBody::Put {
-        attempt: a.clone(),
+        attempt: std::sync::Arc::new(a.clone()),
         key: "k".into(),
         value: b"v".to_vec(),
         meta: Vec::new(),
@@ -210,7 +210,7 @@ fn each_condition_reads_what_it_names() {
         engine.append_if(
             vec![c],
             vec![Event::now(EventBody::Put {
-                attempt: attempt("probe", 1),
+                attempt: std::sync::Arc::new(attempt("probe", 1)),
                 key: "k".into(),
                 value: Vec::new(),
                 meta: Vec::new(),

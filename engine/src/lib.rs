@@ -15,13 +15,14 @@
 //!
 //! let dir = tempfile::tempdir()?;
 //! let engine = Engine::open(dir.path())?;
-//! let attempt = AttemptScope {
+//! // Shared by the batch's events (each holds it; the log stores it inline).
+//! let attempt = std::sync::Arc::new(AttemptScope {
 //!     task: TaskScope {
 //!         run: RunScope { tenant: "acme".into(), dag: "docs".into(), run: "r1".into() },
 //!         task: "ocr".into(),
 //!     },
 //!     try_number: 1,
-//! };
+//! });
 //! let put = |key: &str, value: &[u8]| {
 //!     Event::now(EventBody::Put {
 //!         attempt: attempt.clone(),

@@ -90,6 +90,11 @@ impl RunContext {
         self.scope.get_or_init(|| Arc::new(self.ti.attempt_scope()))
     }
 
+    /// The scope, shared: what a `Put` event holds (no copy per set).
+    fn scope_arc(&self) -> Arc<AttemptScope> {
+        Arc::clone(self.scope.get_or_init(|| Arc::new(self.ti.attempt_scope())))
+    }
+
     /// The task attempt this context writes as.
     pub fn ti(&self) -> &TaskRef {
         &self.ti
@@ -119,7 +124,7 @@ impl RunContext {
     pub fn push(&self, key: &str, value: impl AsRef<[u8]>, meta: impl AsRef<[u8]>) -> Result<Lsn> {
         check_key(key)?;
         self.append(vec![EventBody::Put {
-            attempt: self.scope().clone(),
+            attempt: self.scope_arc(),
             key: key.into(),
             value: value.as_ref().to_vec(),
             meta: meta.as_ref().to_vec(),
@@ -430,7 +435,7 @@ impl Batch<'_> {
     pub fn push(mut self, key: &str, value: impl AsRef<[u8]>, meta: impl AsRef<[u8]>) -> Self {
         if self.key_ok(key) {
             self.body.push(EventBody::Put {
-                attempt: self.ctx.scope().clone(),
+                attempt: self.ctx.scope_arc(),
                 key: key.into(),
                 value: value.as_ref().to_vec(),
                 meta: meta.as_ref().to_vec(),

@@ -160,7 +160,7 @@ impl Acked {
                     key: k,
                     value: v,
                     ..
-                } if *a == attempt && k == key => value = Some(v.as_slice()),
+                } if **a == attempt && k == key => value = Some(v.as_slice()),
                 EventBody::Delete { attempt: a, key: k } if *a == attempt && k == key => {
                     value = None;
                 }

@@ -349,7 +349,7 @@ pub fn event(universe: &Universe) -> impl Strategy<Value = Event> + use<> {
     let checkpoint = proptest::sample::select(vec!["one".to_string(), "two".to_string()]);
     let body = prop_oneof![
         8 => (attempt.clone(), key.clone(), value.clone(), value.clone())
-            .prop_map(|(attempt, key, value, meta)| EventBody::Put { attempt, key, value, meta }),
+            .prop_map(|(attempt, key, value, meta)| EventBody::Put { attempt: attempt.into(), key, value, meta }),
         2 => (attempt.clone(), key.clone()).prop_map(|(attempt, key)| EventBody::Delete { attempt, key }),
         1 => task.clone().prop_map(|task| EventBody::ClearTask { task }),
         3 => (task.clone(), key.clone(), value.clone())

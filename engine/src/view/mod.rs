@@ -784,7 +784,7 @@ pub struct Sizes {
 ///     try_number: 1,
 /// };
 /// engine.append(vec![Event::now(EventBody::Put {
-///     attempt: attempt.clone(),
+///     attempt: attempt.clone().into(),
 ///     key: "pages".into(),
 ///     value: b"12".to_vec(),
 ///     meta: Vec::new(),
