@@ -85,14 +85,10 @@ impl RunContext {
         }
     }
 
-    /// The engine's scope of this attempt.
-    fn scope(&self) -> &AttemptScope {
+    /// The engine's scope of this attempt, built once and shared: a `Put`
+    /// event holds it without a copy per set.
+    fn scope(&self) -> &Arc<AttemptScope> {
         self.scope.get_or_init(|| Arc::new(self.ti.attempt_scope()))
-    }
-
-    /// The scope, shared: what a `Put` event holds (no copy per set).
-    fn scope_arc(&self) -> Arc<AttemptScope> {
-        Arc::clone(self.scope.get_or_init(|| Arc::new(self.ti.attempt_scope())))
     }
 
     /// The task attempt this context writes as.
@@ -124,7 +120,7 @@ impl RunContext {
     pub fn push(&self, key: &str, value: impl AsRef<[u8]>, meta: impl AsRef<[u8]>) -> Result<Lsn> {
         check_key(key)?;
         self.append(vec![EventBody::Put {
-            attempt: self.scope_arc(),
+            attempt: Arc::clone(self.scope()),
             key: key.into(),
             value: value.as_ref().to_vec(),
             meta: meta.as_ref().to_vec(),
@@ -171,7 +167,7 @@ impl RunContext {
     pub fn delete(&self, key: &str) -> Result<Lsn> {
         check_key(key)?;
         self.append(vec![EventBody::Delete {
-            attempt: self.scope().clone(),
+            attempt: AttemptScope::clone(self.scope()),
             key: key.into(),
         }])
     }
@@ -435,7 +431,7 @@ impl Batch<'_> {
     pub fn push(mut self, key: &str, value: impl AsRef<[u8]>, meta: impl AsRef<[u8]>) -> Self {
         if self.key_ok(key) {
             self.body.push(EventBody::Put {
-                attempt: self.ctx.scope_arc(),
+                attempt: Arc::clone(self.ctx.scope()),
                 key: key.into(),
                 value: value.as_ref().to_vec(),
                 meta: meta.as_ref().to_vec(),
@@ -462,7 +458,7 @@ impl Batch<'_> {
     pub fn delete(mut self, key: &str) -> Self {
         if self.key_ok(key) {
             self.body.push(EventBody::Delete {
-                attempt: self.ctx.scope().clone(),
+                attempt: AttemptScope::clone(self.ctx.scope()),
                 key: key.into(),
             });
         }

@@ -114,8 +114,6 @@ impl RedbFile {
 #[derive(Debug)]
 pub(crate) struct Store {
     /// The read transaction point reads share (see [`Store::reader`]).
-    /// Declared before `db` so that it drops first: the database closes
-    /// with no read transaction of its own still open.
     reader: RwLock<Option<Arc<Reader>>>,
     /// `None` only inside [`Drop`], which closes it (see there).
     db: Option<Database>,
@@ -123,8 +121,8 @@ pub(crate) struct Store {
 }
 
 impl Drop for Store {
-    /// Closes the file with every read transaction gone and redb's panics
-    /// caught: redb's close commits its allocator state, which reads the
+    /// Closes the file with the shared read transaction dropped first and
+    /// redb's panics caught: redb's close commits its allocator state, which reads the
     /// file's pages, and on a damaged page redb panics. Such a close leaves
     /// the file as a crash would, for the next open to repair or rebuild.
     fn drop(&mut self) {
