@@ -13,6 +13,7 @@ pub fn put_event(i: u64, value_bytes: usize) -> Event {
     Event {
         ts_micros: 1_700_000_000_000_000 + i as i64,
         body: EventBody::Put {
+            codec: waymark_engine::Codec::Raw,
             attempt: std::sync::Arc::new(AttemptScope {
                 task: TaskScope {
                     run: RunScope {

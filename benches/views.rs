@@ -42,6 +42,7 @@ fn event(i: u64) -> Event {
     Event {
         ts_micros: 1_700_000_000_000_000 + i as i64,
         body: EventBody::Put {
+            codec: waymark_engine::Codec::Raw,
             attempt: std::sync::Arc::new(attempt(k % 100)),
             key: format!("key-{k:08}"),
             value: vec![(i % 251) as u8; VALUE_BYTES],

@@ -219,6 +219,6 @@ fn the_seed_corpus_covers_every_target_and_runs() {
     let (_, recovery) = seeds.iter().find(|(n, _)| *n == "recovery").expect("seeds");
     assert_eq!(
         waymark_engine::__fuzz::recovery(&recovery[0]),
-        Some(waymark_engine::Lsn(2))
+        Some(waymark_engine::Lsn(3))
     );
 }

@@ -123,6 +123,7 @@ fn batch(i: u64) -> Vec<Event> {
     vec![Event {
         ts_micros: i as i64,
         body: EventBody::SharedPut {
+            codec: waymark_engine::Codec::Raw,
             run: RunScope {
                 tenant: "acme".into(),
                 dag: "documents".into(),

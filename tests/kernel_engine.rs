@@ -270,6 +270,7 @@ fn a_run_as_of_a_time_never_holds_part_of_a_batch() {
     let put = |key: &str, ts_micros: i64| Event {
         ts_micros,
         body: EventBody::Put {
+            codec: waymark_engine::Codec::Raw,
             attempt: std::sync::Arc::new(t1.attempt_scope()),
             key: key.into(),
             value: b"v".to_vec(),

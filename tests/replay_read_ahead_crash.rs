@@ -31,6 +31,7 @@ fn batch(i: u32) -> Vec<Event> {
     vec![Event {
         ts_micros: i64::from(i),
         body: EventBody::SharedPut {
+            codec: waymark_engine::Codec::Raw,
             run: run(),
             key: format!("b{i}"),
             value: vec![(i % 251) as u8; 2048],

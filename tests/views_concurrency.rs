@@ -71,6 +71,7 @@ fn readers_never_go_back_in_time_during_writes_and_snapshots() {
                     let key = format!("k{}", round % u64::from(KEYS));
                     engine
                         .append(vec![Event::now(EventBody::Put {
+                            codec: waymark_engine::Codec::Raw,
                             attempt: std::sync::Arc::new(attempt(w)),
                             key: key.clone(),
                             value: round.to_be_bytes().to_vec(),
@@ -142,6 +143,7 @@ fn scans_see_whole_batches_during_writes_and_snapshots() {
                 for round in 1..=BATCHES {
                     let put = |key: String| {
                         Event::now(EventBody::Put {
+                            codec: waymark_engine::Codec::Raw,
                             attempt: std::sync::Arc::new(attempt(w)),
                             key,
                             value: round.to_be_bytes().to_vec(),

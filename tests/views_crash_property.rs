@@ -14,7 +14,9 @@
 //! Log and redb share the simulated disk (redb's `StorageBackend` runs on
 //! the engine's storage). Explicit snapshots run on the writing thread, so a
 //! case replays exactly from its seed; one case in four also lets the
-//! background snapshotter run, which adds thread interleavings.
+//! background snapshotter run, which adds thread interleavings. Half the
+//! cases store values compressed (`Options::compression`): the views and
+//! the log still read back exactly the values written.
 //! `WAYMARK_PROPTEST_CASES` raises the case count.
 
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use waymark_engine::storage::{Damage, SimDisk, Storage};
 use waymark_engine::{
-    Durability, Engine, Event, LogReader, Lsn, Options, Retention, SnapshotOptions,
+    Compression, Durability, Engine, Event, LogReader, Lsn, Options, Retention, SnapshotOptions,
 };
 use waymark_tests::model::{Model, Universe, event};
 use waymark_tests::{CrashAt, Crashed, crash_property, proptest_cases};
@@ -48,6 +50,8 @@ struct Scenario {
     crash_at: CrashAt,
     damage: Damage,
     crash_in_recovery: Option<(u64, Damage)>,
+    /// Values of at least 16 bytes stored compressed.
+    compression: bool,
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -77,6 +81,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         CrashAt::strategy(),
         proptest::sample::select(Damage::ALL.to_vec()),
         proptest::option::of((0..200u64, proptest::sample::select(Damage::ALL.to_vec()))),
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -90,6 +95,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 crash_at,
                 damage,
                 crash_in_recovery,
+                compression,
             )| Scenario {
                 seed,
                 batches,
@@ -101,6 +107,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 crash_at,
                 damage,
                 crash_in_recovery,
+                compression,
             },
         )
 }
@@ -118,6 +125,10 @@ fn options(s: &Scenario) -> Options {
         } else {
             SnapshotOptions::manual()
         },
+        compression: s.compression.then_some(Compression {
+            level: 1,
+            min_bytes: 16,
+        }),
         ..Options::default()
     }
 }
@@ -302,6 +313,7 @@ fn views_ahead_of_every_frame_on_disk() {
         vec![Event {
             ts_micros: i64::from(i),
             body: waymark_engine::EventBody::SharedPut {
+                codec: waymark_engine::Codec::Raw,
                 run: run.clone(),
                 key: "k".into(),
                 value: vec![i; 300],
@@ -323,6 +335,7 @@ fn views_ahead_of_every_frame_on_disk() {
         crash_at: CrashAt::Never,
         damage: Damage::KeepAll,
         crash_in_recovery: None,
+        compression: false,
     };
     let disk = SimDisk::new(s.seed);
     let storage: Arc<dyn Storage> = Arc::new(disk.clone());

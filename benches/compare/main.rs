@@ -519,5 +519,20 @@ fn targets_table(rows: &[Row]) -> String {
         .and_then(|r| r.of(System::Waymark))
         .and_then(|m| m.gb_per_sec);
     add("W7 ≥ 3 GB/s".to_owned(), gb, gb.map(|g| g >= 3.0), " GB/s");
+    let w8 = find("W8").and_then(|r| r.of(System::Waymark).zip(r.of(System::WaymarkZstd)));
+    let fewer = w8.and_then(|(plain, zstd)| Some(plain.bytes_per_op? / zstd.bytes_per_op?));
+    add(
+        "W8 with compression: ≥ 3× fewer bytes per set".to_owned(),
+        fewer,
+        fewer.map(|r| r >= 3.0),
+        "×",
+    );
+    let speed = w8.and_then(|(plain, zstd)| Some(zstd.ops_per_sec? / plain.ops_per_sec?));
+    add(
+        "W8 with compression: ≥ 0.8× the sets/s without".to_owned(),
+        speed,
+        speed.map(|r| r >= 0.8),
+        "×",
+    );
     format!("Targets (issue 16)\n{t}")
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use redb::ReadableDatabase;
 use waymark_engine::log::{FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES};
-use waymark_engine::{LogReader, Lsn, Options};
+use waymark_engine::{Compression, LogReader, Lsn, Options};
 use waymark_kernel::{Kernel, RunContext, RunRef, TaskRef};
 
 /// The run every workload writes to.
@@ -67,6 +67,10 @@ fn prefix_end(task: usize) -> String {
 pub enum System {
     /// waymark through `waymark_kernel`, default `Sync` durability.
     Waymark,
+    /// The same with value compression (`Options::compression`, zstd level
+    /// 3, values of 1 KiB and more): W8 only.
+    #[value(name = "waymark-zstd")]
+    WaymarkZstd,
     /// SQLite, WAL mode, `synchronous=FULL`, Marie's `task_state` table.
     Sqlite,
     /// redb, one write transaction per commit (`Durability::Immediate`).
@@ -81,19 +85,21 @@ pub enum System {
 
 impl System {
     /// Every system, in the table's order.
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 7] = [
         System::Floor,
         System::Sqlite,
         System::Redb,
         System::Fjall,
         System::Rocksdb,
         System::Waymark,
+        System::WaymarkZstd,
     ];
 
     /// The name in tables and JSON.
     pub fn name(self) -> &'static str {
         match self {
             System::Waymark => "waymark",
+            System::WaymarkZstd => "waymark-zstd",
             System::Sqlite => "sqlite",
             System::Redb => "redb",
             System::Fjall => "fjall",
@@ -104,7 +110,7 @@ impl System {
 
     /// Whether this is waymark (in either configuration).
     pub fn is_waymark(self) -> bool {
-        matches!(self, System::Waymark)
+        matches!(self, System::Waymark | System::WaymarkZstd)
     }
 
     /// Opens (or creates) this system's store in `dir`.
@@ -112,6 +118,13 @@ impl System {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         Ok(match self {
             System::Waymark => Box::new(Waymark::open(dir, Options::default())?),
+            System::WaymarkZstd => Box::new(Waymark::open(
+                dir,
+                Options {
+                    compression: Some(Compression::default()),
+                    ..Options::default()
+                },
+            )?),
             System::Sqlite => Box::new(Sqlite::open(dir)?),
             System::Redb => Box::new(Redb::open(dir)?),
             System::Fjall => Box::new(Fjall::open(dir)?),
@@ -126,7 +139,7 @@ impl System {
     /// replay their journals, which is not the read compared here).
     pub fn scan(self, dir: &Path) -> Result<(u64, u64, Duration)> {
         match self {
-            System::Waymark => {
+            System::Waymark | System::WaymarkZstd => {
                 let reader = LogReader::open(dir.join(WAYMARK_DIR))?;
                 let start = std::time::Instant::now();
                 let mut cursor = reader.cursor(Lsn(1));

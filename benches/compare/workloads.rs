@@ -76,9 +76,15 @@ impl Workload {
         }
     }
 
-    /// Whether `system` takes part (the floor has no reads and no open).
+    /// Whether `system` takes part (the floor has no reads and no open;
+    /// waymark with compression differs from waymark only where values
+    /// reach its 1 KiB threshold: W8).
     pub fn applies_to(self, system: System) -> bool {
-        !(system == System::Floor && matches!(self, Workload::W4 | Workload::W6))
+        match system {
+            System::Floor => !matches!(self, Workload::W4 | Workload::W6),
+            System::WaymarkZstd => self == Workload::W8,
+            _ => true,
+        }
     }
 }
 

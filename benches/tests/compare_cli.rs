@@ -24,15 +24,24 @@ fn every_workload_runs_on_every_system_and_reports_json() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
         .collect();
-    let systems = ["floor", "sqlite", "redb", "fjall", "rocksdb", "waymark"];
+    let systems = [
+        "floor",
+        "sqlite",
+        "redb",
+        "fjall",
+        "rocksdb",
+        "waymark",
+        "waymark-zstd",
+    ];
     let workloads = [
         "W1", "W2", "W3", "W4", "W5", "W6/1e3", "W6/3000", "W7", "W8",
     ];
     for w in workloads {
         for s in systems {
             let no_reads = s == "floor" && (w == "W4" || w.starts_with("W6"));
+            let w8_only = s == "waymark-zstd" && w != "W8";
             let row = rows.iter().find(|r| r["workload"] == w && r["system"] == s);
-            assert_eq!(row.is_none(), no_reads, "{w} on {s}: {row:?}");
+            assert_eq!(row.is_none(), no_reads || w8_only, "{w} on {s}: {row:?}");
             let Some(row) = row else { continue };
             if w.starts_with("W6") {
                 assert!(row["open_ms"].as_f64().is_some_and(|v| v > 0.0), "{row}");
@@ -61,5 +70,19 @@ fn every_workload_runs_on_every_system_and_reports_json() {
             }
         }
     }
-    assert_eq!(rows.len(), workloads.len() * systems.len() - 3);
+    // The floor runs neither W4 nor W6; waymark-zstd runs W8 alone.
+    assert_eq!(rows.len(), workloads.len() * (systems.len() - 1) - 3 + 1);
+    // Compression stores W8's JSON in fewer bytes.
+    let bytes = |s: &str| {
+        rows.iter()
+            .find(|r| r["workload"] == "W8" && r["system"] == s)
+            .and_then(|r| r["bytes_per_op"].as_f64())
+            .expect("W8 reports bytes per set")
+    };
+    assert!(
+        bytes("waymark-zstd") * 2.0 < bytes("waymark"),
+        "{} bytes per set compressed, {} without",
+        bytes("waymark-zstd"),
+        bytes("waymark")
+    );
 }

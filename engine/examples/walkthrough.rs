@@ -41,6 +41,7 @@ fn status(task: &str, status: TaskStatus) -> Event {
 
 fn put(task: &str, key: &str, value: &str) -> Event {
     Event::now(EventBody::Put {
+        codec: waymark_engine::Codec::Raw,
         attempt: std::sync::Arc::new(attempt(task)),
         key: key.into(),
         value: value.as_bytes().to_vec(),

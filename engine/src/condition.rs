@@ -426,6 +426,7 @@ mod tests {
         let purge = Event::now(EventBody::PurgeRun { run: a.run.clone() });
         assert!(c.may_affect(&purge));
         let put = Event::now(EventBody::Put {
+            codec: crate::Codec::Raw,
             attempt: std::sync::Arc::new(AttemptScope {
                 task: a.clone(),
                 try_number: 1,

@@ -316,8 +316,8 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`Error::EmptyBatch`] and [`Error::LimitExceeded`] before anything is
-    /// written; [`Error::Poisoned`] after an earlier failure; I/O errors
+    /// [`Error::EmptyBatch`], [`Error::LimitExceeded`] and
+    /// [`Error::InvalidEvent`] before anything is written; [`Error::Poisoned`] after an earlier failure; I/O errors
     /// ([`Error::Io`], [`Error::DiskFull`]) if the batch's group failed, in
     /// which case the batch may or may not be in the log after a reopen, but
     /// never partly; [`Error::Closed`] after [`Engine::close`].
@@ -346,7 +346,7 @@ impl Engine {
     /// failed, and what the views held): nothing was written. A view that
     /// cannot be read ([`Error::CorruptView`], [`Error::Views`]) fails the
     /// batch likewise. Else as [`Engine::append`].
-    pub fn append_if(&self, conditions: Vec<Condition>, batch: Vec<Event>) -> Result<Lsn> {
+    pub fn append_if(&self, conditions: Vec<Condition>, mut batch: Vec<Event>) -> Result<Lsn> {
         let limits = &self.inner.options.limits;
         if batch.is_empty() {
             return Err(Error::EmptyBatch);
@@ -374,6 +374,11 @@ impl Engine {
         }
         if let Some(e) = self.inner.shared.poisoned() {
             return Err(e);
+        }
+        // On the caller's thread, once: the log and the views store the
+        // same compressed bytes.
+        if let Some(compression) = &self.inner.options.compression {
+            crate::event::compress_values(&mut batch, compression);
         }
         let payload = encode_batch(&batch)?;
         if payload.len() as u64 > batch_bytes_max {
@@ -595,7 +600,7 @@ fn replay_into(
     };
     let mut last = None;
     while let Some(frame) = cursor.next_frame()? {
-        let events = frame.decode()?;
+        let events = frame.decode_stored()?;
         views.apply(frame.lsn(), &events)?;
         stats.batches += 1;
         stats.events += events.len() as u64;
@@ -709,3 +714,7 @@ mod tests;
 #[cfg(test)]
 #[path = "engine_conditions_tests.rs"]
 mod condition_tests;
+
+#[cfg(test)]
+#[path = "engine_compression_tests.rs"]
+mod compression_tests;

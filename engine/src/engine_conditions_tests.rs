@@ -130,6 +130,7 @@ fn racing_first_writes_of_an_immutable_variable_leave_one_value() {
                 let (engine, barrier) = (&engine, &barrier);
                 s.spawn(move || {
                     let put = Event::now(EventBody::SharedPut {
+                        codec: crate::Codec::Raw,
                         run: run(),
                         key: "threshold".into(),
                         value: vec![v],
@@ -173,6 +174,7 @@ fn a_refused_batch_is_never_written() {
         .append(vec![status(&a, TaskStatus::Scheduled)])
         .unwrap();
     let put = Event::now(EventBody::Put {
+        codec: crate::Codec::Raw,
         attempt: std::sync::Arc::new(a.clone()),
         key: "k".into(),
         value: b"v".to_vec(),
@@ -210,6 +212,7 @@ fn each_condition_reads_what_it_names() {
         engine.append_if(
             vec![c],
             vec![Event::now(EventBody::Put {
+                codec: crate::Codec::Raw,
                 attempt: std::sync::Arc::new(attempt("probe", 1)),
                 key: "k".into(),
                 value: Vec::new(),
@@ -296,6 +299,7 @@ fn each_condition_reads_what_it_names() {
     // Task state alone makes a task known.
     engine
         .append(vec![Event::now(EventBody::TaskPut {
+            codec: crate::Codec::Raw,
             task: task("index"),
             key: "cursor".into(),
             value: b"3".to_vec(),

@@ -16,6 +16,7 @@ fn event(i: u64, value_len: usize) -> Event {
     Event {
         ts_micros: i as i64,
         body: EventBody::SharedPut {
+            codec: crate::Codec::Raw,
             run: RunScope {
                 tenant: "t".into(),
                 dag: "d".into(),
@@ -1088,6 +1089,7 @@ fn sizes_account_live_bytes_per_run_and_tenant() {
     let put = |tenant: &str, run: &str, key: &str, len: usize| Event {
         ts_micros: 1,
         body: EventBody::SharedPut {
+            codec: crate::Codec::Raw,
             run: RunScope {
                 tenant: tenant.into(),
                 dag: "d".into(),
@@ -2128,6 +2130,7 @@ fn a_scan_never_mixes_a_snapshot_newer_than_its_lsn() {
     let put = |key: &str, value: &[u8]| Event {
         ts_micros: 0,
         body: EventBody::SharedPut {
+            codec: crate::Codec::Raw,
             run: run.clone(),
             key: key.into(),
             value: value.to_vec(),

@@ -217,6 +217,15 @@ pub enum Error {
     /// A batch had no events.
     #[error("a batch must hold at least one event")]
     EmptyBatch,
+    /// An event is not what its fields say (a value marked compressed that
+    /// is not a zstd frame); nothing was written.
+    #[error("the event for key {key:?} is invalid: {why}")]
+    InvalidEvent {
+        /// The event's key.
+        key: String,
+        /// What is wrong.
+        why: String,
+    },
     /// The options are inconsistent.
     #[error("invalid options: {0}")]
     InvalidOptions(String),

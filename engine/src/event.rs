@@ -16,6 +16,7 @@
 // item written in this file is documented by hand.
 #![allow(missing_docs)]
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use rkyv::{Archive, Deserialize, Serialize};
@@ -110,12 +111,166 @@ pub struct ParentRef {
     pub task: String,
 }
 
+/// How a value's bytes are stored: as written, or compressed (format
+/// version 3; FORMAT.md, "Value compression"). The engine compresses on
+/// [`crate::Engine::append`] when [`crate::Options::compression`] asks it
+/// to, and every reader gets the value back as written: a caller always
+/// appends [`Codec::Raw`], and [`crate::log::FrameView::decode`] and the
+/// views return raw values. Only the zero-copy
+/// [`crate::log::FrameView::events`] shows stored bytes; [`Codec::decode`]
+/// restores them.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug, PartialEq, Eq), attr(allow(missing_docs)))]
+#[repr(u8)]
+pub enum Codec {
+    /// The bytes as written.
+    #[default]
+    Raw = 0,
+    /// A zstd frame of the bytes as written.
+    Zstd = 1,
+}
+
+/// The largest value a compressed value may restore to: the format's frame
+/// limit (1 GiB). A zstd frame that claims more is refused unread.
+pub const DECOMPRESSED_BYTES_MAX: u64 = crate::log::frame::FRAME_PAYLOAD_BYTES_MAX;
+
+impl Codec {
+    /// The bytes as written, from `stored` (borrowed when raw).
+    ///
+    /// # Errors
+    ///
+    /// Why `stored` is not what its codec says: not a zstd frame, no
+    /// recorded size, a size over [`DECOMPRESSED_BYTES_MAX`], or a frame
+    /// that does not restore to the size it records.
+    ///
+    /// ```
+    /// use waymark_engine::Codec;
+    ///
+    /// assert_eq!(&*Codec::Raw.decode(b"12 pages")?, b"12 pages");
+    /// assert!(Codec::Zstd.decode(b"12 pages").is_err());
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn decode(self, stored: &[u8]) -> std::result::Result<Cow<'_, [u8]>, String> {
+        match self {
+            Codec::Raw => Ok(Cow::Borrowed(stored)),
+            Codec::Zstd => decompress(stored).map(Cow::Owned),
+        }
+    }
+}
+
+impl ArchivedCodec {
+    /// The codec, from its archived form.
+    pub fn native(&self) -> Codec {
+        match self {
+            ArchivedCodec::Raw => Codec::Raw,
+            ArchivedCodec::Zstd => Codec::Zstd,
+        }
+    }
+}
+
+/// The size a zstd frame records for its content.
+fn zstd_content_size(frame: &[u8]) -> std::result::Result<u64, String> {
+    match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(n)) if n <= DECOMPRESSED_BYTES_MAX => Ok(n),
+        Ok(Some(n)) => Err(format!(
+            "a compressed value claims {n} bytes, over the format's {DECOMPRESSED_BYTES_MAX}"
+        )),
+        Ok(None) => Err("a compressed value's zstd frame does not record its size".into()),
+        Err(_) => Err("a compressed value is not a zstd frame".into()),
+    }
+}
+
+thread_local! {
+    /// A zstd context per thread, at the level it was made for: a context
+    /// holds megabytes of tables, too much to build per value.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn decompress(frame: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let size = zstd_content_size(frame)?;
+    let size = usize::try_from(size).map_err(|_| "a compressed value is too large".to_string())?;
+    let out = DECOMPRESSOR.with_borrow_mut(|slot| {
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        let d = slot.as_mut().expect("filled just above");
+        d.decompress(frame, size).map_err(|e| e.to_string())
+    });
+    let out = out.map_err(|why| format!("a compressed value does not decompress: {why}"))?;
+    if out.len() != size {
+        return Err(format!(
+            "a compressed value restored to {} bytes, not the {size} it records",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// `value` compressed at `level`, if that makes it smaller.
+fn compress(value: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|slot| {
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, c) = slot.as_mut().expect("filled just above");
+        // A failure (for want of memory) stores the value raw.
+        let out = c.compress(value).ok()?;
+        (out.len() < value.len()).then_some(out)
+    })
+}
+
+/// Compresses, in place, every raw value of `events` of at least
+/// `options.min_bytes` that shrinks.
+pub(crate) fn compress_values(events: &mut [Event], options: &crate::options::Compression) {
+    let min = options.min_bytes as usize;
+    for event in events {
+        let (codec, value) = match &mut event.body {
+            EventBody::Put { codec, value, .. }
+            | EventBody::TaskPut { codec, value, .. }
+            | EventBody::SharedPut { codec, value, .. } => (codec, value),
+            _ => continue,
+        };
+        if *codec != Codec::Raw || value.len() < min || value.len() as u64 > DECOMPRESSED_BYTES_MAX
+        {
+            continue;
+        }
+        if let Some(out) = compress(value, options.level) {
+            *value = out;
+            *codec = Codec::Zstd;
+        }
+    }
+}
+
+/// Restores, in place, every compressed value of `events`.
+pub(crate) fn decompress_values(events: &mut [Event]) -> std::result::Result<(), String> {
+    for event in events {
+        let (codec, value) = match &mut event.body {
+            EventBody::Put { codec, value, .. }
+            | EventBody::TaskPut { codec, value, .. }
+            | EventBody::SharedPut { codec, value, .. } => (codec, value),
+            _ => continue,
+        };
+        if *codec == Codec::Zstd {
+            *value = decompress(value)?;
+            *codec = Codec::Raw;
+        }
+    }
+    Ok(())
+}
+
 /// What changed.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug), attr(allow(missing_docs)))]
 pub enum EventBody {
     /// Sets a key of a task attempt's attempt state.
     Put {
+        /// How `value` is stored (always [`Codec::Raw`] from a caller).
+        /// First, so that it sits in what was padding before format
+        /// version 3: older events read as `Raw`.
+        codec: Codec,
         /// The task attempt. Shared: the sets of one batch, or of one
         /// `RunContext`, name their attempt without a copy each; the log
         /// holds it inline in every event all the same (`Unshare`).
@@ -142,6 +297,8 @@ pub enum EventBody {
     },
     /// Sets a key of a task's task state, which survives retries.
     TaskPut {
+        /// How `value` is stored (always [`Codec::Raw`] from a caller).
+        codec: Codec,
         /// The task.
         task: TaskScope,
         /// The key.
@@ -193,6 +350,8 @@ pub enum EventBody {
     },
     /// Sets a run-scoped shared variable.
     SharedPut {
+        /// How `value` is stored (always [`Codec::Raw`] from a caller).
+        codec: Codec,
         /// The run.
         run: RunScope,
         /// The variable's key.
@@ -385,6 +544,7 @@ impl Event {
         let mut t = Tally { limits, total: 0 };
         match &self.body {
             EventBody::Put {
+                codec,
                 attempt,
                 key,
                 value,
@@ -392,7 +552,7 @@ impl Event {
             } => {
                 t.task(&attempt.task)?;
                 t.key(key)?;
-                t.value(value)?;
+                t.coded(*codec, key, value)?;
                 t.value(meta)?;
             }
             EventBody::Delete { attempt, key } => {
@@ -400,10 +560,15 @@ impl Event {
                 t.key(key)?;
             }
             EventBody::ClearTask { task } => t.task(task)?,
-            EventBody::TaskPut { task, key, value } => {
+            EventBody::TaskPut {
+                codec,
+                task,
+                key,
+                value,
+            } => {
                 t.task(task)?;
                 t.key(key)?;
-                t.value(value)?;
+                t.coded(*codec, key, value)?;
             }
             EventBody::TaskDelete { task, key } => {
                 t.task(task)?;
@@ -439,11 +604,15 @@ impl Event {
                 t.name(name)?;
             }
             EventBody::SharedPut {
-                run, key, value, ..
+                codec,
+                run,
+                key,
+                value,
+                ..
             } => {
                 t.run(run)?;
                 t.key(key)?;
-                t.value(value)?;
+                t.coded(*codec, key, value)?;
             }
             EventBody::PurgeRun { run } => t.run(run)?,
         }
@@ -481,6 +650,27 @@ impl Tally<'_> {
 
     fn value(&mut self, value: &[u8]) -> Result<()> {
         self.add(Limit::ValueBytes, value.len(), self.limits.value_bytes_max)
+    }
+
+    /// A value as stored: the limit is on its bytes as written, which a
+    /// compressed value's zstd frame records.
+    fn coded(&mut self, codec: Codec, key: &str, value: &[u8]) -> Result<()> {
+        match codec {
+            Codec::Raw => self.value(value),
+            Codec::Zstd => {
+                let raw = zstd_content_size(value).map_err(|why| Error::InvalidEvent {
+                    key: key.to_string(),
+                    why,
+                })?;
+                exceeds(
+                    Limit::ValueBytes,
+                    raw,
+                    u64::from(self.limits.value_bytes_max),
+                )?;
+                self.total += raw;
+                Ok(())
+            }
+        }
     }
 
     fn run(&mut self, run: &RunScope) -> Result<()> {
@@ -602,6 +792,17 @@ pub(crate) mod tests {
 
     const GOLDEN: (usize, u32) = (1232, 2_427_136_901);
 
+    pub(crate) fn sample_task() -> TaskScope {
+        TaskScope {
+            run: RunScope {
+                tenant: "t".into(),
+                dag: "d".into(),
+                run: "r".into(),
+            },
+            task: "ocr".into(),
+        }
+    }
+
     pub(crate) fn sample(i: u32) -> Event {
         let run = RunScope {
             tenant: "t".into(),
@@ -611,6 +812,7 @@ pub(crate) mod tests {
         Event {
             ts_micros: 1_700_000_000_000_000 + i64::from(i),
             body: EventBody::Put {
+                codec: Codec::Raw,
                 attempt: std::sync::Arc::new(AttemptScope {
                     task: TaskScope {
                         run,
@@ -635,7 +837,10 @@ pub(crate) mod tests {
     /// The bytes a batch encodes to, pinned: a change to any event type
     /// changes the on-disk format and must bump `FORMAT_VERSION` (this
     /// test then gets the new figures). Recorded before `Put`'s attempt
-    /// became an `Arc` (with `Unshare`), which kept them.
+    /// became an `Arc` (with `Unshare`), which kept them, and on format
+    /// version 2, before `Put` had a `codec`: a raw value's codec takes the
+    /// padding byte after the variant's tag, which rkyv zeroes, so version
+    /// 1 and 2 payloads read as version 3 ones with `Codec::Raw`.
     #[test]
     fn the_encoding_is_pinned() {
         let events: Vec<Event> = (0..10).map(sample).collect();

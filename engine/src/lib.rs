@@ -11,7 +11,7 @@
 //! # Examples
 //!
 //! ```
-//! use waymark_engine::{AttemptScope, Engine, Event, EventBody, Lsn, RunScope, TaskScope};
+//! use waymark_engine::{AttemptScope, Codec, Engine, Event, EventBody, Lsn, RunScope, TaskScope};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let engine = Engine::open(dir.path())?;
@@ -25,6 +25,7 @@
 //! });
 //! let put = |key: &str, value: &[u8]| {
 //!     Event::now(EventBody::Put {
+//!         codec: Codec::Raw, // the engine compresses, if its options say so
 //!         attempt: attempt.clone(),
 //!         key: key.into(),
 //!         value: value.to_vec(),
@@ -64,12 +65,14 @@ pub use condition::{Condition, Found, TaskStatusKind};
 pub use engine::{Engine, Stats};
 pub use error::{Error, Invalid, Limit, Result};
 pub use event::{
-    AttemptScope, Event, EventBody, ParentRef, RunScope, RunStatus, TaskScope, TaskStatus,
+    AttemptScope, Codec, DECOMPRESSED_BYTES_MAX, Event, EventBody, ParentRef, RunScope, RunStatus,
+    TaskScope, TaskStatus,
 };
 pub use lock::LOCK_FILE_NAME;
 pub use log::{Cursor, FrameView, LogReader, Lsn, RecoveryReport};
 pub use options::{
-    Durability, Limits, Options, RecoveryMode, Retention, SnapshotOptions, WRITER_QUEUE_DEPTH_MAX,
+    Compression, Durability, Limits, Options, RecoveryMode, Retention, SnapshotOptions,
+    WRITER_QUEUE_DEPTH_MAX,
 };
 pub use view::record::{
     AttemptRecord, CheckpointRecord, KvValue, RunRecord, SharedValue, TaskCounts, TaskRecord,
@@ -330,6 +333,7 @@ pub mod __fuzz {
         let put = |key: u8, len: u8, n: u64| Event {
             ts_micros: n as i64,
             body: EventBody::SharedPut {
+                codec: crate::Codec::Raw,
                 run: run.clone(),
                 key: format!("k{}", key % 8),
                 value: vec![key; usize::from(len)],
@@ -512,10 +516,22 @@ pub mod __fuzz {
             vec![Event {
                 ts_micros: 1,
                 body: EventBody::SharedPut {
+                    codec: crate::Codec::Raw,
                     run: run.clone(),
                     key: "pages".into(),
                     value: b"3".to_vec(),
                     immutable: true,
+                },
+            }],
+            // A compressed value (format version 3).
+            vec![Event {
+                ts_micros: 1,
+                body: EventBody::TaskPut {
+                    codec: crate::Codec::Zstd,
+                    task: task.clone(),
+                    key: "lines".into(),
+                    value: zstd::bulk::compress(&b"Invoice 17, Total 42.00; ".repeat(60), 3)
+                        .expect("compressing into memory cannot fail"),
                 },
             }],
             vec![
@@ -604,6 +620,14 @@ pub mod __fuzz {
                 parent: None,
             }),
         ];
+        // A compressed value record (views version 3: the LSN's top bit).
+        records.push(encode(&KvValue {
+            value: zstd::bulk::compress(&b"Invoice 17, Total 42.00; ".repeat(60), 3)
+                .expect("compressing into memory cannot fail"),
+            meta: Vec::new(),
+            lsn: 8 | crate::view::record::ZSTD_LSN_BIT,
+            ts_micros: 2,
+        }));
         let capture = encode(&Capture {
             entries: vec![(b"k".to_vec(), records[0].clone())],
         });
@@ -650,10 +674,13 @@ pub mod __fuzz {
         ]
     }
 
-    /// Validates and decodes a batch payload.
+    /// Validates and decodes a batch payload, and restores its compressed
+    /// values.
     pub fn batch(buf: &[u8]) {
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(buf);
-        let _ = crate::event::decode_batch(&aligned);
+        if let Ok(mut events) = crate::event::decode_batch(&aligned) {
+            let _ = crate::event::decompress_values(&mut events);
+        }
     }
 }

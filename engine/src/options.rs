@@ -146,6 +146,43 @@ pub struct Options {
     /// What happens to segments whose events are all in a durable
     /// snapshot. Default [`Retention::KeepAll`].
     pub retention: Retention,
+    /// Whether values are stored compressed. Default `None`: every value
+    /// is stored as written.
+    pub compression: Option<Compression>,
+}
+
+/// Value compression (opt-in): every value of a set (attempt state, task
+/// state, a shared variable) of at least `min_bytes` is compressed with
+/// zstd, once, on the appending thread, and stored so in the log and the
+/// views. Readers get the value back as written; limits apply to it as
+/// written. A value that does not shrink is stored raw. Logs written with
+/// compression need format version 3 to be read (FORMAT.md, "Value
+/// compression").
+///
+/// # Examples
+///
+/// ```
+/// use waymark_engine::{Compression, Options};
+///
+/// let options = Options { compression: Some(Compression::default()), ..Options::default() };
+/// assert!(options.validate().is_ok());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compression {
+    /// The zstd level, 1 (fastest) to 19. Default 3.
+    pub level: i32,
+    /// Values shorter than this are stored raw. Default 1024: below about
+    /// a kilobyte a zstd frame saves little and costs a call each.
+    pub min_bytes: u32,
+}
+
+impl Default for Compression {
+    fn default() -> Compression {
+        Compression {
+            level: 3,
+            min_bytes: 1024,
+        }
+    }
 }
 
 /// What happens to log segments once every event in them is in a durable
@@ -241,6 +278,7 @@ impl Default for Options {
             recovery: RecoveryMode::Strict,
             snapshots: SnapshotOptions::default(),
             retention: Retention::KeepAll,
+            compression: None,
         }
     }
 }
@@ -339,6 +377,11 @@ impl Options {
         {
             return bad("a periodic durability interval must be above zero");
         }
+        if let Some(c) = self.compression
+            && !(1..=19).contains(&c.level)
+        {
+            return bad("compression.level must be between 1 and 19");
+        }
         Ok(())
     }
 }
@@ -376,6 +419,16 @@ mod tests {
                 "segment_bytes_max",
                 Options {
                     segment_bytes_max: 4095,
+                    ..Options::default()
+                },
+            ),
+            (
+                "compression.level",
+                Options {
+                    compression: Some(Compression {
+                        level: 0,
+                        ..Compression::default()
+                    }),
                     ..Options::default()
                 },
             ),

@@ -39,6 +39,7 @@ impl Captured {
 
 fn put(i: u64) -> Event {
     Event::now(EventBody::SharedPut {
+        codec: waymark_engine::Codec::Raw,
         run: RunScope {
             tenant: "acme".into(),
             dag: "documents".into(),

@@ -120,6 +120,7 @@ impl RunContext {
     pub fn push(&self, key: &str, value: impl AsRef<[u8]>, meta: impl AsRef<[u8]>) -> Result<Lsn> {
         check_key(key)?;
         self.append(vec![EventBody::Put {
+            codec: waymark_engine::Codec::Raw,
             attempt: Arc::clone(self.scope()),
             key: key.into(),
             value: value.as_ref().to_vec(),
@@ -243,6 +244,7 @@ impl RunContext {
     pub fn set_task_state(&self, key: &str, value: impl AsRef<[u8]>) -> Result<Lsn> {
         check_key(key)?;
         self.append(vec![EventBody::TaskPut {
+            codec: waymark_engine::Codec::Raw,
             task: self.ti.task_scope(),
             key: key.into(),
             value: value.as_ref().to_vec(),
@@ -431,6 +433,7 @@ impl Batch<'_> {
     pub fn push(mut self, key: &str, value: impl AsRef<[u8]>, meta: impl AsRef<[u8]>) -> Self {
         if self.key_ok(key) {
             self.body.push(EventBody::Put {
+                codec: waymark_engine::Codec::Raw,
                 attempt: Arc::clone(self.ctx.scope()),
                 key: key.into(),
                 value: value.as_ref().to_vec(),
@@ -469,6 +472,7 @@ impl Batch<'_> {
     pub fn set_task_state(mut self, key: &str, value: impl AsRef<[u8]>) -> Self {
         if self.key_ok(key) {
             self.body.push(EventBody::TaskPut {
+                codec: waymark_engine::Codec::Raw,
                 task: self.ctx.ti.task_scope(),
                 key: key.into(),
                 value: value.as_ref().to_vec(),

@@ -258,6 +258,7 @@ impl Kernel {
                 key: key.into(),
             }],
             vec![Event::now(EventBody::SharedPut {
+                codec: waymark_engine::Codec::Raw,
                 run: run.scope(),
                 key: key.into(),
                 value: value.as_ref().to_vec(),

@@ -182,6 +182,7 @@ impl Acked {
                     task: t,
                     key: k,
                     value: v,
+                    ..
                 } if *t == task && k == key => value = Some(v.as_slice()),
                 EventBody::TaskDelete { task: t, key: k } if *t == task && k == key => {
                     value = None;

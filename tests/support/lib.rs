@@ -32,6 +32,7 @@ pub fn batch(seed: u64, writer: u32, index: u32) -> Vec<Event> {
             Event {
                 ts_micros: i64::from(index),
                 body: EventBody::SharedPut {
+                    codec: waymark_engine::Codec::Raw,
                     run: RunScope {
                         tenant: format!("w{writer}"),
                         dag: "crash".into(),

@@ -52,6 +52,7 @@ impl Model {
                 key,
                 value,
                 meta,
+                ..
             } => {
                 self.run(&attempt.task.run).kv.insert(
                     (attempt.task.task.clone(), attempt.try_number, key.clone()),
@@ -70,7 +71,9 @@ impl Model {
                     .kv
                     .retain(|(t, _, _), _| *t != task.task);
             }
-            EventBody::TaskPut { task, key, value } => {
+            EventBody::TaskPut {
+                task, key, value, ..
+            } => {
                 self.run(&task.run)
                     .task_kv
                     .insert((task.task.clone(), key.clone()), value.clone());
@@ -111,6 +114,7 @@ impl Model {
                 key,
                 value,
                 immutable,
+                ..
             } => {
                 let r = self.run(run);
                 if !r.shared.get(key).is_some_and(|(_, imm)| *imm) {
@@ -326,7 +330,20 @@ pub fn event(universe: &Universe) -> impl Strategy<Value = Event> + use<> {
     let attempt =
         (task.clone(), 1..=tries).prop_map(|(task, try_number)| AttemptScope { task, try_number });
     let key = proptest::sample::select(keys);
-    let value = proptest::collection::vec(any::<u8>(), 0..8);
+    // Mostly a few random bytes; sometimes a few hundred that compress
+    // (which an engine with compression on stores as zstd frames).
+    let value = prop_oneof![
+        6 => proptest::collection::vec(any::<u8>(), 0..8),
+        1 => (any::<u8>(), 64..600usize).prop_map(|(first, len)| {
+            b"invoice total 42.00 "
+                .iter()
+                .cycle()
+                .skip(usize::from(first % 20))
+                .take(len)
+                .copied()
+                .collect()
+        }),
+    ];
     let status = prop_oneof![
         Just(TaskStatus::Scheduled),
         Just(TaskStatus::Running),
@@ -349,11 +366,11 @@ pub fn event(universe: &Universe) -> impl Strategy<Value = Event> + use<> {
     let checkpoint = proptest::sample::select(vec!["one".to_string(), "two".to_string()]);
     let body = prop_oneof![
         8 => (attempt.clone(), key.clone(), value.clone(), value.clone())
-            .prop_map(|(attempt, key, value, meta)| EventBody::Put { attempt: attempt.into(), key, value, meta }),
+            .prop_map(|(attempt, key, value, meta)| EventBody::Put { codec: waymark_engine::Codec::Raw, attempt: attempt.into(), key, value, meta }),
         2 => (attempt.clone(), key.clone()).prop_map(|(attempt, key)| EventBody::Delete { attempt, key }),
         1 => task.clone().prop_map(|task| EventBody::ClearTask { task }),
         3 => (task.clone(), key.clone(), value.clone())
-            .prop_map(|(task, key, value)| EventBody::TaskPut { task, key, value }),
+            .prop_map(|(task, key, value)| EventBody::TaskPut { codec: waymark_engine::Codec::Raw, task, key, value }),
         1 => (task.clone(), key.clone()).prop_map(|(task, key)| EventBody::TaskDelete { task, key }),
         3 => (attempt, status).prop_map(|(attempt, status)| EventBody::TaskStatus {
             attempt,
@@ -366,7 +383,7 @@ pub fn event(universe: &Universe) -> impl Strategy<Value = Event> + use<> {
             parent: None,
         }),
         2 => (run.clone(), key, value, any::<bool>()).prop_map(|(run, key, value, immutable)| {
-            EventBody::SharedPut { run, key, value, immutable }
+            EventBody::SharedPut { codec: waymark_engine::Codec::Raw, run, key, value, immutable }
         }),
         1 => (run.clone(), checkpoint.clone()).prop_map(|(run, name)| EventBody::Checkpoint { run, name }),
         1 => (run.clone(), checkpoint.clone()).prop_map(|(run, name)| EventBody::RestoreCheckpoint { run, name }),

@@ -851,6 +851,7 @@ fn a_log_written_with_raised_limits_replays() {
     let key = "k".repeat(8 << 10);
     engine
         .append(vec![Event::now(EventBody::Put {
+            codec: waymark_engine::Codec::Raw,
             attempt: attempt.into(),
             key: key.clone(),
             value: b"v".to_vec(),

@@ -44,6 +44,7 @@ fn batch(i: u64) -> Vec<Event> {
     vec![Event {
         ts_micros: 1_700_000_000_000_000 + i as i64,
         body: EventBody::SharedPut {
+            codec: waymark_engine::Codec::Raw,
             run: RunScope {
                 tenant: "acme".into(),
                 dag: "documents".into(),

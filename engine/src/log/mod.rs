@@ -26,8 +26,9 @@ pub use recovery::{Cut, RecoveryReport, Salvaged};
 pub use segment::SegmentHeader;
 
 /// The on-disk format version this build writes (and the newest it reads).
-/// Version 2 added `RunStatus::Paused`; FORMAT.md, "Versioning".
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 2 added `RunStatus::Paused`; version 3 the `codec` of a set's
+/// value (FORMAT.md, "Versioning" and "Value compression").
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest format version this build reads. A log whose tail segment is
 /// older is appended to in a new segment (FORMAT.md, "Versioning").

@@ -444,6 +444,10 @@ impl<'a> FrameView<'a> {
 
     /// Validates the payload and returns the archived batch, read in place.
     ///
+    /// Values are as stored: a value whose `codec` is
+    /// [`crate::Codec::Zstd`] is compressed ([`crate::Codec::decode`]
+    /// restores it).
+    ///
     /// # Errors
     ///
     /// [`Error::Corruption`] if the payload is not a valid batch.
@@ -451,12 +455,23 @@ impl<'a> FrameView<'a> {
         access_batch(self.payload).map_err(|why| self.corrupt(why))
     }
 
-    /// Validates and decodes the payload into owned events.
+    /// Validates and decodes the payload into owned events, every value as
+    /// it was written (a compressed value is restored: its codec reads
+    /// [`crate::Codec::Raw`]).
     ///
     /// # Errors
     ///
-    /// [`Error::Corruption`] if the payload is not a valid batch.
+    /// [`Error::Corruption`] if the payload is not a valid batch, or a
+    /// compressed value in it does not decompress.
     pub fn decode(&self) -> Result<Vec<Event>> {
+        let mut events = self.decode_stored()?;
+        crate::event::decompress_values(&mut events).map_err(|why| self.corrupt(why))?;
+        Ok(events)
+    }
+
+    /// As [`FrameView::decode`], with values as stored (compressed ones
+    /// stay so): what the views apply.
+    pub(crate) fn decode_stored(&self) -> Result<Vec<Event>> {
         decode_batch(self.payload).map_err(|why| self.corrupt(why))
     }
 

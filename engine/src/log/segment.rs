@@ -7,7 +7,7 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic            b"WAYMKLOG"
-//!      8     4  format_version   u32 LE (this build writes 2, reads 1 and 2)
+//!      8     4  format_version   u32 LE (this build writes 3, reads 1 to 3)
 //!     12     4  header_len       u32 LE, 64 in versions 1 and 2
 //!     16    16  log_id           u128 LE, random, the same in every segment
 //!     32     8  base_lsn         u64 LE, LSN of the segment's first frame

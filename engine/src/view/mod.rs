@@ -40,13 +40,14 @@ use memtable::{Memtable, Version};
 type Entries = Vec<(Vec<u8>, Bytes)>;
 use record::{
     AttemptRecord, Capture, CheckpointRecord, KvValue, Record, RunRecord, SharedValue, TaskCounts,
-    TaskRecord, decode, encode,
+    TaskRecord, decode, encode, stored_lsn,
 };
 use store::Store;
 
 /// The version of the views' record encoding, stored in redb's `meta`.
-/// Version 2 added `RunStatus::Paused` to run records.
-pub const VIEWS_FORMAT_VERSION: u32 = 2;
+/// Version 2 added `RunStatus::Paused` to run records; version 3 the zstd
+/// bit of a value record's LSN (FORMAT.md, "Value compression").
+pub const VIEWS_FORMAT_VERSION: u32 = 3;
 
 /// The oldest views version this build reads; a snapshot rewrites the
 /// file's version as [`VIEWS_FORMAT_VERSION`].
@@ -434,15 +435,17 @@ impl Views {
         let ts = event.ts_micros;
         match &event.body {
             EventBody::Put {
+                codec,
                 attempt,
                 key,
                 value,
                 meta,
             } => {
+                // Stored as the log holds it: a compressed value stays so.
                 let record = KvValue {
                     value: value.clone(),
                     meta: meta.clone(),
-                    lsn: version.lsn,
+                    lsn: stored_lsn(version.lsn, *codec),
                     ts_micros: ts,
                 };
                 m.insert(&kv_key(attempt, key), version, Some(encode(&record).into()));
@@ -452,11 +455,16 @@ impl Views {
                 let (start, end) = prefix_range(&KeyBuf::new(Table::Kv).task(task).into_vec());
                 m.delete_range(start, end, version);
             }
-            EventBody::TaskPut { task, key, value } => {
+            EventBody::TaskPut {
+                codec,
+                task,
+                key,
+                value,
+            } => {
                 let record = KvValue {
                     value: value.clone(),
                     meta: Vec::new(),
-                    lsn: version.lsn,
+                    lsn: stored_lsn(version.lsn, *codec),
                     ts_micros: ts,
                 };
                 m.insert(
@@ -501,6 +509,7 @@ impl Views {
                 self.apply_restore(m, version, run, name)?;
             }
             EventBody::SharedPut {
+                codec,
                 run,
                 key,
                 value,
@@ -516,7 +525,7 @@ impl Views {
                 let record = SharedValue {
                     value: value.clone(),
                     immutable: *immutable,
-                    lsn: version.lsn,
+                    lsn: stored_lsn(version.lsn, *codec),
                     ts_micros: ts,
                 };
                 m.insert(&key, version, Some(encode(&record).into()));
@@ -772,10 +781,13 @@ pub struct Sizes {
 /// has returned (read-your-writes), on any thread.
 ///
 /// ```
-/// use waymark_engine::{AttemptScope, Engine, Event, EventBody, RunScope, TaskScope};
+/// use waymark_engine::{
+///     AttemptScope, Codec, Compression, Engine, Event, EventBody, Options, RunScope, TaskScope,
+/// };
 ///
 /// let dir = tempfile::tempdir()?;
-/// let engine = Engine::open(dir.path())?;
+/// let options = Options { compression: Some(Compression::default()), ..Options::default() };
+/// let engine = Engine::open_with(waymark_engine::storage::file_system(), dir.path(), options)?;
 /// let attempt = AttemptScope {
 ///     task: TaskScope {
 ///         run: RunScope { tenant: "acme".into(), dag: "docs".into(), run: "r1".into() },
@@ -783,14 +795,17 @@ pub struct Sizes {
 ///     },
 ///     try_number: 1,
 /// };
+/// let lines = br#"{"text":"Invoice 17","amount":42.0}"#.repeat(100);
 /// engine.append(vec![Event::now(EventBody::Put {
+///     codec: Codec::Raw,
 ///     attempt: attempt.clone().into(),
-///     key: "pages".into(),
-///     value: b"12".to_vec(),
+///     key: "lines".into(),
+///     value: lines.clone(),
 ///     meta: Vec::new(),
 /// })])?;
-/// let value = engine.views().get(&attempt, "pages")?.expect("just written");
-/// assert_eq!(value.value, b"12");
+/// // Stored compressed (3.5 KB of JSON), read back as written.
+/// let value = engine.views().get(&attempt, "lines")?.expect("just written");
+/// assert_eq!(value.value, lines);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]

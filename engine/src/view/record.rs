@@ -211,14 +211,47 @@ macro_rules! records {
     };
 }
 
-records!(
-    KvValue,
-    SharedValue,
-    TaskRecord,
-    RunRecord,
-    CheckpointRecord,
-    Capture
-);
+records!(TaskRecord, RunRecord, CheckpointRecord, Capture);
+
+/// The bit of a stored value record's `lsn` that says its value is a zstd
+/// frame (views format version 3; FORMAT.md, "Value compression"). LSNs
+/// stay below it: 2^63 batches are never written.
+pub(crate) const ZSTD_LSN_BIT: u64 = 1 << 63;
+
+/// The stored `lsn` field of a value record: the LSN, and whether the value
+/// is compressed.
+pub(crate) fn stored_lsn(lsn: u64, codec: crate::event::Codec) -> u64 {
+    debug_assert!(lsn < ZSTD_LSN_BIT, "LSNs stay below 2^63");
+    match codec {
+        crate::event::Codec::Raw => lsn,
+        crate::event::Codec::Zstd => lsn | ZSTD_LSN_BIT,
+    }
+}
+
+/// The value as written and the LSN, from a stored record's fields.
+fn restore(value: &mut Vec<u8>, lsn: &mut u64) -> Result<(), String> {
+    if *lsn & ZSTD_LSN_BIT != 0 {
+        *value = crate::event::Codec::Zstd.decode(value)?.into_owned();
+        *lsn &= !ZSTD_LSN_BIT;
+    }
+    Ok(())
+}
+
+impl Record for KvValue {
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let mut record: KvValue = decode_checked(bytes)?;
+        restore(&mut record.value, &mut record.lsn)?;
+        Ok(record)
+    }
+}
+
+impl Record for SharedValue {
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let mut record: SharedValue = decode_checked(bytes)?;
+        restore(&mut record.value, &mut record.lsn)?;
+        Ok(record)
+    }
+}
 
 /// Decodes a record read from a view, validating it first.
 ///
@@ -283,6 +316,53 @@ mod tests {
         shifted[1..].copy_from_slice(&bytes);
         assert_eq!(decode::<KvValue>(&bytes), Ok(record.clone()));
         assert_eq!(decode::<KvValue>(&shifted[1..]), Ok(record));
+    }
+
+    /// A stored value whose LSN carries the zstd bit reads back as written,
+    /// with its plain LSN; a record without it (every record of views
+    /// version 2) reads as stored.
+    #[test]
+    fn a_compressed_value_reads_back_as_written() {
+        let written = b"{\"lines\":[\"Invoice 17\",\"Total 42.00\"]}".repeat(40);
+        let mut events = vec![crate::event::Event {
+            ts_micros: 0,
+            body: crate::event::EventBody::TaskPut {
+                codec: crate::event::Codec::Raw,
+                task: crate::event::tests::sample_task(),
+                key: "k".into(),
+                value: written.clone(),
+            },
+        }];
+        crate::event::compress_values(&mut events, &crate::options::Compression::default());
+        let crate::event::EventBody::TaskPut { codec, value, .. } = &events[0].body else {
+            unreachable!("a task put stays one")
+        };
+        assert_eq!(*codec, crate::event::Codec::Zstd);
+        assert!(value.len() < written.len() / 4, "{} bytes", value.len());
+        let stored = encode(&KvValue {
+            value: value.clone(),
+            meta: Vec::new(),
+            lsn: stored_lsn(7, *codec),
+            ts_micros: 1,
+        });
+        let back = decode::<KvValue>(&stored).unwrap();
+        assert_eq!((back.value, back.lsn), (written.clone(), 7));
+        let stored = encode(&SharedValue {
+            value: value.clone(),
+            immutable: true,
+            lsn: stored_lsn(9, *codec),
+            ts_micros: 1,
+        });
+        let back = decode::<SharedValue>(&stored).unwrap();
+        assert_eq!((back.value, back.lsn, back.immutable), (written, 9, true));
+        // Damaged compressed bytes are a reason, not a panic.
+        let stored = encode(&KvValue {
+            value: b"not zstd".to_vec(),
+            meta: Vec::new(),
+            lsn: stored_lsn(7, crate::event::Codec::Zstd),
+            ts_micros: 1,
+        });
+        assert!(decode::<KvValue>(&stored).unwrap_err().contains("zstd"));
     }
 
     #[test]
