@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use waymark_engine::storage::FsStorage;
+use waymark_engine::storage::{FsStorage, LockGuard, OpenMode, Storage, StorageFile};
 use waymark_engine::{
     Engine, Error, Event, EventBody, LogReader, Lsn, Options, RunScope, SnapshotOptions,
 };
@@ -69,6 +69,47 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
 }
 
+/// The real file system with a fixed log id. A log's id seeds its frames'
+/// CRCs: with a random one, a cut inside a CRC leaves a prefix that is all
+/// zeros (read as the zero fill after the last frame) at a position that
+/// changes from run to run, and the cell's counts with it.
+#[derive(Debug)]
+struct FixedLogId(u128);
+
+impl Storage for FixedLogId {
+    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Arc<dyn StorageFile>> {
+        FsStorage.open(path, mode)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        FsStorage.create_dir_all(path)
+    }
+    fn list_dir(&self, path: &Path) -> std::io::Result<Vec<String>> {
+        FsStorage.list_dir(path)
+    }
+    fn exists(&self, path: &Path) -> std::io::Result<bool> {
+        FsStorage.exists(path)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        FsStorage.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        FsStorage.rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        FsStorage.sync_dir(path)
+    }
+    fn lock(&self, path: &Path) -> std::io::Result<LockGuard> {
+        FsStorage.lock(path)
+    }
+    fn new_log_id(&self) -> u128 {
+        self.0
+    }
+}
+
+/// The base directory's log id, and the other log's (for stale frames).
+const LOG_ID: u128 = 0x7761_796d_6172_6b00_0c0f_fee0_dead_beef;
+const OTHER_LOG_ID: u128 = 0x6f74_6865_7200_0000_1234_5678_9abc_def0;
+
 #[derive(Clone, Debug)]
 struct FrameAt {
     segment: PathBuf,
@@ -91,8 +132,8 @@ struct Base {
     foreign_frames: BTreeMap<Lsn, Vec<u8>>,
 }
 
-fn write_log(dir: &Path, batches: u64, snapshot_at: Option<u64>) {
-    let engine = Engine::open_with(Arc::new(FsStorage), dir, options()).unwrap();
+fn write_log(dir: &Path, log_id: u128, batches: u64, snapshot_at: Option<u64>) {
+    let engine = Engine::open_with(Arc::new(FixedLogId(log_id)), dir, options()).unwrap();
     for i in 0..batches {
         engine.append(batch(i)).unwrap();
         if Some(i + 1) == snapshot_at {
@@ -121,7 +162,7 @@ fn frames_of(dir: &Path) -> Vec<FrameAt> {
 fn base() -> Base {
     let root = scratch();
     let dir = root.path().join("state");
-    write_log(&dir, 150, Some(40));
+    write_log(&dir, LOG_ID, 150, Some(40));
     let frames = frames_of(&dir);
     let mut segments: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
         .unwrap()
@@ -135,7 +176,7 @@ fn base() -> Base {
     );
     let meta = waymark_engine::inspect::views_meta(&dir).unwrap().unwrap();
     let other = root.path().join("other");
-    write_log(&other, 150, None);
+    write_log(&other, OTHER_LOG_ID, 150, None);
     let mut foreign_frames = BTreeMap::new();
     for f in frames_of(&other) {
         let bytes = std::fs::read(&f.segment).unwrap();
@@ -412,8 +453,9 @@ enum Open {
 }
 
 fn open(dir: &Path) -> Open {
-    let result =
-        std::panic::catch_unwind(|| Engine::open_with(Arc::new(FsStorage), dir, options()));
+    let result = std::panic::catch_unwind(|| {
+        Engine::open_with(Arc::new(FixedLogId(LOG_ID)), dir, options())
+    });
     match result {
         Err(_) => Open::Panicked,
         Ok(Ok(engine)) => {
