@@ -169,7 +169,10 @@ pub struct Options {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Compression {
-    /// The zstd level, 1 (fastest) to 19. Default 3.
+    /// The zstd level, 1 (fastest) to 19. Default 1: on 10 KiB JSON-like
+    /// values it stores about as few bytes as level 3 (6.9 KB against
+    /// 7.0 KB a set in `compare`'s W8) at a third of the time on the
+    /// appending thread; raise it where disk matters more than the rate.
     pub level: i32,
     /// Values shorter than this are stored raw. Default 1024: below about
     /// a kilobyte a zstd frame saves little and costs a call each.
@@ -179,7 +182,7 @@ pub struct Compression {
 impl Default for Compression {
     fn default() -> Compression {
         Compression {
-            level: 3,
+            level: 1,
             min_bytes: 1024,
         }
     }
