@@ -110,6 +110,36 @@ pub(crate) fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
     unreachable!("a key starts with a table tag below 255")
 }
 
+/// The most components a scope prefix holds: a task is tenant, dag, run
+/// and task.
+const SCOPE_PARTS_MAX: usize = 4;
+
+/// The lengths of `key`'s prefixes that end where a scope does: the table
+/// tag, then each of the first four length-prefixed components, shortest
+/// first. Every range the views delete is a scope's ([`prefix_range`] of
+/// a run's or a task's prefix), so the deleted ranges that can hold `key`
+/// are those of these prefixes: a memtable finds them by a lookup each
+/// instead of a pass over all its tombstones. Stops early where `key` is
+/// shorter than a component says.
+pub(crate) fn scope_prefix_lens(key: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut next = (!key.is_empty()).then_some(1usize);
+    let mut parts = 0usize;
+    std::iter::from_fn(move || {
+        let here = next?;
+        next = if parts < SCOPE_PARTS_MAX {
+            key.get(here..here + 4).and_then(|len| {
+                let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
+                let end = here.checked_add(4)?.checked_add(len)?;
+                (end <= key.len()).then_some(end)
+            })
+        } else {
+            None
+        };
+        parts += 1;
+        Some(here)
+    })
+}
+
 /// Reads one component from the front of `rest`.
 pub(crate) fn take_part<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
@@ -158,6 +188,41 @@ mod tests {
         let a = kv_key(&run("t\0", "d", "r"), "task", 1, "");
         let b = kv_key(&run("t", "\0d", "r"), "task", 1, "");
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn scope_prefix_lens_end_at_the_tag_and_the_first_four_components() {
+        let run = RunScope {
+            tenant: "acme".into(),
+            dag: "".into(),
+            run: "r1".into(),
+        };
+        let task = TaskScope {
+            run: run.clone(),
+            task: "t".into(),
+        };
+        let attempt = AttemptScope {
+            task: task.clone(),
+            try_number: 2,
+        };
+        let key = KeyBuf::new(Table::Kv)
+            .attempt(&attempt)
+            .part(b"key")
+            .into_vec();
+        let lens: Vec<usize> = scope_prefix_lens(&key).collect();
+        assert_eq!(lens, vec![1, 9, 13, 19, 24]);
+        assert_eq!(lens[3], KeyBuf::new(Table::Kv).run(&run).into_vec().len());
+        assert_eq!(lens[4], KeyBuf::new(Table::Kv).task(&task).into_vec().len());
+        // A key cut short, or holding a length past its end, stops there.
+        assert_eq!(
+            scope_prefix_lens(&key[..15]).collect::<Vec<_>>(),
+            vec![1, 9, 13]
+        );
+        assert_eq!(
+            scope_prefix_lens(&[1, 0xff, 0, 0, 0, 7]).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert_eq!(scope_prefix_lens(&[]).count(), 0);
     }
 
     #[test]

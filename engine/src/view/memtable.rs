@@ -1,7 +1,7 @@
 //! The memtable: every applied event's effect, in memory, versioned by LSN.
 //!
 //! A lock-free ordered map (crossbeam's skiplist) from *versioned keys* to
-//! values, plus a list of range tombstones. A versioned key is the view key
+//! values, plus the range tombstones. A versioned key is the view key
 //! followed by 12 bytes of version, inverted so that newer versions sort
 //! first: `u64::MAX - lsn` and `u32::MAX - index` (the event's index within
 //! its batch), both big-endian. View keys are prefix-free (each table's keys
@@ -13,11 +13,20 @@
 //! That is how readers never block the writer (no lock), and how a batch
 //! becomes visible all at once: the applier inserts the whole group, then
 //! publishes its LSN; readers read at the published LSN.
+//!
+//! Range tombstones are kept in version order, and those over a scope's
+//! prefix (all the views write: a cleared task, a purged or restored run)
+//! are indexed by that prefix too, newest first, so that whether one hides
+//! a key is a lookup per scope prefix of the key ([`scope_prefix_lens`]),
+//! not a pass over every tombstone: a memtable holding the clears of
+//! thousands of retries reads as fast as one holding none.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
+
+use super::key::{prefix_range, scope_prefix_lens};
 
 /// When an event was applied: its batch's LSN and its index in the batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -74,10 +83,28 @@ pub(crate) struct Memtable {
     entries: SkipMap<Vec<u8>, Option<Bytes>>,
     /// Range tombstones, keyed by version and a counter within the version.
     ranges: SkipMap<(Version, u32), RangeTombstone>,
+    /// The tombstones over a scope's prefix, by prefix and then newest
+    /// first: the prefix's length (2 bytes, big-endian), the prefix, the
+    /// version's 12-byte suffix. One prefix's tombstones are contiguous:
+    /// another prefix of the same length differs in its bytes.
+    by_prefix: SkipMap<Vec<u8>, ()>,
+    /// Tombstones over a range that is not a scope's prefix (none the
+    /// views write; kept correct for any): while there are any, `masks`
+    /// checks every tombstone.
+    unindexed: AtomicU64,
     /// Approximate bytes held: keys, values and per-entry overhead.
     bytes: AtomicU64,
     /// Events applied.
     events: AtomicU64,
+}
+
+/// The length of `start` if `[start, end)` is every key under a scope's
+/// prefix (see [`scope_prefix_lens`]).
+fn scope_prefix(start: &[u8], end: &[u8]) -> Option<u16> {
+    let len = u16::try_from(start.len()).ok()?;
+    let whole = scope_prefix_lens(start).any(|l| l == start.len());
+    (whole && !start.is_empty() && start[0] < u8::MAX && prefix_range(start).1 == end)
+        .then_some(len)
 }
 
 /// Rough per-entry cost of the skiplist's nodes and the `Bytes` handle.
@@ -103,6 +130,20 @@ impl Memtable {
             .count();
         let size = (start.len() + end.len()) as u64 + ENTRY_OVERHEAD_BYTES;
         let n = u32::try_from(n).expect("an event adds at most one range per table");
+        let mut size = size;
+        match scope_prefix(&start, &end) {
+            Some(len) => {
+                let mut indexed = Vec::with_capacity(2 + start.len() + SUFFIX_BYTES);
+                indexed.extend_from_slice(&len.to_be_bytes());
+                indexed.extend_from_slice(&start);
+                indexed.extend_from_slice(&version.suffix());
+                size += indexed.len() as u64 + ENTRY_OVERHEAD_BYTES;
+                self.by_prefix.insert(indexed, ());
+            }
+            None => {
+                self.unindexed.fetch_add(1, Ordering::Release);
+            }
+        }
         self.ranges.insert(
             (version, n),
             RangeTombstone {
@@ -196,9 +237,47 @@ impl Memtable {
         if self.ranges.is_empty() {
             return false;
         }
-        self.ranges
-            .iter()
-            .any(|e| e.value().masks(key, written, at_lsn))
+        if self.unindexed.load(Ordering::Acquire) > 0 {
+            return self
+                .ranges
+                .iter()
+                .any(|e| e.value().masks(key, written, at_lsn));
+        }
+        // Per scope prefix of `key`, its newest tombstone visible at
+        // `at_lsn`: it hides `key` if it came after `written` (an older
+        // one of the same prefix could only have come earlier still).
+        let suffix = Version {
+            lsn: at_lsn,
+            index: u32::MAX,
+        }
+        .suffix();
+        let mut stack = [0u8; 256];
+        let mut heap = Vec::new();
+        scope_prefix_lens(key).any(|len| {
+            let Ok(len16) = u16::try_from(len) else {
+                return false; // Longer than any prefix indexed.
+            };
+            let probe_len = 2 + len + SUFFIX_BYTES;
+            let probe: &mut [u8] = if probe_len <= stack.len() {
+                &mut stack[..probe_len]
+            } else {
+                heap.resize(probe_len, 0);
+                &mut heap[..probe_len]
+            };
+            probe[..2].copy_from_slice(&len16.to_be_bytes());
+            probe[2..2 + len].copy_from_slice(&key[..len]);
+            probe[2 + len..].copy_from_slice(&suffix);
+            let Some(entry) = self
+                .by_prefix
+                .lower_bound(std::ops::Bound::Included(&*probe))
+            else {
+                return false;
+            };
+            let found = entry.key();
+            found.len() == probe_len
+                && found[..2 + len] == probe[..2 + len]
+                && written < Version::from_suffix(&found[2 + len..])
+        })
     }
 
     /// Every key's newest version (all LSNs), for a snapshot: in key order.
@@ -266,5 +345,97 @@ mod tests {
         assert!(!m.masks(b"\x01b", v(5, 3), 5), "written after");
         assert!(!m.masks(b"\x01c", Version::BASE, 9), "end is exclusive");
         assert!(m.masks(b"\x01a", Version::BASE, 9));
+    }
+
+    /// The lookup by prefix agrees with a pass over every tombstone, for
+    /// clears of tasks and purges of runs at any versions, read at any LSN
+    /// by keys of those scopes, of their neighbours and of their parents.
+    mod indexed {
+        use super::*;
+        use crate::event::{AttemptScope, RunScope, TaskScope};
+        use crate::view::key::{KeyBuf, Table};
+        use proptest::prelude::*;
+
+        const NAMES: [&str; 3] = ["", "a", "a\u{ff}b"];
+
+        fn task(run: usize, task: usize) -> TaskScope {
+            TaskScope {
+                run: RunScope {
+                    tenant: "acme".into(),
+                    dag: NAMES[run % 3].into(),
+                    run: NAMES[run / 3].into(),
+                },
+                task: NAMES[task].into(),
+            }
+        }
+
+        fn cases() -> u32 {
+            std::env::var("WAYMARK_PROPTEST_CASES")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(256)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(cases()))]
+            #[test]
+            fn agrees_with_a_pass_over_every_tombstone(
+                tombstones in proptest::collection::vec(
+                    (0..9usize, proptest::option::of(0..3usize), 1..20u64, 0..3u32), 0..16),
+                probes in proptest::collection::vec(
+                    (0..9usize, 0..3usize, 1..3u32, 0..2usize, 0..21u64, 0..3u32, 0..22u64), 1..40),
+            ) {
+                let m = Memtable::default();
+                for (run, t, lsn, index) in &tombstones {
+                    let prefix = match t {
+                        Some(t) => KeyBuf::new(Table::Kv).task(&task(*run, *t)),
+                        None => KeyBuf::new(Table::Kv).run(&task(*run, 0).run),
+                    };
+                    let (start, end) = prefix_range(&prefix.into_vec());
+                    m.delete_range(start, end, v(*lsn, *index));
+                }
+                prop_assert_eq!(m.unindexed.load(Ordering::Relaxed), 0);
+                let all = m.ranges(u64::MAX);
+                for (run, t, try_number, key, lsn, index, at) in probes {
+                    let attempt = AttemptScope { task: task(run, t), try_number };
+                    let key = KeyBuf::new(Table::Kv)
+                        .attempt(&attempt)
+                        .part(NAMES[key].as_bytes())
+                        .into_vec();
+                    let written = v(lsn, index);
+                    let expected = all.iter().any(|rt| rt.masks(&key, written, at));
+                    prop_assert_eq!(
+                        m.masks(&key, written, at), expected,
+                        "{:?} written at {:?} read at {}", key, written, at
+                    );
+                    // The task's and the run's own prefixes, as keys.
+                    for len in scope_prefix_lens(&key) {
+                        let short = &key[..len];
+                        let expected = all.iter().any(|rt| rt.masks(short, written, at));
+                        prop_assert_eq!(m.masks(short, written, at), expected);
+                    }
+                }
+            }
+        }
+
+        /// A range that is no scope's prefix still masks, by a pass over
+        /// every tombstone.
+        #[test]
+        fn a_range_over_no_prefix_masks_too() {
+            let m = Memtable::default();
+            let (start, end) = prefix_range(&KeyBuf::new(Table::Kv).task(&task(1, 1)).into_vec());
+            m.delete_range(start, end, v(4, 0));
+            let key = KeyBuf::new(Table::Kv)
+                .task(&task(1, 1))
+                .part(b"k")
+                .into_vec();
+            assert!(m.masks(&key, v(3, 0), 4));
+            m.delete_range(b"\x01".to_vec(), b"\x01\x00\x01".to_vec(), v(5, 0));
+            assert_eq!(m.unindexed.load(Ordering::Relaxed), 1);
+            assert!(m.masks(&key, v(3, 0), 4), "still found by the pass");
+            assert!(m.masks(b"\x01\x00\x00", v(4, 5), 5));
+            assert!(m.masks(&key, v(4, 1), 5), "inside the second range");
+            assert!(!m.masks(&key, v(5, 1), 5), "written after both");
+        }
     }
 }

@@ -302,18 +302,17 @@ impl Views {
                 merged.insert(key, (Version::BASE, Some(Bytes::from(value))));
             }
         }
-        let mut ranges = Vec::new();
-        for level in levels.frozen.iter().chain(std::iter::once(&levels.active)) {
+        let memtables = || levels.frozen.iter().chain(std::iter::once(&levels.active));
+        for level in memtables() {
             for (key, version, value) in level.scan(start, end, at_lsn) {
                 merged.insert(key, (version, value));
             }
-            ranges.extend(level.ranges(at_lsn));
         }
         Ok(Some(
             merged
                 .into_iter()
                 .filter(|(key, (version, _))| {
-                    !ranges.iter().any(|rt| rt.masks(key, *version, at_lsn))
+                    !memtables().any(|level| level.masks(key, *version, at_lsn))
                 })
                 .filter_map(|(key, (_, value))| value.map(|v| (key, v)))
                 .collect(),
