@@ -426,3 +426,48 @@ fn conditional_batches_of_unrelated_tasks_group_commit() {
         "unrelated conditional batches never shared a sync: {stats:?}"
     );
 }
+
+/// A task known by its attempt state alone, wherever that state lies (the
+/// active memtable, or redb after a snapshot), is unknown once a clear
+/// hides it, in the memtable over redb's rows too.
+#[test]
+fn task_known_by_its_state_alone_is_unknown_once_cleared() {
+    let engine = engine(11);
+    let known = |name: &str| {
+        let c = Condition::TaskKnown { task: task(name) };
+        match engine.append_if(
+            vec![c],
+            vec![status(&attempt("probe", 1), TaskStatus::Running)],
+        ) {
+            Ok(_) => true,
+            Err(Error::Conflict {
+                found: Found::TaskUnknown,
+                ..
+            }) => false,
+            Err(e) => panic!("the check failed: {e}"),
+        }
+    };
+    let put = |name: &str| {
+        Event::now(EventBody::Put {
+            codec: crate::Codec::Raw,
+            attempt: Arc::new(attempt(name, 1)),
+            key: "page".into(),
+            value: b"1".to_vec(),
+            meta: Vec::new(),
+        })
+    };
+    let clear = |name: &str| Event::now(EventBody::ClearTask { task: task(name) });
+    engine.append(vec![put("ocr"), put("index")]).unwrap();
+    assert!(known("ocr") && known("index"));
+    // Cleared in the active memtable.
+    engine.append(vec![clear("ocr")]).unwrap();
+    assert!(!known("ocr") && known("index"));
+    // Written again after the clear.
+    engine.append(vec![put("ocr")]).unwrap();
+    assert!(known("ocr"));
+    // In redb only, then cleared in the memtable.
+    engine.snapshot().unwrap();
+    assert!(known("ocr") && known("index"));
+    engine.append(vec![clear("index")]).unwrap();
+    assert!(known("ocr") && !known("index"));
+}

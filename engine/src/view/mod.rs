@@ -361,11 +361,8 @@ impl Views {
                 .map(|(n, k)| Found::LiveAttempt(n, k)),
             Condition::TaskKnown { task } => {
                 let known = task_record(task)?.is_some()
-                    || [Table::Kv, Table::TaskKv]
-                        .into_iter()
-                        .map(|table| self.any_live(&KeyBuf::new(table).task(task).into_vec()))
-                        .collect::<Result<Vec<bool>>>()?
-                        .contains(&true);
+                    || self.any_live(&KeyBuf::new(Table::Kv).task(task).into_vec())?
+                    || self.any_live(&KeyBuf::new(Table::TaskKv).task(task).into_vec())?;
                 (!known).then_some(Found::TaskUnknown)
             }
             Condition::RunStatus { run, any_of } => {
@@ -406,8 +403,27 @@ impl Views {
     /// Whether any live key starts with `prefix`, after everything applied.
     fn any_live(&self, prefix: &[u8]) -> Result<bool> {
         let (start, end) = prefix_range(prefix);
+        let levels = self.levels();
+        // The common case without redb: a value in the active memtable is
+        // its key's newest version, live unless a tombstone hides it.
+        let live_in_active =
+            levels
+                .active
+                .scan(&start, &end, u64::MAX)
+                .into_iter()
+                .any(|(key, version, value)| {
+                    value.is_some()
+                        && !levels.active.masks(&key, version, u64::MAX)
+                        && !levels
+                            .frozen
+                            .as_ref()
+                            .is_some_and(|f| f.masks(&key, version, u64::MAX))
+                });
+        if live_in_active {
+            return Ok(true);
+        }
         let rows = self
-            .scan_at(&self.levels(), &start, &end, u64::MAX)?
+            .scan_at(&levels, &start, &end, u64::MAX)?
             .expect("redb never holds more than the applier applied");
         Ok(!rows.is_empty())
     }
