@@ -107,6 +107,24 @@ fn scope_prefix(start: &[u8], end: &[u8]) -> Option<u16> {
         .then_some(len)
 }
 
+/// Most probes (a key and a version) fit this on the stack.
+const PROBE_STACK_BYTES: usize = 256;
+
+/// `len` bytes to build a lookup key in: in `stack` when they fit, so the
+/// read path does not allocate, else in `heap`.
+fn probe_buf<'a>(
+    stack: &'a mut [u8; PROBE_STACK_BYTES],
+    heap: &'a mut Vec<u8>,
+    len: usize,
+) -> &'a mut [u8] {
+    if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap[..len]
+    }
+}
+
 /// Rough per-entry cost of the skiplist's nodes and the `Bytes` handle.
 const ENTRY_OVERHEAD_BYTES: u64 = 96;
 
@@ -128,9 +146,8 @@ impl Memtable {
             .ranges
             .range((version, 0)..=(version, u32::MAX))
             .count();
-        let size = (start.len() + end.len()) as u64 + ENTRY_OVERHEAD_BYTES;
+        let mut size = (start.len() + end.len()) as u64 + ENTRY_OVERHEAD_BYTES;
         let n = u32::try_from(n).expect("an event adds at most one range per table");
-        let mut size = size;
         match scope_prefix(&start, &end) {
             Some(len) => {
                 let mut indexed = Vec::with_capacity(2 + start.len() + SUFFIX_BYTES);
@@ -170,15 +187,8 @@ impl Memtable {
             index: u32::MAX,
         }
         .suffix();
-        let len = key.len() + SUFFIX_BYTES;
-        let mut stack = [0u8; 256];
-        let mut heap = Vec::new();
-        let probe: &mut [u8] = if len <= stack.len() {
-            &mut stack[..len]
-        } else {
-            heap.resize(len, 0);
-            &mut heap
-        };
+        let (mut stack, mut heap) = ([0u8; PROBE_STACK_BYTES], Vec::new());
+        let probe = probe_buf(&mut stack, &mut heap, key.len() + SUFFIX_BYTES);
         probe[..key.len()].copy_from_slice(key);
         probe[key.len()..].copy_from_slice(&suffix);
         let entry = self
@@ -251,19 +261,13 @@ impl Memtable {
             index: u32::MAX,
         }
         .suffix();
-        let mut stack = [0u8; 256];
-        let mut heap = Vec::new();
+        let (mut stack, mut heap) = ([0u8; PROBE_STACK_BYTES], Vec::new());
         scope_prefix_lens(key).any(|len| {
             let Ok(len16) = u16::try_from(len) else {
                 return false; // Longer than any prefix indexed.
             };
             let probe_len = 2 + len + SUFFIX_BYTES;
-            let probe: &mut [u8] = if probe_len <= stack.len() {
-                &mut stack[..probe_len]
-            } else {
-                heap.resize(probe_len, 0);
-                &mut heap[..probe_len]
-            };
+            let probe = probe_buf(&mut stack, &mut heap, probe_len);
             probe[..2].copy_from_slice(&len16.to_be_bytes());
             probe[2..2 + len].copy_from_slice(&key[..len]);
             probe[2 + len..].copy_from_slice(&suffix);
