@@ -390,6 +390,7 @@ impl Engine {
         }
         let (ack, rx) = ack_channel();
         let shared = &self.inner.shared;
+        let poll = payload.len() <= ACK_POLL_PAYLOAD_MAX;
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
         let result = self
             .send(Msg::Append {
@@ -398,7 +399,7 @@ impl Engine {
                 conditions,
                 ack,
             })
-            .and_then(|()| wait_for_ack(shared, &rx))
+            .and_then(|()| wait_for_ack(shared, &rx, poll))
             // An ack dropped unanswered by a thread that died (a bug) says
             // `Closed`; the engine is poisoned by then, and says why.
             .map_err(|e| match e {
@@ -630,16 +631,24 @@ fn replay_into(
 /// Longest a caller polls for its acknowledgement before it parks.
 const ACK_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// The largest encoded batch whose caller polls for its acknowledgement.
+/// A larger batch keeps the writer (and then the snapshotter) busy for
+/// longer than a wake-up costs: a caller polling through it would take a
+/// core they need (on 2 cores, a 1,000-set batch ran 2.2x slower so).
+const ACK_POLL_PAYLOAD_MAX: usize = 8 << 10;
+
 /// Waits for an acknowledgement. A caller that is the only append in flight
-/// polls instead of parking: on a virtual machine, waking a thread whose CPU
-/// went idle during the fsync costs tens of microseconds, a third of a fast
-/// fsync (see BENCHMARKS.md, append_sync/1). It parks at once if the last
-/// group held several batches (other callers come and go between their
-/// acks, and a poller would hold one of their cores through a whole fsync),
-/// and stops polling as soon as another append is in flight, so concurrent
-/// writers never lose CPU that group commit needs.
-fn wait_for_ack(shared: &Shared, rx: &AckReceiver) -> Result<Lsn> {
-    if shared.last_group_batches.load(Ordering::Relaxed) <= 1
+/// polls instead of parking if `poll` (its batch is small): on a virtual
+/// machine, waking a thread whose CPU went idle during the fsync costs tens
+/// of microseconds, a third of a fast fsync (see BENCHMARKS.md,
+/// append_sync/1). It parks at once if the last group held several batches
+/// (other callers come and go between their acks, and a poller would hold
+/// one of their cores through a whole fsync), and stops polling as soon as
+/// another append is in flight, so concurrent writers never lose CPU that
+/// group commit needs.
+fn wait_for_ack(shared: &Shared, rx: &AckReceiver, poll: bool) -> Result<Lsn> {
+    if poll
+        && shared.last_group_batches.load(Ordering::Relaxed) <= 1
         && shared
             .ack_spinners
             .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)

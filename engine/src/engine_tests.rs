@@ -1211,7 +1211,10 @@ fn a_caller_stops_waiting_once_the_writer_is_gone() {
             std::thread::sleep(Duration::from_millis(20));
             shared.writer_gone.store(true, Ordering::Release);
         });
-        assert!(matches!(wait_for_ack(&shared, &rx), Err(Error::Closed)));
+        assert!(matches!(
+            wait_for_ack(&shared, &rx, true),
+            Err(Error::Closed)
+        ));
     });
     // The message (and its ack sender) was still queued all along.
     drop(ack);
@@ -1229,7 +1232,7 @@ fn a_slow_ack_still_arrives() {
             std::thread::sleep(WRITER_GONE_CHECK + Duration::from_millis(50));
             ack.send(Ok(Lsn(9)));
         });
-        assert_eq!(wait_for_ack(&shared, &rx).unwrap(), Lsn(9));
+        assert_eq!(wait_for_ack(&shared, &rx, true).unwrap(), Lsn(9));
     });
 }
 
