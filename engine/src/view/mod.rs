@@ -40,7 +40,7 @@ use memtable::{Memtable, Version};
 type Entries = Vec<(Vec<u8>, Bytes)>;
 use record::{
     AttemptRecord, Capture, CheckpointRecord, KvValue, Record, RunRecord, SharedValue, TaskCounts,
-    TaskRecord, decode, encode, stored_lsn,
+    TaskRecord, decode, encode, encode_kv, stored_lsn,
 };
 use store::Store;
 
@@ -457,13 +457,8 @@ impl Views {
                 meta,
             } => {
                 // Stored as the log holds it: a compressed value stays so.
-                let record = KvValue {
-                    value: value.clone(),
-                    meta: meta.clone(),
-                    lsn: stored_lsn(version.lsn, *codec),
-                    ts_micros: ts,
-                };
-                m.insert(&kv_key(attempt, key), version, Some(encode(&record).into()));
+                let record = encode_kv(value, meta, stored_lsn(version.lsn, *codec), ts);
+                m.insert(&kv_key(attempt, key), version, Some(record));
             }
             EventBody::Delete { attempt, key } => m.insert(&kv_key(attempt, key), version, None),
             EventBody::ClearTask { task } => {
@@ -476,17 +471,8 @@ impl Views {
                 key,
                 value,
             } => {
-                let record = KvValue {
-                    value: value.clone(),
-                    meta: Vec::new(),
-                    lsn: stored_lsn(version.lsn, *codec),
-                    ts_micros: ts,
-                };
-                m.insert(
-                    &task_kv_key(task, key),
-                    version,
-                    Some(encode(&record).into()),
-                );
+                let record = encode_kv(value, &[], stored_lsn(version.lsn, *codec), ts);
+                m.insert(&task_kv_key(task, key), version, Some(record));
             }
             EventBody::TaskDelete { task, key } => m.insert(&task_kv_key(task, key), version, None),
             EventBody::TaskStatus {

@@ -4,9 +4,13 @@
 //! through validation, like events: redb's bytes come from disk. Changing a
 //! record type changes the views' format: bump [`super::VIEWS_FORMAT_VERSION`].
 
+use bytes::Bytes;
 use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor::Fallible;
 use rkyv::rancor::{BoxedError, Failure};
-use rkyv::{Archive, Deserialize, Serialize};
+use rkyv::ser::{Allocator, Writer};
+use rkyv::vec::{ArchivedVec, VecResolver};
+use rkyv::{Archive, Deserialize, Place, Serialize};
 
 use crate::event::{ParentRef, RunStatus, TaskStatus};
 
@@ -191,6 +195,67 @@ where
         .into_vec()
 }
 
+/// Encodes the value record of `value` and `meta` written at `lsn` (the
+/// stored LSN, zstd bit included): the bytes `encode(&KvValue { .. })`
+/// gives, built straight from the event's borrowed bytes into one buffer of
+/// their exact size. The applier writes one per set, so it skips the copies
+/// into a `KvValue` and the growth of a buffer sized as it goes.
+pub(crate) fn encode_kv(value: &[u8], meta: &[u8], lsn: u64, ts_micros: i64) -> Bytes {
+    // The layout rkyv writes: the value's bytes, the metadata's, then the
+    // root aligned for itself.
+    let exact = (value.len() + meta.len())
+        .next_multiple_of(std::mem::align_of::<ArchivedKvValue>())
+        + std::mem::size_of::<ArchivedKvValue>();
+    let record = KvValueRef {
+        value,
+        meta,
+        lsn,
+        ts_micros,
+    };
+    let bytes = rkyv::api::high::to_bytes_in::<_, Failure>(&record, Vec::with_capacity(exact))
+        .expect("serializing into memory cannot fail");
+    // An exact fit makes the `Bytes` own the buffer as it is.
+    debug_assert_eq!(bytes.len(), exact, "the size of a value record");
+    Bytes::from(bytes)
+}
+
+/// A [`KvValue`] over borrowed bytes: archives to an [`ArchivedKvValue`],
+/// byte for byte what the owned record would.
+struct KvValueRef<'a> {
+    value: &'a [u8],
+    meta: &'a [u8],
+    lsn: u64,
+    ts_micros: i64,
+}
+
+impl Archive for KvValueRef<'_> {
+    type Archived = ArchivedKvValue;
+    type Resolver = (VecResolver, VecResolver);
+
+    fn resolve(&self, (value, meta): Self::Resolver, out: Place<ArchivedKvValue>) {
+        rkyv::munge::munge!(let ArchivedKvValue {
+            value: out_value,
+            meta: out_meta,
+            lsn,
+            ts_micros,
+        } = out);
+        ArchivedVec::resolve_from_slice(self.value, value, out_value);
+        ArchivedVec::resolve_from_slice(self.meta, meta, out_meta);
+        self.lsn.resolve((), lsn);
+        self.ts_micros.resolve((), ts_micros);
+    }
+}
+
+impl<S: Fallible + Allocator + Writer + ?Sized> Serialize<S> for KvValueRef<'_> {
+    fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        // In `KvValue`'s field order, as its derived impl writes them.
+        Ok((
+            ArchivedVec::serialize_from_slice(self.value, serializer)?,
+            ArchivedVec::serialize_from_slice(self.meta, serializer)?,
+        ))
+    }
+}
+
 /// A record type the views store: read back through validation.
 pub(crate) trait Record: Sized {
     /// Validates `bytes` and decodes them.
@@ -316,6 +381,29 @@ mod tests {
         shifted[1..].copy_from_slice(&bytes);
         assert_eq!(decode::<KvValue>(&bytes), Ok(record.clone()));
         assert_eq!(decode::<KvValue>(&shifted[1..]), Ok(record));
+    }
+
+    /// The borrowed encoder writes exactly the owned record's bytes, for
+    /// empty, odd and aligned lengths of value and metadata.
+    #[test]
+    fn a_value_record_encodes_alike_from_borrowed_bytes() {
+        for (value_len, meta_len) in [(0, 0), (1, 0), (0, 3), (7, 1), (8, 8), (100, 0), (4097, 13)]
+        {
+            let value: Vec<u8> = (0..value_len).map(|i| i as u8).collect();
+            let meta = vec![b'm'; meta_len];
+            let owned = encode(&KvValue {
+                value: value.clone(),
+                meta: meta.clone(),
+                lsn: 1 << 63 | 42,
+                ts_micros: -5,
+            });
+            let borrowed = encode_kv(&value, &meta, 1 << 63 | 42, -5);
+            assert_eq!(
+                &borrowed[..],
+                &owned[..],
+                "value {value_len}, meta {meta_len}"
+            );
+        }
     }
 
     /// A stored value whose LSN carries the zstd bit reads back as written,
