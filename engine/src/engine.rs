@@ -634,7 +634,7 @@ const ACK_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
 /// The largest encoded batch whose caller polls for its acknowledgement.
 /// A larger batch keeps the writer (and then the snapshotter) busy for
 /// longer than a wake-up costs: a caller polling through it would take a
-/// core they need (on 2 cores, a 1,000-set batch ran 2.2x slower so).
+/// core they need (on 2 cores, 1,000-set batches ran at 0.7x the rate so).
 const ACK_POLL_PAYLOAD_MAX: usize = 8 << 10;
 
 /// Waits for an acknowledgement. A caller that is the only append in flight

@@ -1236,6 +1236,28 @@ fn a_slow_ack_still_arrives() {
     });
 }
 
+/// The caller of a large batch parks even when it is alone in flight after
+/// a lone-batch group (where a small batch's caller would poll), and still
+/// gets its answer.
+#[test]
+fn a_large_batch_caller_parks_and_gets_its_ack() {
+    let shared = Shared::default();
+    shared.in_flight.store(1, Ordering::Release);
+    shared.last_group_batches.store(1, Ordering::Release);
+    let (ack, rx) = ack_channel();
+    std::thread::scope(|s| {
+        let shared = &shared;
+        s.spawn(move || {
+            // Well inside the 1 ms a poller would hold the polling slot.
+            std::thread::sleep(Duration::from_micros(300));
+            let polling = shared.ack_spinners.load(Ordering::Acquire);
+            ack.send(Ok(Lsn(3)));
+            assert_eq!(polling, 0, "the large batch's caller polled");
+        });
+        assert_eq!(wait_for_ack(shared, &rx, false).unwrap(), Lsn(3));
+    });
+}
+
 /// What a scan of the whole log saw: every frame as (LSN, offset, payload
 /// bytes), then where the cursor stopped (the tail, or an error).
 type Scan = (
