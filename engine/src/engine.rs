@@ -16,10 +16,12 @@ use crate::error::{Error, Invalid, Limit, Result};
 use crate::event::{Event, encode_batch};
 use crate::lock::lock_dir;
 use crate::log::ack::{AckReceiver, ack_channel};
+use crate::log::sink::Sink;
 use crate::log::writer::{Msg, Shared, Writer};
 use crate::log::{LOG_DIR_NAME, LogReader, Lsn, RecoveryReport, recovery};
 use crate::options::Options;
 use crate::storage::{FsStorage, LockGuard, Storage};
+use crate::view::feed::ViewFeed;
 use crate::view::snapshot::{self, Snapshots, Wake};
 use crate::view::store::Store;
 use crate::view::{ViewReader, Views};
@@ -197,6 +199,18 @@ impl Engine {
         dir: impl AsRef<Path>,
         options: Options,
     ) -> Result<Engine> {
+        Engine::open_feeding(storage, dir, options, |feed| feed)
+    }
+
+    /// [`Engine::open_with`], with the writer's sink (the views' feed)
+    /// passed through `wrap` first: tests put a failing or counting sink
+    /// around it there, instead of hooks in the apply path.
+    pub(crate) fn open_feeding(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: Options,
+        wrap: impl FnOnce(Arc<dyn Sink>) -> Arc<dyn Sink>,
+    ) -> Result<Engine> {
         options.validate()?;
         let opened_at = std::time::Instant::now();
         let dir = dir.as_ref().to_path_buf();
@@ -263,7 +277,6 @@ impl Engine {
             micros = u64::try_from(replay.open_duration.as_micros()).unwrap_or(u64::MAX),
             "opened"
         );
-        writer.set_views(Arc::clone(&views));
         let (tx, rx) = bounded(options.writer_queue_depth as usize);
         let snaps = Arc::new(Snapshots {
             views: Arc::clone(&views),
@@ -272,11 +285,16 @@ impl Engine {
             retention: options.retention.clone(),
             removed: AtomicU64::new(0),
             archived: AtomicU64::new(0),
-            shared: Arc::clone(&shared),
+            poison: Arc::clone(&shared.poison),
         });
-        let snapshotter = if options.snapshots.enabled {
-            let (wake_tx, wake_rx) = bounded(1);
-            writer.set_snapshot_wake(wake_tx.clone());
+        let wake = options.snapshots.enabled.then(|| bounded(1));
+        let feed = ViewFeed::new(
+            Arc::clone(&views),
+            wake.as_ref().map(|(tx, _)| tx.clone()),
+            options.snapshots.clone(),
+        );
+        writer.set_sink(wrap(Arc::new(feed)));
+        let snapshotter = if let Some((wake_tx, wake_rx)) = wake {
             let snaps = Arc::clone(&snaps);
             let writer_tx = tx.clone();
             let snap_options = options.snapshots.clone();
@@ -372,7 +390,7 @@ impl Engine {
                 max_bytes: batch_bytes_max,
             });
         }
-        if let Some(e) = self.inner.shared.poisoned() {
+        if let Some(e) = self.inner.shared.poison.get() {
             return Err(e);
         }
         // On the caller's thread, once: the log and the views store the
@@ -403,7 +421,7 @@ impl Engine {
             // An ack dropped unanswered by a thread that died (a bug) says
             // `Closed`; the engine is poisoned by then, and says why.
             .map_err(|e| match e {
-                Error::Closed => shared.poisoned().unwrap_or(Error::Closed),
+                Error::Closed => shared.poison.get().unwrap_or(Error::Closed),
                 e => e,
             });
         shared.in_flight.fetch_sub(1, Ordering::AcqRel);

@@ -9,6 +9,7 @@ use super::*;
 use crate::error::Invalid;
 use crate::event::{EventBody, RunScope};
 use crate::log::segment::SEGMENT_HEADER_BYTES;
+use crate::log::sink::testing::{FAILS_SLOWLY, Faulty, PANICS};
 use crate::options::{Durability, RecoveryMode};
 use crate::storage::{Damage, FsStorage, OpKind, OpenMode, SimDisk, read_to_vec};
 
@@ -1518,14 +1519,14 @@ fn the_memory_bound_and_a_full_queue_do_not_deadlock() {
 #[test]
 fn a_dead_acker_poisons_the_engine() {
     let (_disk, storage) = sim(44);
-    let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
-    inject_acker_fault(&engine, crate::log::writer::ACKER_PANICS);
+    let (engine, faulty) = open_with_acker_fault(Arc::clone(&storage), Options::default());
+    faulty.arm(PANICS);
     let acked = std::sync::Mutex::new(Vec::new());
     // Only a group of several batches goes to the acker, and on the
     // simulated disk a sync is quick: callers may need a few bursts before
     // two of them land in one group.
     for round in 0..50u64 {
-        if engine.inner.shared.test_acker_fault.load(Ordering::Acquire) == 0 {
+        if !faulty.armed() {
             break;
         }
         std::thread::scope(|s| {
@@ -1543,11 +1544,7 @@ fn a_dead_acker_poisons_the_engine() {
             }
         });
     }
-    assert_eq!(
-        engine.inner.shared.test_acker_fault.load(Ordering::Acquire),
-        0,
-        "a group reached the acker"
-    );
+    assert!(!faulty.armed(), "a group reached the acker");
     assert!(
         matches!(
             engine.append(vec![event(9, 1)]),
@@ -1573,8 +1570,8 @@ fn a_dead_acker_poisons_the_engine() {
 #[test]
 fn close_reports_a_group_that_failed_on_the_acker() {
     let (_disk, storage) = sim(45);
-    let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
-    inject_acker_fault(&engine, crate::log::writer::ACKER_FAILS_SLOWLY);
+    let (engine, faulty) = open_with_acker_fault(Arc::clone(&storage), Options::default());
+    faulty.arm(FAILS_SLOWLY);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let closed = std::thread::scope(|s| {
         for t in 0..4u64 {
@@ -1589,9 +1586,7 @@ fn close_reports_a_group_that_failed_on_the_acker() {
             });
         }
         // Close once the failing group is on the acker, before it fails.
-        eventually("a group on the acker", || {
-            engine.inner.shared.test_acker_fault.load(Ordering::Acquire) == 0
-        });
+        eventually("a group on the acker", || !faulty.armed());
         engine.close()
     });
     assert!(failed.load(Ordering::Acquire));
@@ -1638,13 +1633,16 @@ fn run_of_event() -> RunScope {
     }
 }
 
-/// Makes the next group the acker thread applies fail as `fault` says.
-fn inject_acker_fault(engine: &Engine, fault: u64) {
-    engine
-        .inner
-        .shared
-        .test_acker_fault
-        .store(fault, Ordering::Release);
+/// An engine whose views' feed faults as armed on the acker thread.
+fn open_with_acker_fault(storage: Arc<dyn Storage>, options: Options) -> (Engine, Arc<Faulty>) {
+    let mut faulty = None;
+    let engine = Engine::open_feeding(storage, DIR, options, |feed| {
+        let f = Arc::new(Faulty::new(feed, Some("waymark-acker")));
+        faulty = Some(Arc::clone(&f));
+        f
+    })
+    .unwrap();
+    (engine, faulty.expect("open wraps the feed"))
 }
 
 fn segment_path(base: Lsn) -> PathBuf {
@@ -2056,13 +2054,18 @@ fn salvage_cuts_a_zeroed_frame_in_a_segment_that_is_not_the_last() {
 /// `Periodic` mode: only a failed write or sync stops syncing.
 #[test]
 fn close_still_syncs_periodic_writes_after_a_failed_apply() {
-    let (disk, engine) = periodic_engine(53, Duration::from_secs(3600));
+    let (disk, storage) = sim(53);
+    let options = Options {
+        durability: Durability::Periodic(Duration::from_secs(3600)),
+        ..Options::default()
+    };
+    let (engine, faulty) = open_with_acker_fault(storage, options);
     // Acknowledged (after the write) and not synced: the interval is long.
     let mut first = Vec::new();
     for i in 0..20 {
         first.push(engine.append(vec![event(1 << 40 | i, 10)]).unwrap());
     }
-    inject_acker_fault(&engine, crate::log::writer::ACKER_FAILS_SLOWLY);
+    faulty.arm(FAILS_SLOWLY);
     let acked = std::sync::Mutex::new(first);
     std::thread::scope(|s| {
         for t in 0..4u64 {
@@ -2077,11 +2080,7 @@ fn close_still_syncs_periodic_writes_after_a_failed_apply() {
             });
         }
     });
-    assert_eq!(
-        engine.inner.shared.test_acker_fault.load(Ordering::Acquire),
-        0,
-        "a group reached the acker"
-    );
+    assert!(!faulty.armed(), "a group reached the acker");
     assert!(engine.close().is_err());
     drop(engine);
     let storage: Arc<dyn Storage> = Arc::new(disk.reboot(Damage::DropAll));

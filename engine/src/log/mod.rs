@@ -9,11 +9,13 @@
 
 pub(crate) mod ack;
 pub(crate) mod frame;
+pub(crate) mod poison;
 pub(crate) mod readahead;
 pub(crate) mod reader;
 pub(crate) mod recovery;
 pub(crate) mod retention;
 pub(crate) mod segment;
+pub(crate) mod sink;
 pub(crate) mod writer;
 
 use std::fmt;

@@ -16,8 +16,8 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -26,14 +26,14 @@ use rkyv::util::AlignedVec;
 use super::Lsn;
 use super::ack::AckSender;
 use super::frame::{crc_seed, encode_frame, frame_len};
+use super::poison::Poison;
 use super::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, segment_file_name};
+use super::sink::Sink;
 use crate::condition::Condition;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::options::{Durability, Options, SnapshotOptions};
+use crate::options::{Durability, Options};
 use crate::storage::{OpenMode, Storage, StorageFile};
-use crate::view::Views;
-use crate::view::snapshot::Wake;
 
 /// A message to the writer thread.
 pub(crate) enum Msg {
@@ -89,30 +89,26 @@ enum Job {
 }
 
 /// Finishes committed groups, in LSN order: applies their events to the
-/// views, publishes them, freezes or wakes the snapshotter as needed, then
-/// acknowledges the callers. It runs on the acker thread, or on the writer
+/// sink, publishes them, tells the sink the group is done (it may freeze or
+/// wake its snapshotter), then acknowledges the callers. It runs on the acker thread, or on the writer
 /// when the acker has nothing queued; never on both at once.
 struct Finisher {
     shared: Arc<Shared>,
-    /// The views every durable batch is applied to (`None`: the log alone).
-    views: Option<Arc<Views>>,
-    /// Wakes the snapshotter when a threshold is crossed (`None`: snapshots
-    /// are off).
-    snap_wake: Option<Sender<Wake>>,
-    snapshots: SnapshotOptions,
+    /// What every durable batch is applied to (`None`: the log alone).
+    sink: Option<Arc<dyn Sink>>,
     /// Jobs sent to the acker thread and not finished yet. Only the writer
     /// sends, so when it reads zero the acker is idle until the writer sends
     /// again.
     queued: AtomicUsize,
-    /// Set once applying a group failed: the views miss that group, so no
+    /// Set once applying a group failed: the sink misses that group, so no
     /// later group may be applied or acknowledged.
-    views_failed: AtomicBool,
+    sink_failed: AtomicBool,
 }
 
 impl Finisher {
     fn finish(&self, group: Committed) {
-        let applied = if self.views_failed.load(Ordering::Acquire) {
-            Err(self.shared.poison_error())
+        let applied = if self.sink_failed.load(Ordering::Acquire) {
+            Err(self.shared.poison.error())
         } else {
             self.apply(&group)
         };
@@ -123,12 +119,12 @@ impl Finisher {
                 }
             }
             Err(e) => {
-                // The batches are in the log, but the views are not trusted
+                // The batches are in the log, but the sink is not trusted
                 // any more: fail like a failed write; reopening rebuilds
                 // the views from the log.
                 let e = Arc::new(e);
-                self.shared.poison(&e);
-                self.views_failed.store(true, Ordering::Release);
+                self.shared.poison.set(&e);
+                self.sink_failed.store(true, Ordering::Release);
                 for (tx, _) in group.acks {
                     tx.send(Err(replicate(&e)));
                 }
@@ -136,46 +132,21 @@ impl Finisher {
         }
     }
 
-    /// Applies the group's batches to the views, then publishes them: a
+    /// Applies the group's batches to the sink, then publishes them: a
     /// caller's ack comes after its batch is visible to every reader.
     fn apply(&self, group: &Committed) -> Result<()> {
-        #[cfg(test)]
-        if std::thread::current().name() == Some("waymark-acker") {
-            match self.shared.test_acker_fault.swap(0, Ordering::AcqRel) {
-                ACKER_PANICS => panic!("injected: the acker thread panics"),
-                fault @ (ACKER_FAILS_SLOWLY | ACKER_FAILS) => {
-                    if fault == ACKER_FAILS_SLOWLY {
-                        std::thread::sleep(std::time::Duration::from_millis(500));
-                    }
-                    return Err(Error::Io {
-                        path: "injected".into(),
-                        source: std::io::Error::other("injected: applying a group failed"),
-                    });
-                }
-                _ => {}
-            }
-        }
-        let Some(views) = &self.views else {
+        let Some(sink) = &self.sink else {
             return Ok(());
         };
         let mut lsn = group.first_lsn;
         for events in group.batches.iter() {
-            views.apply(lsn, events)?;
+            sink.apply(lsn, events)?;
             lsn = lsn.next();
         }
         if lsn != group.first_lsn {
-            views.publish(Lsn(lsn.0 - 1));
+            sink.publish(Lsn(lsn.0 - 1));
         }
-        if group.freeze {
-            views.freeze();
-        } else if let Some(wake) = &self.snap_wake {
-            let levels = views.levels();
-            if levels.active.events() >= self.snapshots.every_events
-                || levels.active.bytes() >= self.snapshots.every_bytes
-            {
-                let _ = wake.try_send(Wake::Check);
-            }
-        }
+        sink.after_group(group.freeze);
         Ok(())
     }
 }
@@ -183,8 +154,8 @@ impl Finisher {
 /// State the writer shares with the engine's handles.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    poisoned: AtomicBool,
-    cause: Mutex<Option<Arc<Error>>>,
+    /// Set by the first failed write, sync or apply (fail-stop).
+    pub poison: Arc<Poison>,
     /// Highest LSN written (and acknowledged in non-`Sync` modes).
     pub written_lsn: AtomicU64,
     /// Highest LSN made durable by an `fdatasync`.
@@ -208,56 +179,6 @@ pub(crate) struct Shared {
     /// for (the writer for its next batch, the caller for its ack); more
     /// means concurrent callers, who need the CPU instead.
     pub last_group_batches: AtomicU64,
-    /// A fault for the next group the acker thread applies (tests only):
-    /// [`ACKER_PANICS`], [`ACKER_FAILS_SLOWLY`] or [`ACKER_FAILS`].
-    #[cfg(test)]
-    pub test_acker_fault: AtomicU64,
-}
-
-/// Test fault: the acker thread panics in the middle of a group.
-#[cfg(test)]
-pub(crate) const ACKER_PANICS: u64 = 1;
-/// Test fault: applying a group on the acker takes 500 ms, then fails.
-#[cfg(test)]
-pub(crate) const ACKER_FAILS_SLOWLY: u64 = 2;
-/// Test fault: applying a group on the acker (or inline on a thread named
-/// like it) fails at once, before anything is applied.
-#[cfg(test)]
-pub(crate) const ACKER_FAILS: u64 = 3;
-
-impl Shared {
-    /// [`Error::Poisoned`] with the first failure as its source, once
-    /// anything poisoned the engine.
-    pub(crate) fn poisoned(&self) -> Option<Error> {
-        if !self.poisoned.load(Ordering::Acquire) {
-            return None;
-        }
-        let cause = self.cause.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        // The flag is set only after the cause is stored, under the lock.
-        Some(Error::Poisoned {
-            cause: cause.expect("the cause is stored before the flag is set"),
-        })
-    }
-
-    /// [`Shared::poisoned`] where the caller knows the engine is poisoned
-    /// (its own failure flag, set only after a poison, says so).
-    fn poison_error(&self) -> Error {
-        self.poisoned()
-            .expect("a failure flag is set only after the engine is poisoned")
-    }
-
-    /// Poisons the engine with `cause`, unless an earlier failure did.
-    pub(crate) fn poison(&self, cause: &Arc<Error>) {
-        let mut slot = self.cause.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            tracing::error!(
-                cause = %cause,
-                "the engine is poisoned (fail-stop): every later write is refused; reopen to recover"
-            );
-            *slot = Some(Arc::clone(cause));
-        }
-        self.poisoned.store(true, Ordering::Release);
-    }
 }
 
 /// The segment being appended to.
@@ -546,11 +467,9 @@ impl Writer {
         shared.durable_lsn.store(durable_lsn.0, Ordering::Release);
         let finisher = Arc::new(Finisher {
             shared: Arc::clone(&shared),
-            views: None,
-            snap_wake: None,
-            snapshots: options.snapshots.clone(),
+            sink: None,
             queued: AtomicUsize::new(0),
-            views_failed: AtomicBool::new(false),
+            sink_failed: AtomicBool::new(false),
         });
         Ok(Writer {
             storage,
@@ -681,7 +600,7 @@ impl Writer {
         let _ = self.quiesce();
         // A group still on the acker may have failed to apply: then the
         // engine is poisoned, and `close` says so too.
-        let result = synced.and_then(|lsn| match self.shared.poisoned() {
+        let result = synced.and_then(|lsn| match self.shared.poison.get() {
             Some(e) => Err(e),
             None => Ok(lsn),
         });
@@ -732,7 +651,7 @@ impl Writer {
     /// batches before it are written, synced and applied, then it is
     /// checked against the views that hold them.
     fn commit(&mut self, group: Vec<Msg>) {
-        if let Some(e) = self.shared.poisoned() {
+        if let Some(e) = self.shared.poison.get() {
             fail_all(group, &Arc::new(e));
             return;
         }
@@ -759,7 +678,7 @@ impl Writer {
             // A group applied since (the acker's, or a part of this one)
             // may have failed and poisoned the engine: nothing is written
             // after a poison, decided or not.
-            if let Some(e) = self.shared.poisoned() {
+            if let Some(e) = self.shared.poison.get() {
                 let e = Arc::new(e);
                 fail_all(part, &e);
                 fail_all(std::mem::take(&mut rest), &e);
@@ -769,7 +688,7 @@ impl Writer {
             if let Err(e) = self.write_group(&part) {
                 self.io_failed = true;
                 let e = Arc::new(e);
-                self.shared.poison(&e);
+                self.shared.poison.set(&e);
                 fail_all(part, &e);
                 fail_all(std::mem::take(&mut rest), &e);
                 return;
@@ -866,9 +785,9 @@ impl Writer {
     /// Checks `conditions` against the views, after waiting for any group
     /// handed on earlier whose batches may affect them.
     fn check(&mut self, conditions: &[Condition]) -> Result<()> {
-        let Some(views) = self.finisher.views.clone() else {
+        let Some(sink) = self.finisher.sink.clone() else {
             return Err(Error::InvalidOptions(
-                "conditions need the views, and this log has none".into(),
+                "conditions need the views, and this log feeds none".into(),
             ));
         };
         // Groups handed on while nothing was tracked are not in `pending`:
@@ -889,13 +808,13 @@ impl Writer {
             // one failed: then the views miss it, and no condition it may
             // affect can be checked (nor any batch written).
             self.quiesce()?;
-            if self.finisher.views_failed.load(Ordering::Acquire) {
-                return Err(self.shared.poison_error());
+            if self.finisher.sink_failed.load(Ordering::Acquire) {
+                return Err(self.shared.poison.error());
             }
             self.drop_applied_pending();
         }
         for (index, condition) in conditions.iter().enumerate() {
-            let checked = views
+            let checked = sink
                 .check(condition)
                 .map_err(|cause| Error::ConditionUnreadable {
                     cause: Box::new(cause),
@@ -913,10 +832,10 @@ impl Writer {
 
     /// Forgets the pending groups the views have published.
     fn drop_applied_pending(&mut self) {
-        let Some(views) = &self.finisher.views else {
+        let Some(sink) = &self.finisher.sink else {
             return;
         };
-        let visible = views.visible_lsn();
+        let visible = sink.visible_lsn();
         while let Some((first, batches)) = self.pending.front() {
             let last = Lsn(first.0 + batches.len() as u64 - 1);
             if last > visible {
@@ -958,14 +877,9 @@ impl Writer {
         committed
     }
 
-    /// Sets the views every durable batch is applied to.
-    pub(crate) fn set_views(&mut self, views: Arc<Views>) {
-        self.finisher_before_run().views = Some(views);
-    }
-
-    /// Sets the channel that wakes the snapshotter.
-    pub(crate) fn set_snapshot_wake(&mut self, wake: Sender<Wake>) {
-        self.finisher_before_run().snap_wake = Some(wake);
+    /// Sets what every durable batch is applied to.
+    pub(crate) fn set_sink(&mut self, sink: Arc<dyn Sink>) {
+        self.finisher_before_run().sink = Some(sink);
     }
 
     fn finisher_before_run(&mut self) -> &mut Finisher {
@@ -973,42 +887,36 @@ impl Writer {
             .expect("the finisher is shared with the acker only once the writer runs")
     }
 
-    /// The memory bound: when the memtables hold more than
-    /// `snapshots.memtable_bytes_max`, freeze (after a sync, so the frozen
-    /// memtable is durable) if nothing is frozen yet, and wait for the
-    /// snapshotter to write the frozen memtable. Appends wait here rather
-    /// than grow memory without bound.
+    /// The memory bound: when the sink does not admit the next group (its
+    /// memtables hold more than `snapshots.memtable_bytes_max`), wait until
+    /// everything handed on is applied, sync, and let the sink make room
+    /// (freeze, and wait for its snapshot). Appends wait here rather than
+    /// grow memory without bound.
     fn hold_memory_bound(&mut self) -> Result<()> {
-        let max = self.options.snapshots.memtable_bytes_max;
-        let (Some(wake), Some(views)) = (&self.finisher.snap_wake, &self.finisher.views) else {
+        // The common case, checked before anything is cloned: this runs
+        // before every group.
+        let Some(sink) = &self.finisher.sink else {
             return Ok(());
         };
-        // The common case, checked before anything is cloned: this runs
-        // before every group. The acker may lag by a group or two, which
-        // the bound can afford.
-        if views.memtable_bytes() < max {
+        if sink.admits() {
             return Ok(());
         }
-        let (wake, views) = (wake.clone(), Arc::clone(views));
+        let sink = Arc::clone(sink);
         // Freezing takes the applier's place between two groups: wait until
         // the acker has applied every group handed to it (and never freeze
         // a memtable a dead acker left half a group in).
         self.quiesce()?;
         // A group that failed to apply may have left part of itself in the
         // active memtable: never freeze (and snapshot) that.
-        if self.finisher.views_failed.load(Ordering::Acquire) {
-            return Err(self.shared.poison_error());
+        if self.finisher.sink_failed.load(Ordering::Acquire) {
+            return Err(self.shared.poison.error());
         }
         // Synced before freezing (the frozen memtable must be durable) and
         // before waiting either way: the wait can last a whole snapshot, in
         // which no `Periodic` sync falls due on this thread, and batches
         // acknowledged before it must not stay unsynced past the interval.
         self.sync()?;
-        if views.levels().frozen.is_none() {
-            views.freeze();
-        }
-        let _ = wake.try_send(Wake::Check);
-        views.wait_below(max)
+        sink.make_room()
     }
 
     /// Finishes a committed group. A group of several batches goes to the
@@ -1071,9 +979,10 @@ impl Writer {
     /// Returns the error later callers get.
     fn acker_died(&self) -> Error {
         self.shared
-            .poison(&Arc::new(Error::ThreadDied { thread: "acker" }));
-        self.finisher.views_failed.store(true, Ordering::Release);
-        self.shared.poison_error()
+            .poison
+            .set(&Arc::new(Error::ThreadDied { thread: "acker" }));
+        self.finisher.sink_failed.store(true, Ordering::Release);
+        self.shared.poison.error()
     }
 
     /// Frames the group's batches and writes them, rolling segments as
@@ -1184,7 +1093,7 @@ impl Writer {
         // another reason, a failed apply, the writer still syncs what it
         // acknowledged in `Periodic` mode.)
         if self.io_failed {
-            return Err(self.shared.poison_error());
+            return Err(self.shared.poison.error());
         }
         let a = &mut self.active;
         if !a.dirty {
@@ -1194,7 +1103,7 @@ impl Writer {
         self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = result {
             let e = Arc::new(e);
-            self.shared.poison(&e);
+            self.shared.poison.set(&e);
             self.io_failed = true;
             return Err(replicate(&e));
         }
@@ -1243,7 +1152,8 @@ impl Drop for AckerGone {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.0
-                .poison(&Arc::new(Error::ThreadDied { thread: "acker" }));
+                .poison
+                .set(&Arc::new(Error::ThreadDied { thread: "acker" }));
         }
     }
 }
@@ -1257,7 +1167,8 @@ impl Drop for WriterGone {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.shared
-                .poison(&Arc::new(Error::ThreadDied { thread: "writer" }));
+                .poison
+                .set(&Arc::new(Error::ThreadDied { thread: "writer" }));
         }
         self.shared.writer_gone.store(true, Ordering::Release);
         for msg in self.rx.try_iter() {
@@ -1331,7 +1242,11 @@ mod tests {
     use crate::event::encode_batch;
     use crate::event::tests::sample;
     use crate::log::ack::ack_channel;
+    use crate::log::sink::testing::{FAILS, Faulty};
     use crate::storage::SimDisk;
+    use crate::view::Views;
+    use crate::view::feed::ViewFeed;
+    use crate::view::snapshot::Wake;
 
     fn append_msg(i: u32) -> Msg {
         let events = vec![sample(i)];
@@ -1360,21 +1275,112 @@ mod tests {
         .unwrap()
     }
 
-    /// A writer with views (in memory) and a snapshotter's wake channel.
+    /// A writer feeding views (in memory) with a snapshotter's wake
+    /// channel, as the engine wires it.
     fn writer_with_views(
+        options: Options,
+        shared: Arc<Shared>,
+    ) -> (Writer, Arc<Views>, crossbeam_channel::Receiver<Wake>) {
+        let (writer, views, woken, _) = writer_with_failing_views(options, shared);
+        (writer, views, woken)
+    }
+
+    /// [`writer_with_views`], the feed wrapped in a sink whose `apply`
+    /// faults as armed.
+    fn writer_with_failing_views(
         options: Options,
         shared: Arc<Shared>,
     ) -> (
         Writer,
-        Arc<crate::view::Views>,
+        Arc<Views>,
         crossbeam_channel::Receiver<Wake>,
+        Arc<Faulty>,
     ) {
+        let snapshots = options.snapshots.clone();
         let mut writer = writer(options, shared);
-        let views = Arc::new(crate::view::Views::new(Lsn(0), None));
-        writer.set_views(Arc::clone(&views));
+        let views = Arc::new(Views::new(Lsn(0), None));
         let (wake, woken) = crossbeam_channel::bounded(1);
-        writer.set_snapshot_wake(wake);
-        (writer, views, woken)
+        let feed = ViewFeed::new(Arc::clone(&views), Some(wake), snapshots);
+        let faulty = Arc::new(Faulty::new(Arc::new(feed), None));
+        writer.set_sink(Arc::clone(&faulty) as Arc<dyn Sink>);
+        (writer, views, woken, faulty)
+    }
+
+    /// A sink that records every call the writer makes, in order.
+    #[derive(Debug, Default)]
+    struct Recording {
+        calls: std::sync::Mutex<Vec<String>>,
+        visible: AtomicU64,
+    }
+
+    impl Recording {
+        fn push(&self, call: String) {
+            self.calls.lock().unwrap().push(call);
+        }
+    }
+
+    impl Sink for Recording {
+        fn apply(&self, lsn: Lsn, events: &[Event]) -> Result<()> {
+            self.push(format!("apply {lsn} ({} events)", events.len()));
+            Ok(())
+        }
+        fn publish(&self, lsn: Lsn) {
+            self.push(format!("publish {lsn}"));
+            self.visible.store(lsn.0, Ordering::Release);
+        }
+        fn visible_lsn(&self) -> Lsn {
+            Lsn(self.visible.load(Ordering::Acquire))
+        }
+        fn after_group(&self, freeze: bool) {
+            self.push(format!("after_group freeze={freeze}"));
+        }
+        fn check(&self, _: &Condition) -> Result<Option<Found>> {
+            Ok(None)
+        }
+        fn admits(&self) -> bool {
+            true
+        }
+        fn make_room(&self) -> Result<()> {
+            unreachable!("this sink always admits")
+        }
+    }
+
+    /// The writer hands its sink each durable batch once, in LSN order,
+    /// publishes a group once all of it is applied, and tells the sink of
+    /// each group's end, with the freeze a group held.
+    #[test]
+    fn the_sink_gets_each_durable_group_in_order_and_whole() {
+        let shared = Arc::new(Shared::default());
+        let mut writer = writer(Options::default(), Arc::clone(&shared));
+        let sink = Arc::new(Recording::default());
+        writer.set_sink(Arc::clone(&sink) as Arc<dyn Sink>);
+        writer.commit(vec![append_msg(1)]);
+        writer.commit(vec![append_msg(2), append_msg(3)]);
+        let (ack, rx) = ack_channel();
+        writer.commit(vec![append_msg(4), Msg::Freeze { ack }]);
+        writer.quiesce().unwrap();
+        assert_eq!(
+            answer(&rx).unwrap(),
+            Lsn(4),
+            "a freeze acks the durable LSN"
+        );
+        let calls = sink.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            [
+                "apply 1 (1 events)",
+                "publish 1",
+                "after_group freeze=false",
+                "apply 2 (1 events)",
+                "apply 3 (1 events)",
+                "publish 3",
+                "after_group freeze=false",
+                "apply 4 (1 events)",
+                "publish 4",
+                "after_group freeze=true",
+            ]
+        );
+        assert_eq!(shared.durable_lsn.load(Ordering::Acquire), 4);
     }
 
     fn periodic_writer(interval: std::time::Duration) -> Writer {
@@ -1541,14 +1547,13 @@ mod tests {
     /// views and written (that would let a condition the log's order makes
     /// false through: two starts of one attempt after a reopen). Here the
     /// group `[start, start]` of one attempt splits; its first part fails
-    /// to apply (inline, on a thread named as the acker, so the fault
-    /// fires); the second start is refused and nothing after the first is
-    /// written.
+    /// to apply (inline: a lone part is finished on the writer's thread);
+    /// the second start is refused and nothing after the first is written.
     #[test]
     fn a_condition_is_never_checked_against_views_that_missed_a_failed_group() {
         let shared = Arc::new(Shared::default());
-        let (mut writer, views, _woken) =
-            writer_with_views(Options::default(), Arc::clone(&shared));
+        let (mut writer, views, _woken, fail) =
+            writer_with_failing_views(Options::default(), Arc::clone(&shared));
         let (start, first) = transition("a", None, TaskStatus::Running);
         let (again, second) = transition("a", None, TaskStatus::Running);
         let (plain, third) = {
@@ -1567,24 +1572,14 @@ mod tests {
             };
             (msg, rx)
         };
-        shared
-            .test_acker_fault
-            .store(ACKER_FAILS, Ordering::Release);
-        let writer = std::thread::Builder::new()
-            .name("waymark-acker".into())
-            .spawn(move || {
-                writer.commit(vec![start, again, plain]);
-                writer
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        fail.arm(FAILS);
+        writer.commit(vec![start, again, plain]);
         assert!(answer(&first).is_err(), "its group failed to apply");
         assert!(answer(&second).is_err());
         assert!(answer(&third).is_err());
         assert_eq!(writer.next_lsn, Lsn(2), "only the first start was framed");
         assert_eq!(views.visible_lsn(), Lsn(0));
-        assert!(shared.poisoned().is_some());
+        assert!(shared.poison.get().is_some());
     }
 
     /// The writer keeps a group's events for the conditions of later
@@ -1634,8 +1629,8 @@ mod tests {
         let (mut writer, views, _woken) = writer_with_views(options, Arc::clone(&shared));
         // What the acker leaves when a group fails after its first batch.
         views.apply(Lsn(1), &[sample(1)]).unwrap();
-        writer.finisher.views_failed.store(true, Ordering::Release);
-        shared.poison(&Arc::new(Error::Closed));
+        writer.finisher.sink_failed.store(true, Ordering::Release);
+        shared.poison.set(&Arc::new(Error::Closed));
         assert!(writer.hold_memory_bound().is_err());
         assert!(views.levels().frozen.is_none(), "nothing frozen");
     }

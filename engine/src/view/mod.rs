@@ -16,6 +16,7 @@
 //! The tables (`key::Table`): `kv` (attempt state), `task_kv` (task state
 //! that survives retries), `tasks`, `runs`, `checkpoints`, `shared`.
 
+pub(crate) mod feed;
 pub(crate) mod key;
 pub(crate) mod memtable;
 pub mod record;

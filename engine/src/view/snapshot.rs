@@ -22,8 +22,10 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
 use super::Views;
+use super::memtable::Memtable;
 use crate::error::{Error, Result};
 use crate::log::ack::{AckReceiver, ack_channel};
+use crate::log::poison::Poison;
 use crate::log::retention;
 use crate::log::writer::Msg;
 use crate::options::{Retention, SnapshotOptions};
@@ -41,9 +43,8 @@ pub(crate) struct Snapshots {
     pub removed: AtomicU64,
     /// Segments archived by retention since open.
     pub archived: AtomicU64,
-    /// The writer's state: once the engine is poisoned, retention touches
-    /// the log no more.
-    pub shared: Arc<crate::log::writer::Shared>,
+    /// Once the engine is poisoned, retention touches the log no more.
+    pub poison: Arc<Poison>,
 }
 
 /// What wakes the snapshotter.
@@ -91,9 +92,14 @@ pub(crate) fn due(views: &Views, options: &SnapshotOptions) -> bool {
     }
     let active = &levels.active;
     !active.is_empty()
-        && (active.events() >= options.every_events
-            || active.bytes() >= options.every_bytes
-            || views.since_last_snapshot() >= options.interval)
+        && (crossed(active, options) || views.since_last_snapshot() >= options.interval)
+}
+
+/// Whether the active memtable holds enough for a snapshot (events or
+/// bytes since the last one). The one place the thresholds are tested: the
+/// views' feed asks it after every group, to wake the snapshotter.
+pub(crate) fn crossed(active: &Memtable, options: &SnapshotOptions) -> bool {
+    active.events() >= options.every_events || active.bytes() >= options.every_bytes
 }
 
 /// Asks the writer to freeze the active memtable. Never blocks on a full
@@ -163,7 +169,7 @@ pub(crate) fn snapshot_once(snaps: &Snapshots, writer: &Sender<Msg>) -> Result<(
         views.applied_lsn(),
         &snaps.retention,
         now_unix_ms(),
-        &|| snaps.shared.poisoned().is_some(),
+        &|| snaps.poison.is_set(),
     )?;
     if done.removed > 0 || done.archived > 0 {
         tracing::info!(
