@@ -68,7 +68,7 @@ pub enum System {
     /// waymark through `waymark_kernel`, default `Sync` durability.
     Waymark,
     /// The same with value compression (`Options::compression`, zstd level
-    /// 3, values of 1 KiB and more): W8 only.
+    /// 1, the default, values of 1 KiB and more): W8 only.
     #[value(name = "waymark-zstd")]
     WaymarkZstd,
     /// SQLite, WAL mode, `synchronous=FULL`, Marie's `task_state` table.
