@@ -152,7 +152,7 @@ fn append_then_reopen_on_real_files() {
 
 #[test]
 fn a_preallocated_segment_is_zero_filled_ahead_of_its_frames() {
-    use crate::log::writer::ZERO_AHEAD_BYTES;
+    use crate::log::active::ZERO_AHEAD_BYTES;
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).unwrap();

@@ -2,12 +2,14 @@
 //!
 //! The log is a directory of segments (`segment`), each a header and a run
 //! of frames (`frame`), one frame per atomically written batch of events.
-//! The writer thread (`writer`) appends with group commit; recovery
+//! The writer thread (`writer`) appends with group commit into the active
+//! segment (`active`); recovery
 //! (`recovery`) verifies every frame on open and cuts a torn tail; the
 //! reader (`reader`) iterates frames from any LSN, offline or beside a live
 //! writer. FORMAT.md describes every byte.
 
 pub(crate) mod ack;
+pub(crate) mod active;
 pub(crate) mod frame;
 pub(crate) mod poison;
 pub(crate) mod readahead;

@@ -15,7 +15,7 @@
 //! refuses every later batch.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -25,15 +25,16 @@ use rkyv::util::AlignedVec;
 
 use super::Lsn;
 use super::ack::AckSender;
+use super::active::Active;
 use super::frame::{crc_seed, encode_frame, frame_len};
 use super::poison::Poison;
-use super::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, segment_file_name};
+use super::segment::SEGMENT_HEADER_BYTES;
 use super::sink::Sink;
 use crate::condition::Condition;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::options::{Durability, Options};
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::Storage;
 
 /// A message to the writer thread.
 pub(crate) enum Msg {
@@ -181,41 +182,6 @@ pub(crate) struct Shared {
     pub last_group_batches: AtomicU64,
 }
 
-/// The segment being appended to.
-struct Active {
-    file: Arc<dyn StorageFile>,
-    path: PathBuf,
-    /// Where the next frame goes.
-    offset: u64,
-    /// Whether bytes were written since the last sync.
-    dirty: bool,
-    /// The file holds written bytes (frames, or zeros written ahead of
-    /// them) up to here; past it a preallocated segment is sparse.
-    zeroed_to: u64,
-}
-
-/// Bytes of zeros a preallocated segment is written with at a time, ahead
-/// of the frames. `set_len` leaves the file sparse, and a frame that lands
-/// in a block never written makes its `fdatasync` allocate the block and
-/// commit the file system's journal too: measured here, a 1,792-byte group
-/// with `fdatasync` took about 1.2x as long in a sparse file as in a
-/// zero-filled one, and a group that size lands in a new 4 KiB block every
-/// second or third sync (BENCHMARKS.md, "Zero-filling ahead of the
-/// frames"). Writing zeros ahead allocates a mebibyte's blocks in one sync
-/// (about a millisecond more, once per mebibyte of log) instead of one
-/// block in every other sync. PostgreSQL zero-fills its WAL segments for
-/// the same reason. A segment smaller than four times this is zero-filled a
-/// quarter at a time, so that its first frame does not pay for all of it.
-pub(crate) const ZERO_AHEAD_BYTES: u64 = ZEROS.len() as u64;
-
-/// Bytes of zeros written ahead at a time in a segment of `segment_bytes`.
-fn zero_ahead_bytes(segment_bytes: u64) -> u64 {
-    (segment_bytes / 4).clamp(1024, ZERO_AHEAD_BYTES)
-}
-
-/// A mebibyte of zeros to write from.
-static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
-
 /// The writer thread's state.
 pub(crate) struct Writer {
     storage: Arc<dyn Storage>,
@@ -258,127 +224,6 @@ pub(crate) struct Writer {
 /// after these, and the events are freed by the acker as before.
 const TRACK_GROUPS: u32 = 256;
 
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Creates the segment whose first LSN is `base` and makes it and its
-/// directory entry durable before anything is written into it.
-fn create_segment(
-    storage: &dyn Storage,
-    log_dir: &Path,
-    log_id: u128,
-    base: Lsn,
-    options: &Options,
-) -> Result<Active> {
-    let path = log_dir.join(segment_file_name(base));
-    let file = create_segment_file(storage, &path, log_id, base, options)?;
-    // A new file is not durable until its directory entry is.
-    storage
-        .sync_dir(log_dir)
-        .map_err(|e| Error::io(log_dir, e))?;
-    Ok(Active {
-        file,
-        path,
-        offset: SEGMENT_HEADER_BYTES as u64,
-        dirty: false,
-        zeroed_to: SEGMENT_HEADER_BYTES as u64,
-    })
-}
-
-/// Creates a segment file at `path` (header and preallocation, synced;
-/// its directory entry is the caller's to sync).
-fn create_segment_file(
-    storage: &dyn Storage,
-    path: &Path,
-    log_id: u128,
-    base: Lsn,
-    options: &Options,
-) -> Result<Arc<dyn StorageFile>> {
-    let file = storage
-        .open(path, OpenMode::CreateNew)
-        .map_err(|e| Error::io(path, e))?;
-    let header = SegmentHeader {
-        format_version: super::FORMAT_VERSION,
-        log_id,
-        base_lsn: base,
-        created_unix_ms: now_unix_ms(),
-    };
-    file.write_all_at(&header.encode(), 0)
-        .map_err(|e| Error::io(path, e))?;
-    if options.preallocate {
-        file.set_len(options.segment_bytes_max)
-            .map_err(|e| Error::io(path, e))?;
-    }
-    file.sync_data().map_err(|e| Error::io(path, e))?;
-    Ok(file)
-}
-
-/// The suffix of the file that replaces an empty tail segment of an older
-/// format version (see [`upgrade_of_tail`]). Not a segment name: readers
-/// and recovery pass over it.
-const UPGRADE_SUFFIX: &str = ".upgrade";
-
-/// How the writer takes over a recovered tail segment.
-enum TailUpgrade {
-    /// Append after its last frame, in this file: its header is this
-    /// build's version (or it had no frame and was replaced by an empty
-    /// segment of this version).
-    Resume(Arc<dyn StorageFile>),
-    /// It holds frames under an older version's header: start a new
-    /// segment.
-    Roll,
-}
-
-/// Reads the tail segment's header and decides how to take it over.
-///
-/// An older version's tail with no frame yet is replaced whole: a new empty
-/// segment is written and synced under a temporary name, renamed over it,
-/// and the directory synced. The rename is atomic, so a crash leaves the
-/// old empty segment or the new one, never neither (rewriting the header in
-/// place could tear it, and recovery would remove the torn segment, and
-/// with it, if it was the only one, the log's id that the views record).
-/// A temporary file a crash left behind is removed first.
-fn upgrade_of_tail(
-    storage: &dyn Storage,
-    log_dir: &Path,
-    file: Arc<dyn StorageFile>,
-    path: &Path,
-    offset: u64,
-    options: &Options,
-) -> Result<TailUpgrade> {
-    let mut bytes = [0u8; SEGMENT_HEADER_BYTES];
-    file.read_exact_at(&mut bytes, 0)
-        .map_err(|e| Error::io(path, e))?;
-    // Recovery checked this header already.
-    let header = SegmentHeader::decode(&bytes).map_err(|_| Error::Corruption {
-        segment: path.to_path_buf(),
-        offset: 0,
-        expected_lsn: Lsn(0),
-        reason: crate::error::Invalid::HeaderChecksum,
-    })?;
-    if header.format_version == super::FORMAT_VERSION {
-        return Ok(TailUpgrade::Resume(file));
-    }
-    if offset > SEGMENT_HEADER_BYTES as u64 {
-        return Ok(TailUpgrade::Roll);
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(UPGRADE_SUFFIX);
-    let tmp = PathBuf::from(tmp);
-    if storage.exists(&tmp).map_err(|e| Error::io(&tmp, e))? {
-        storage.remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    let new = create_segment_file(storage, &tmp, header.log_id, header.base_lsn, options)?;
-    storage.rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    storage
-        .sync_dir(log_dir)
-        .map_err(|e| Error::io(log_dir, e))?;
-    Ok(TailUpgrade::Resume(new))
-}
-
 /// An error for each member of a failed group, made from the one that failed
 /// it (I/O errors cannot be cloned).
 fn replicate(e: &Arc<Error>) -> Error {
@@ -413,55 +258,29 @@ impl Writer {
     ) -> Result<Writer> {
         // A new log takes the id it was given (the views file may already
         // carry it), else a fresh one.
-        let (log_id, active) = match (log_id, tail) {
+        let (log_id, active, created) = match (log_id, tail) {
             (Some(log_id), Some((_, path, offset))) => {
-                let file = storage
-                    .open(&path, OpenMode::ReadWrite)
-                    .map_err(|e| Error::io(&path, e))?;
-                // The tail's directory entry may never have been synced: the
-                // open or rollover that created it may have failed or crashed
-                // between the file's sync and the directory's. Acks are about
-                // to depend on it.
-                storage
-                    .sync_dir(&log_dir)
-                    .map_err(|e| Error::io(&log_dir, e))?;
-                let opened = Arc::clone(&file);
-                match upgrade_of_tail(storage.as_ref(), &log_dir, file, &path, offset, &options)? {
-                    TailUpgrade::Resume(file) => {
-                        if !Arc::ptr_eq(&file, &opened) {
-                            shared.segments_created.fetch_add(1, Ordering::Relaxed);
-                        }
-                        // What lies past the recovered tail is not known to
-                        // be written: zero-filling starts again from it.
-                        let active = Active {
-                            file,
-                            path,
-                            offset,
-                            dirty: false,
-                            zeroed_to: offset,
-                        };
-                        (log_id, active)
-                    }
-                    // Frames of this build's version never go into a segment
-                    // whose header names an older one (an older build would
-                    // take them for corruption): they start a new segment,
-                    // as a rollover does. Recovery synced the tail.
-                    TailUpgrade::Roll => {
-                        let active =
-                            create_segment(storage.as_ref(), &log_dir, log_id, next_lsn, &options)?;
-                        shared.segments_created.fetch_add(1, Ordering::Relaxed);
-                        (log_id, active)
-                    }
-                }
+                let (active, created) = Active::take_over(
+                    storage.as_ref(),
+                    &log_dir,
+                    log_id,
+                    path,
+                    offset,
+                    next_lsn,
+                    &options,
+                )?;
+                (log_id, active, created)
             }
             (log_id, _) => {
                 let log_id = log_id.unwrap_or_else(|| storage.new_log_id());
                 let active =
-                    create_segment(storage.as_ref(), &log_dir, log_id, next_lsn, &options)?;
-                shared.segments_created.fetch_add(1, Ordering::Relaxed);
-                (log_id, active)
+                    Active::create(storage.as_ref(), &log_dir, log_id, next_lsn, &options)?;
+                (log_id, active, true)
             }
         };
+        if created {
+            shared.segments_created.fetch_add(1, Ordering::Relaxed);
+        }
         let durable_lsn = Lsn(next_lsn.0 - 1);
         shared.written_lsn.store(durable_lsn.0, Ordering::Release);
         shared.durable_lsn.store(durable_lsn.0, Ordering::Release);
@@ -1000,7 +819,7 @@ impl Writer {
                 }
             };
             let len = frame_len(payload.len()) as u64;
-            let used = self.active.offset + self.buf.len() as u64;
+            let used = self.active.offset() + self.buf.len() as u64;
             let has_frames = used > SEGMENT_HEADER_BYTES as u64;
             if has_frames && used + len > self.options.segment_bytes_max {
                 self.write_buf()?;
@@ -1027,7 +846,7 @@ impl Writer {
             .is_some_and(|due| Instant::now() >= due);
         if flush || periodic_due || self.options.durability == Durability::Sync {
             self.sync()?;
-        } else if self.active.dirty {
+        } else if self.active.is_dirty() {
             self.unsynced_since.get_or_insert_with(Instant::now);
         }
         Ok(())
@@ -1038,48 +857,13 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.zero_ahead()?;
-        let a = &mut self.active;
-        a.file
-            .write_all_at(&self.buf, a.offset)
-            .map_err(|e| Error::io(&a.path, e))?;
-        a.offset += self.buf.len() as u64;
-        a.dirty = true;
+        self.active.append(&self.buf)?;
         self.shared
             .log_bytes
             .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
         self.buf.clear();
         let written = self.next_lsn.0 - 1;
         self.shared.written_lsn.store(written, Ordering::Release);
-        Ok(())
-    }
-
-    /// In a preallocated segment, writes zeros past the end of the frames
-    /// about to be written when they would reach beyond what is written
-    /// already: [`ZERO_AHEAD_BYTES`] at a time (less in a small segment),
-    /// never past the segment's preallocated size, never over a frame.
-    /// Written before the frames, so that the frames stay the last write a
-    /// crash can tear. Zeros read as the end of the data (no frame has
-    /// length zero), exactly as the sparse file's holes do, so recovery and
-    /// readers see no difference.
-    fn zero_ahead(&mut self) -> Result<()> {
-        let a = &mut self.active;
-        let end = a.offset + self.buf.len() as u64;
-        if !self.options.preallocate || end <= a.zeroed_to {
-            return Ok(());
-        }
-        // Past `zeroed_to` by the check above: the zeros start at `end`.
-        let from = end;
-        let to = (from + zero_ahead_bytes(self.options.segment_bytes_max))
-            .min(self.options.segment_bytes_max);
-        if to > from {
-            let len = usize::try_from(to - from).expect("at most ZERO_AHEAD_BYTES");
-            a.file
-                .write_all_at(&ZEROS[..len], from)
-                .map_err(|e| Error::io(&a.path, e))?;
-            a.dirty = true;
-        }
-        a.zeroed_to = to.max(end);
         Ok(())
     }
 
@@ -1095,11 +879,10 @@ impl Writer {
         if self.io_failed {
             return Err(self.shared.poison.error());
         }
-        let a = &mut self.active;
-        if !a.dirty {
+        if !self.active.is_dirty() {
             return Ok(());
         }
-        let result = a.file.sync_data().map_err(|e| Error::io(&a.path, e));
+        let result = self.active.sync();
         self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = result {
             let e = Arc::new(e);
@@ -1107,7 +890,6 @@ impl Writer {
             self.io_failed = true;
             return Err(replicate(&e));
         }
-        a.dirty = false;
         self.unsynced_since = None;
         // Only whole frames are written, and the buffer is empty here.
         debug_assert!(
@@ -1126,7 +908,7 @@ impl Writer {
         assert!(self.buf.is_empty(), "the buffer is written before a roll");
         // Every segment but the last is wholly durable: recovery relies on it.
         self.sync()?;
-        let active = create_segment(
+        let active = Active::create(
             self.storage.as_ref(),
             &self.log_dir,
             self.log_id,
@@ -1240,6 +1022,8 @@ mod tests {
     use crate::condition::{Found, TaskStatusKind};
     use crate::event::TaskStatus;
     use crate::event::encode_batch;
+    use std::path::Path;
+
     use crate::event::tests::sample;
     use crate::log::ack::ack_channel;
     use crate::log::sink::testing::{FAILS, Faulty};
