@@ -155,6 +155,38 @@ pub(crate) fn take_u32(rest: &mut &[u8]) -> Option<u32> {
     Some(n)
 }
 
+/// The `kv` key of `key` in a task attempt's attempt state.
+pub(crate) fn kv_key(attempt: &AttemptScope, key: &str) -> Vec<u8> {
+    KeyBuf::new(Table::Kv)
+        .attempt(attempt)
+        .part(key.as_bytes())
+        .into_vec()
+}
+
+/// The `task_kv` key of `key` in a task's task state.
+pub(crate) fn task_kv_key(task: &TaskScope, key: &str) -> Vec<u8> {
+    KeyBuf::new(Table::TaskKv)
+        .task(task)
+        .part(key.as_bytes())
+        .into_vec()
+}
+
+/// The `shared` key of a run's shared variable `key`.
+pub(crate) fn shared_key(run: &RunScope, key: &str) -> Vec<u8> {
+    KeyBuf::new(Table::Shared)
+        .run(run)
+        .part(key.as_bytes())
+        .into_vec()
+}
+
+/// The `checkpoints` key of a run's checkpoint `name`.
+pub(crate) fn checkpoint_key(run: &RunScope, name: &str) -> Vec<u8> {
+    KeyBuf::new(Table::Checkpoints)
+        .run(run)
+        .part(name.as_bytes())
+        .into_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
