@@ -52,9 +52,11 @@ impl Views {
             } => {
                 // Stored as the log holds it: a compressed value stays so.
                 let record = encode_kv(value, meta, stored_lsn(version.lsn, *codec), ts);
-                m.insert(&kv_key(attempt, key), version, Some(record));
+                m.insert_owned(kv_key(attempt, key), version, Some(record));
             }
-            EventBody::Delete { attempt, key } => m.insert(&kv_key(attempt, key), version, None),
+            EventBody::Delete { attempt, key } => {
+                m.insert_owned(kv_key(attempt, key), version, None);
+            }
             EventBody::ClearTask { task } => {
                 let (start, end) = prefix_range(&KeyBuf::new(Table::Kv).task(task).into_vec());
                 m.delete_range(start, end, version);
@@ -66,9 +68,11 @@ impl Views {
                 value,
             } => {
                 let record = encode_kv(value, &[], stored_lsn(version.lsn, *codec), ts);
-                m.insert(&task_kv_key(task, key), version, Some(record));
+                m.insert_owned(task_kv_key(task, key), version, Some(record));
             }
-            EventBody::TaskDelete { task, key } => m.insert(&task_kv_key(task, key), version, None),
+            EventBody::TaskDelete { task, key } => {
+                m.insert_owned(task_kv_key(task, key), version, None);
+            }
             EventBody::TaskStatus {
                 attempt,
                 status,

@@ -15,6 +15,7 @@
 //! The order within a level is by length first, then bytes: fine for ranges
 //! and point reads, which is all the views need.
 
+use super::memtable::SUFFIX_BYTES;
 use crate::event::{AttemptScope, RunScope, TaskScope};
 
 /// The view a key belongs to: the key's first byte.
@@ -66,6 +67,15 @@ impl KeyBuf {
     }
 
     /// Appends one length-prefixed component.
+    /// A key of `table` built into `capacity` bytes: enough for its
+    /// components and the memtable's version suffix, so that neither
+    /// building it nor versioning it reallocates.
+    pub(crate) fn with_capacity(table: Table, capacity: usize) -> KeyBuf {
+        let mut v = Vec::with_capacity(capacity);
+        v.push(table as u8);
+        KeyBuf(v)
+    }
+
     pub(crate) fn part(mut self, component: &[u8]) -> KeyBuf {
         let len = u32::try_from(component.len()).expect("names are limited far below 4 GiB");
         self.0.extend_from_slice(&len.to_be_bytes());
@@ -155,9 +165,23 @@ pub(crate) fn take_u32(rest: &mut &[u8]) -> Option<u32> {
     Some(n)
 }
 
+/// The bytes of a key of `table` over `task`'s scope, with `more` bytes
+/// after it, and room for the memtable's version suffix.
+fn task_key_capacity(task: &TaskScope, more: usize) -> usize {
+    let run = &task.run;
+    1 + 4 * 4
+        + run.tenant.len()
+        + run.dag.len()
+        + run.run.len()
+        + task.task.len()
+        + more
+        + SUFFIX_BYTES
+}
+
 /// The `kv` key of `key` in a task attempt's attempt state.
 pub(crate) fn kv_key(attempt: &AttemptScope, key: &str) -> Vec<u8> {
-    KeyBuf::new(Table::Kv)
+    let capacity = task_key_capacity(&attempt.task, 4 + 4 + key.len());
+    KeyBuf::with_capacity(Table::Kv, capacity)
         .attempt(attempt)
         .part(key.as_bytes())
         .into_vec()
@@ -165,7 +189,7 @@ pub(crate) fn kv_key(attempt: &AttemptScope, key: &str) -> Vec<u8> {
 
 /// The `task_kv` key of `key` in a task's task state.
 pub(crate) fn task_kv_key(task: &TaskScope, key: &str) -> Vec<u8> {
-    KeyBuf::new(Table::TaskKv)
+    KeyBuf::with_capacity(Table::TaskKv, task_key_capacity(task, 4 + key.len()))
         .task(task)
         .part(key.as_bytes())
         .into_vec()

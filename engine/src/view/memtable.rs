@@ -56,7 +56,7 @@ impl Version {
     }
 }
 
-const SUFFIX_BYTES: usize = 12;
+pub(crate) const SUFFIX_BYTES: usize = 12;
 
 /// A deleted range of keys, `[start, end)`, from one event.
 #[derive(Clone, Debug)]
@@ -133,6 +133,13 @@ impl Memtable {
     pub fn insert(&self, key: &[u8], version: Version, value: Option<Bytes>) {
         let mut vkey = Vec::with_capacity(key.len() + SUFFIX_BYTES);
         vkey.extend_from_slice(key);
+        self.insert_owned(vkey, version, value);
+    }
+
+    /// As [`Memtable::insert`], taking the key: built with
+    /// [`SUFFIX_BYTES`] of spare capacity, it becomes the versioned key in
+    /// place (no second allocation and copy per set).
+    pub fn insert_owned(&self, mut vkey: Vec<u8>, version: Version, value: Option<Bytes>) {
         vkey.extend_from_slice(&version.suffix());
         let size = vkey.len() as u64 + value.as_ref().map_or(0, |v| v.len() as u64);
         self.entries.insert(vkey, value);
@@ -284,22 +291,33 @@ impl Memtable {
         })
     }
 
-    /// Every key's newest version (all LSNs), for a snapshot: in key order.
-    pub fn latest(&self) -> Vec<(Vec<u8>, Version, Option<Bytes>)> {
-        let mut out: Vec<(Vec<u8>, Version, Option<Bytes>)> = Vec::new();
+    /// Calls `f` with every key's newest version (all LSNs), for a
+    /// snapshot: in key order, borrowed from the memtable (no copy of a
+    /// key or a value). Stops at the first error `f` returns.
+    ///
+    /// A key's versions are contiguous because no view key is a prefix of
+    /// another (each table's keys have a fixed number of length-prefixed
+    /// components, `key`): only a longer key could sort between them.
+    pub fn for_each_latest<E>(
+        &self,
+        mut f: impl FnMut(&[u8], Version, Option<&Bytes>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let unversioned = |vkey: &[u8]| vkey.len() - SUFFIX_BYTES;
+        let mut last: Option<crossbeam_skiplist::map::Entry<'_, Vec<u8>, Option<Bytes>>> = None;
         for entry in self.entries.iter() {
             let vkey = entry.key();
-            let (key, suffix) = vkey.split_at(vkey.len() - SUFFIX_BYTES);
-            if out.last().is_some_and(|(k, _, _)| k.as_slice() == key) {
+            let (key, suffix) = vkey.split_at(unversioned(vkey));
+            // Versions of one key sort newest first: the rest are older.
+            if last
+                .as_ref()
+                .is_some_and(|l| &l.key()[..unversioned(l.key())] == key)
+            {
                 continue;
             }
-            out.push((
-                key.to_vec(),
-                Version::from_suffix(suffix),
-                entry.value().clone(),
-            ));
+            f(key, Version::from_suffix(suffix), entry.value().as_ref())?;
+            last = Some(entry);
         }
-        out
+        Ok(())
     }
 
     pub fn bytes(&self) -> u64 {
@@ -338,6 +356,38 @@ mod tests {
         let scan = m.scan(b"\x01", b"\x02", 2);
         assert_eq!(scan.len(), 2);
         assert_eq!(scan[0].1, v(1, 0));
+    }
+
+    /// What a snapshot writes: each key once, at its newest version, in
+    /// key order, and nothing after the first error.
+    #[test]
+    fn a_snapshot_sees_each_keys_newest_version_once_in_key_order() {
+        let m = Memtable::default();
+        m.insert(b"\x01k", v(1, 0), Some(Bytes::from_static(b"a")));
+        m.insert_owned(b"\x01k".to_vec(), v(4, 2), Some(Bytes::from_static(b"c")));
+        m.insert(b"\x01k", v(4, 1), Some(Bytes::from_static(b"b")));
+        m.insert(b"\x01m", v(2, 0), None);
+        m.insert(b"\x01j", v(3, 0), Some(Bytes::from_static(b"j")));
+        let mut seen = Vec::new();
+        m.for_each_latest(|key, version, value| {
+            seen.push((key.to_vec(), version, value.cloned()));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (b"\x01j".to_vec(), v(3, 0), Some(Bytes::from_static(b"j"))),
+                (b"\x01k".to_vec(), v(4, 2), Some(Bytes::from_static(b"c"))),
+                (b"\x01m".to_vec(), v(2, 0), None),
+            ]
+        );
+        let mut calls = 0;
+        let stopped = m.for_each_latest(|_, _, _| {
+            calls += 1;
+            Err("full disk")
+        });
+        assert_eq!((stopped, calls), (Err("full disk"), 1));
     }
 
     #[test]

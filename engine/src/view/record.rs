@@ -212,8 +212,16 @@ pub(crate) fn encode_kv(value: &[u8], meta: &[u8], lsn: u64, ts_micros: i64) -> 
         lsn,
         ts_micros,
     };
-    let bytes = rkyv::api::high::to_bytes_in::<_, Failure>(&record, Vec::with_capacity(exact))
-        .expect("serializing into memory cannot fail");
+    // The low-level serializer, without the high one's arena and sharing
+    // map: a value record borrows nothing and shares nothing, so it needs
+    // no scratch space (an empty allocator fails any use of it, and the
+    // tests below would see that).
+    let bytes = rkyv::api::low::to_bytes_in_with_alloc::<_, _, Failure>(
+        &record,
+        Vec::with_capacity(exact),
+        rkyv::ser::allocator::SubAllocator::empty(),
+    )
+    .expect("a value record is written into memory and takes no scratch space");
     // An exact fit makes the `Bytes` own the buffer as it is.
     debug_assert_eq!(bytes.len(), exact, "the size of a value record");
     Bytes::from(bytes)

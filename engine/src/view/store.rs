@@ -564,11 +564,11 @@ impl Store {
                 }
                 .map_err(|e| self.err(e))?;
             }
-            for (key, version, value) in frozen.latest() {
-                if frozen.masks(&key, version, u64::MAX) {
-                    continue; // A later range tombstone removed it above.
+            frozen.for_each_latest(|key, version, value| {
+                if frozen.masks(key, version, u64::MAX) {
+                    return Ok(()); // A later range tombstone removed it above.
                 }
-                let t = &mut tables[index(&key)?];
+                let t = &mut tables[index(key)?];
                 match value {
                     Some(value) => {
                         t.insert(&key[1..], value.as_ref())
@@ -578,7 +578,8 @@ impl Store {
                         t.remove(&key[1..]).map_err(|e| self.err(e))?;
                     }
                 }
-            }
+                Ok(())
+            })?;
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             meta.insert("applied_lsn", applied_lsn.0.to_le_bytes().as_slice())
                 .map_err(|e| self.err(e))?;
