@@ -21,10 +21,12 @@
 //! not a pass over every tombstone: a memtable holding the clears of
 //! thousands of retries reads as fast as one holding none.
 
+use std::ops::{Bound, ControlFlow};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
+use crossbeam_skiplist::map::Entry;
 
 use super::key::{prefix_range, scope_prefix_lens};
 
@@ -219,24 +221,74 @@ impl Memtable {
         end: &[u8],
         at_lsn: u64,
     ) -> Vec<(Vec<u8>, Version, Option<Bytes>)> {
-        let mut out: Vec<(Vec<u8>, Version, Option<Bytes>)> = Vec::new();
-        let range = self.entries.range::<[u8], _>((
-            std::ops::Bound::Included(start),
-            std::ops::Bound::Excluded(end),
-        ));
-        for entry in range {
+        let mut out = Vec::new();
+        let _ = self.visit(
+            (Bound::Included(start), Bound::Excluded(end)),
+            at_lsn,
+            |k, v, value| {
+                out.push((k.to_vec(), v, value.cloned()));
+                ControlFlow::<()>::Continue(())
+            },
+        );
+        out
+    }
+
+    /// Whether `[start, end)` holds a key whose newest version (all LSNs)
+    /// is a value that `masked` does not hide. Stops at the first: no key
+    /// or value is copied.
+    pub fn any_value(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        masked: impl Fn(&[u8], Version) -> bool,
+    ) -> bool {
+        self.visit(
+            (Bound::Included(start), Bound::Excluded(end)),
+            u64::MAX,
+            |key, version, value| {
+                if value.is_some() && !masked(key, version) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .is_break()
+    }
+
+    /// Calls `f` with every key in `range` and its newest version at or
+    /// below `at_lsn`, in key order, borrowed from the memtable, until `f`
+    /// breaks.
+    ///
+    /// A key's versions are contiguous, newest first, because no view key
+    /// is a prefix of another (each table's keys have a fixed number of
+    /// length-prefixed components, `key`): only a longer key could sort
+    /// between them.
+    fn visit<B>(
+        &self,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        at_lsn: u64,
+        mut f: impl FnMut(&[u8], Version, Option<&Bytes>) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        let unversioned = |vkey: &[u8]| vkey.len() - SUFFIX_BYTES;
+        let mut last: Option<Entry<'_, Vec<u8>, Option<Bytes>>> = None;
+        for entry in self.entries.range::<[u8], _>(range) {
             let vkey = entry.key();
-            let (key, suffix) = vkey.split_at(vkey.len() - SUFFIX_BYTES);
+            let (key, suffix) = vkey.split_at(unversioned(vkey));
             let version = Version::from_suffix(suffix);
             if version.lsn > at_lsn {
                 continue;
             }
-            if out.last().is_some_and(|(k, _, _)| k.as_slice() == key) {
+            if last
+                .as_ref()
+                .is_some_and(|l| &l.key()[..unversioned(l.key())] == key)
+            {
                 continue; // An older version of a key already taken.
             }
-            out.push((key.to_vec(), version, entry.value().clone()));
+            f(key, version, entry.value().as_ref())?;
+            last = Some(entry);
         }
-        out
+        ControlFlow::Continue(())
     }
 
     /// The range tombstones visible at `at_lsn`.
@@ -294,30 +346,22 @@ impl Memtable {
     /// Calls `f` with every key's newest version (all LSNs), for a
     /// snapshot: in key order, borrowed from the memtable (no copy of a
     /// key or a value). Stops at the first error `f` returns.
-    ///
-    /// A key's versions are contiguous because no view key is a prefix of
-    /// another (each table's keys have a fixed number of length-prefixed
-    /// components, `key`): only a longer key could sort between them.
     pub fn for_each_latest<E>(
         &self,
         mut f: impl FnMut(&[u8], Version, Option<&Bytes>) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
-        let unversioned = |vkey: &[u8]| vkey.len() - SUFFIX_BYTES;
-        let mut last: Option<crossbeam_skiplist::map::Entry<'_, Vec<u8>, Option<Bytes>>> = None;
-        for entry in self.entries.iter() {
-            let vkey = entry.key();
-            let (key, suffix) = vkey.split_at(unversioned(vkey));
-            // Versions of one key sort newest first: the rest are older.
-            if last
-                .as_ref()
-                .is_some_and(|l| &l.key()[..unversioned(l.key())] == key)
-            {
-                continue;
-            }
-            f(key, Version::from_suffix(suffix), entry.value().as_ref())?;
-            last = Some(entry);
+        let visited = self.visit(
+            (Bound::Unbounded, Bound::Unbounded),
+            u64::MAX,
+            |key, version, value| match f(key, version, value) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => ControlFlow::Break(e),
+            },
+        );
+        match visited {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(e) => Err(e),
         }
-        Ok(())
     }
 
     pub fn bytes(&self) -> u64 {

@@ -419,19 +419,13 @@ impl Views {
         let levels = self.levels();
         // The common case without redb: a value in the active memtable is
         // its key's newest version, live unless a tombstone hides it.
-        let live_in_active =
-            levels
-                .active
-                .scan(&start, &end, u64::MAX)
-                .into_iter()
-                .any(|(key, version, value)| {
-                    value.is_some()
-                        && !levels.active.masks(&key, version, u64::MAX)
-                        && !levels
-                            .frozen
-                            .as_ref()
-                            .is_some_and(|f| f.masks(&key, version, u64::MAX))
-                });
+        let live_in_active = levels.active.any_value(&start, &end, |key, version| {
+            levels.active.masks(key, version, u64::MAX)
+                || levels
+                    .frozen
+                    .as_ref()
+                    .is_some_and(|f| f.masks(key, version, u64::MAX))
+        });
         if live_in_active {
             return Ok(true);
         }
