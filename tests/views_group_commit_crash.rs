@@ -2,7 +2,8 @@
 //! append random batches at once, so the writer forms groups of several
 //! batches, which the acker thread applies to the views and acknowledges
 //! while the writer writes and syncs the next group. A tiny memtable bound
-//! makes the writer freeze often (after waiting for the acker), and the
+//! (of bytes, or of events: the replay bound) makes the writer freeze often
+//! (after waiting for the acker), and the
 //! background snapshotter runs at a small threshold (freezing through the
 //! acker). The simulated disk crashes at a random storage operation with a
 //! random damage. Before the crash, every acknowledged batch is visible;
@@ -36,6 +37,9 @@ struct Scenario {
     /// Each thread's batches, appended in order.
     threads: Vec<Vec<Vec<Event>>>,
     memtable_bytes_max: u64,
+    /// The replay bound: events the memtables hold before appends wait for
+    /// the snapshot (small ones make the writer freeze for it often).
+    memtable_events_max: u64,
     crash_at: CrashAt,
     damage: Damage,
 }
@@ -47,14 +51,16 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         any::<u64>(),
         proptest::collection::vec(proptest::collection::vec(batch, 1..25), THREADS),
         prop_oneof![Just(2048u64), Just(16 << 10), Just(64 << 20)],
+        prop_oneof![Just(10u64), Just(24), Just(u64::MAX)],
         CrashAt::strategy(),
         proptest::sample::select(Damage::ALL.to_vec()),
     )
         .prop_map(
-            |(seed, threads, memtable_bytes_max, crash_at, damage)| Scenario {
+            |(seed, threads, memtable_bytes_max, memtable_events_max, crash_at, damage)| Scenario {
                 seed,
                 threads,
                 memtable_bytes_max,
+                memtable_events_max,
                 crash_at,
                 damage,
             },
@@ -69,6 +75,7 @@ fn options(s: &Scenario) -> Options {
             every_events: 9,
             every_bytes: s.memtable_bytes_max / 2,
             memtable_bytes_max: s.memtable_bytes_max,
+            memtable_events_max: s.memtable_events_max,
             ..SnapshotOptions::default()
         },
         ..Options::default()
@@ -261,6 +268,7 @@ fn concurrent_appends_form_groups_and_views_match_the_log() {
         seed: 1,
         threads,
         memtable_bytes_max: 4096,
+        memtable_events_max: 10,
         crash_at: CrashAt::Never,
         damage: Damage::ALL[0],
     };

@@ -1132,6 +1132,7 @@ fn a_failed_snapshot_stops_the_snapshotter_leaves_the_log_and_bounds_memory() {
     let options = Options {
         snapshots: crate::options::SnapshotOptions {
             every_events: u64::MAX,
+            memtable_events_max: u64::MAX,
             every_bytes: 64 << 10,
             memtable_bytes_max: 256 << 10,
             interval: Duration::from_secs(3600),
@@ -1186,6 +1187,64 @@ fn a_failed_snapshot_stops_the_snapshotter_leaves_the_log_and_bounds_memory() {
     // Nothing acknowledged was lost: reopening replays it all.
     let engine = Engine::open_with(storage, DIR, options).unwrap();
     for i in [0, acked - 1] {
+        assert!(
+            engine
+                .views()
+                .shared(&run, &format!("k{i}"))
+                .unwrap()
+                .is_some(),
+            "k{i} lost"
+        );
+    }
+}
+
+/// The replay bound: with the snapshotter stopped (its writes into redb
+/// fail), appends go on until the memtables hold `memtable_events_max`
+/// events, then are refused; so the open after a crash replays no more
+/// than that, and loses nothing acknowledged.
+#[test]
+fn the_replay_bound_holds_the_log_tail_an_open_replays() {
+    use crate::storage::{Fault, FaultPath};
+    let (disk, storage) = sim(25);
+    let options = Options {
+        snapshots: crate::options::SnapshotOptions {
+            every_events: 40,
+            memtable_events_max: 100,
+            interval: Duration::from_secs(3600),
+            ..Default::default()
+        },
+        ..small_segments()
+    };
+    let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
+    disk.inject(
+        Fault::new(OpKind::Write)
+            .on(FaultPath::Containing("views.redb".into()))
+            .forever(),
+    );
+    let mut acked = 0u64;
+    let refused = loop {
+        match engine.append(vec![event(acked, 10)]) {
+            Ok(_) => acked += 1,
+            Err(e) => break e,
+        }
+        assert!(acked < 10_000, "appends never hit the replay bound");
+    };
+    assert!(matches!(refused, Error::MemtablesFull { .. }), "{refused}");
+    assert_eq!(acked, 100, "refused exactly at the bound");
+    assert!(
+        engine.stats().memtable_bytes < 64 << 10,
+        "not the memory bound"
+    );
+    drop(engine);
+    let storage: Arc<dyn Storage> = Arc::new(disk.reboot(Damage::DropAll));
+    let engine = Engine::open_with(storage, DIR, options).unwrap();
+    assert_eq!(engine.stats().replayed_events, acked);
+    let run = RunScope {
+        tenant: "t".into(),
+        dag: "d".into(),
+        run: "r".into(),
+    };
+    for i in 0..acked {
         assert!(
             engine
                 .views()
@@ -1480,6 +1539,7 @@ fn the_memory_bound_and_a_full_queue_do_not_deadlock() {
         writer_queue_depth: 1,
         snapshots: crate::options::SnapshotOptions {
             every_events: u64::MAX,
+            memtable_events_max: u64::MAX,
             every_bytes: 48 << 10,
             memtable_bytes_max: 64 << 10,
             interval: Duration::from_secs(3600),

@@ -220,8 +220,11 @@ pub enum Retention {
 /// When the snapshotter writes the memtable into redb: whichever of the
 /// thresholds comes first, counted since the last snapshot.
 ///
-/// The defaults bound the log tail that an open replays to about 16,000
-/// events (a few milliseconds), whatever the log's size.
+/// The defaults start a snapshot every 16,384 events, and bound the log
+/// tail that an open replays to about 32,768 events (some 35 ms on
+/// a 2-core machine), whatever the log's size: past
+/// [`memtable_events_max`](SnapshotOptions::memtable_events_max) appends
+/// wait for the snapshotter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotOptions {
     /// Whether snapshots run at all. Default true. Without them the views
@@ -239,6 +242,13 @@ pub struct SnapshotOptions {
     /// growing memory without bound. Default 256 MiB. Must exceed
     /// `every_bytes`.
     pub memtable_bytes_max: u64,
+    /// The replay bound: when the memtables together hold this many events
+    /// (applied, not yet in a snapshot), appends wait for the snapshot in
+    /// progress. An open after a crash replays at most about this many
+    /// events, however far the snapshotter had fallen behind the writers.
+    /// Default 32,768 (two snapshots' worth). Must exceed `every_events`,
+    /// or be `u64::MAX` (no bound).
+    pub memtable_events_max: u64,
 }
 
 impl SnapshotOptions {
@@ -252,6 +262,7 @@ impl SnapshotOptions {
             every_bytes: u64::MAX - 1,
             interval: Duration::from_secs(365 * 24 * 3600),
             memtable_bytes_max: u64::MAX,
+            memtable_events_max: u64::MAX,
         }
     }
 }
@@ -264,6 +275,7 @@ impl Default for SnapshotOptions {
             every_bytes: 16 << 20,
             interval: Duration::from_secs(10),
             memtable_bytes_max: 256 << 20,
+            memtable_events_max: 32_768,
         }
     }
 }
@@ -375,6 +387,11 @@ impl Options {
         if snap.memtable_bytes_max <= snap.every_bytes {
             return bad("snapshots.memtable_bytes_max must exceed snapshots.every_bytes");
         }
+        if snap.memtable_events_max <= snap.every_events && snap.memtable_events_max != u64::MAX {
+            return bad(
+                "snapshots.memtable_events_max must exceed snapshots.every_events (or be u64::MAX)",
+            );
+        }
         if let Durability::Periodic(interval) = self.durability
             && interval.is_zero()
         {
@@ -403,6 +420,23 @@ mod tests {
             ..Options::default()
         };
         assert!(at_max.validate().is_ok());
+        let unbounded = Options {
+            snapshots: SnapshotOptions {
+                every_events: u64::MAX,
+                memtable_events_max: u64::MAX,
+                ..SnapshotOptions::default()
+            },
+            ..Options::default()
+        };
+        assert!(unbounded.validate().is_ok(), "no replay bound");
+        assert!(
+            Options {
+                snapshots: SnapshotOptions::manual(),
+                ..Options::default()
+            }
+            .validate()
+            .is_ok()
+        );
         for (what, options) in [
             (
                 "writer_queue_depth",
@@ -422,6 +456,16 @@ mod tests {
                 "segment_bytes_max",
                 Options {
                     segment_bytes_max: 4095,
+                    ..Options::default()
+                },
+            ),
+            (
+                "memtable_events_max",
+                Options {
+                    snapshots: SnapshotOptions {
+                        memtable_events_max: 16_384,
+                        ..SnapshotOptions::default()
+                    },
                     ..Options::default()
                 },
             ),

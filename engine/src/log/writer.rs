@@ -706,8 +706,9 @@ impl Writer {
             .expect("the finisher is shared with the acker only once the writer runs")
     }
 
-    /// The memory bound: when the sink does not admit the next group (its
-    /// memtables hold more than `snapshots.memtable_bytes_max`), wait until
+    /// The memory and replay bounds: when the sink does not admit the next
+    /// group (its memtables hold more than `snapshots.memtable_bytes_max`
+    /// bytes or `snapshots.memtable_events_max` events), wait until
     /// everything handed on is applied, sync, and let the sink make room
     /// (freeze, and wait for its snapshot). Appends wait here rather than
     /// grow memory without bound.

@@ -68,9 +68,15 @@ impl Sink for ViewFeed {
         self.views.check(condition)
     }
 
+    /// Within the memory bound and the replay bound (bytes and events the
+    /// memtables hold, not yet in a snapshot).
     fn admits(&self) -> bool {
-        // The acker may lag by a group or two, which the bound can afford.
-        self.wake.is_none() || self.views.memtable_bytes() < self.options.memtable_bytes_max
+        // The acker may lag by a group or two, which the bounds can afford.
+        self.wake.is_none()
+            || self.views.below(
+                self.options.memtable_bytes_max,
+                self.options.memtable_events_max,
+            )
     }
 
     /// Freezes the active memtable unless one is frozen already (the writer
@@ -85,6 +91,9 @@ impl Sink for ViewFeed {
             self.views.freeze();
         }
         let _ = wake.try_send(Wake::Check);
-        self.views.wait_below(self.options.memtable_bytes_max)
+        self.views.wait_below(
+            self.options.memtable_bytes_max,
+            self.options.memtable_events_max,
+        )
     }
 }

@@ -212,9 +212,10 @@ impl Views {
             .clone()
     }
 
-    /// Waits until the memtables hold less than `bytes_max` or no frozen
-    /// memtable is left to wait for. Errors if the snapshotter has failed.
-    pub(crate) fn wait_below(&self, bytes_max: u64) -> Result<()> {
+    /// Waits until the memtables hold less than `bytes_max` bytes and
+    /// `events_max` events, or no frozen memtable is left to wait for.
+    /// Errors if the snapshotter has failed.
+    pub(crate) fn wait_below(&self, bytes_max: u64, events_max: u64) -> Result<()> {
         let mut failed = self.snap.failed.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(cause) = failed.as_ref() {
@@ -223,7 +224,7 @@ impl Views {
                 });
             }
             let levels = self.levels();
-            if levels.frozen.is_none() || self.memtable_bytes() < bytes_max {
+            if levels.frozen.is_none() || self.below(bytes_max, events_max) {
                 return Ok(());
             }
             failed = self
@@ -256,6 +257,16 @@ impl Views {
     pub(crate) fn memtable_bytes(&self) -> u64 {
         let levels = self.levels();
         levels.active.bytes() + levels.frozen.as_ref().map_or(0, |f| f.bytes())
+    }
+
+    /// Whether the memtables together hold less than `bytes_max` bytes and
+    /// `events_max` events.
+    pub(crate) fn below(&self, bytes_max: u64, events_max: u64) -> bool {
+        let levels = self.levels();
+        let frozen = levels.frozen.as_ref();
+        let bytes = levels.active.bytes() + frozen.map_or(0, |f| f.bytes());
+        let events = levels.active.events() + frozen.map_or(0, |f| f.events());
+        bytes < bytes_max && events < events_max
     }
 
     /// Makes every batch up to `lsn` visible to readers.
