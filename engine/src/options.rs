@@ -119,9 +119,12 @@ pub struct Options {
     /// When appends are acknowledged. Default [`Durability::Sync`].
     pub durability: Durability,
     /// Segment size at which the writer starts a new segment. Default
-    /// 64 MiB: big enough that rollover (two fsyncs) is rare, small enough
-    /// that retention frees space in useful steps. A batch larger than this
-    /// gets a segment of its own.
+    /// 16 MiB: big enough that rollover (two fsyncs) is rare, small enough
+    /// that retention frees space in useful steps, and that an open after a
+    /// crash, which reads the tail segment whole to find its end, reads
+    /// little (W6 at 1e6 events: about 36 ms with 16 MiB, 37-48 ms with
+    /// 64 MiB, BENCHMARKS.md). A batch larger than this gets a segment of
+    /// its own.
     pub segment_bytes_max: u64,
     /// Whether a new segment is extended to `segment_bytes_max` (zeros) when
     /// created, so that appends do not grow the file and each `fdatasync`
@@ -284,7 +287,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             durability: Durability::Sync,
-            segment_bytes_max: 64 << 20,
+            segment_bytes_max: 16 << 20,
             preallocate: true,
             limits: Limits::default(),
             writer_queue_depth: 4096,
@@ -307,7 +310,7 @@ impl Options {
     ///   LSN (what history and watches read up to) at every acknowledged
     ///   batch.
     /// - `preallocate`: false, and `segment_bytes_max` 1 MiB: a preallocated
-    ///   segment is memory held whether or not anything is written (64 MiB
+    ///   segment is memory held whether or not anything is written (16 MiB
     ///   each by default).
     /// - `snapshots`: off: the views live in their memtables.
     /// - `writer_queue_depth`: 64: the queue's slots are allocated (and

@@ -214,7 +214,7 @@ pub fn verify(dir: &Path) -> Result<Report> {
 
 /// The offset of the first non-zero byte of `segment` at or after
 /// `offset`, if any: read from `offset` on, a mebibyte at a time (a
-/// segment's zero tail can be most of its 64 MiB).
+/// segment's zero tail can be most of its size).
 fn first_nonzero(segment: &Path, offset: u64) -> Result<Option<u64>> {
     use std::os::unix::fs::FileExt;
     let context = || format!("reading {}", segment.display());
