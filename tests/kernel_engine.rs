@@ -201,6 +201,7 @@ fn a_full_disk_is_still_a_full_disk_after_the_poison() {
         ..Options::default()
     };
     options.snapshots.every_events = u64::MAX;
+    options.snapshots.memtable_events_max = u64::MAX;
     options.snapshots.every_bytes = 64 << 10;
     options.snapshots.memtable_bytes_max = 256 << 10;
     let k = Kernel::builder()
