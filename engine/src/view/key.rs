@@ -12,8 +12,12 @@
 //!   range of keys ([`prefix_range`]), which is what range tombstones
 //!   (clearing a task, purging a run) and scans rely on.
 //!
-//! The order within a level is by length first, then bytes: fine for ranges
-//! and point reads, which is all the views need.
+//! A third holds by construction: each table's keys have a fixed number of
+//! components, so no key is a prefix of another. In the memtable a key is
+//! followed by its version, and the versions of one key are contiguous
+//! because of it: only a longer key could sort between them.
+//!
+//! Every level orders keys as bytes (lexicographically).
 
 use super::memtable::SUFFIX_BYTES;
 use crate::event::{AttemptScope, RunScope, TaskScope};
