@@ -83,6 +83,10 @@ pub struct Stats {
     pub visible_lsn: Lsn,
     /// Approximate bytes held by the memtables (active and frozen).
     pub memtable_bytes: u64,
+    /// Events held by the memtables (active and frozen): applied, not yet
+    /// in a snapshot. What an open after a crash now would replay, about;
+    /// appends wait once it reaches `SnapshotOptions::memtable_events_max`.
+    pub memtable_events: u64,
     /// Batches the last open replayed from the log into the views.
     pub replayed_batches: u64,
     /// Events the last open replayed from the log into the views.
@@ -564,6 +568,7 @@ impl Engine {
             durable_lsn: self.durable_lsn(),
             visible_lsn: self.inner.views.visible_lsn(),
             memtable_bytes: self.inner.views.memtable_bytes(),
+            memtable_events: self.inner.views.memtable_events(),
             replayed_batches: self.inner.replay.batches,
             replayed_events: self.inner.replay.events,
             replay_duration: self.inner.replay.duration,

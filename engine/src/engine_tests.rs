@@ -1231,6 +1231,7 @@ fn the_replay_bound_holds_the_log_tail_an_open_replays() {
     };
     assert!(matches!(refused, Error::MemtablesFull { .. }), "{refused}");
     assert_eq!(acked, 100, "refused exactly at the bound");
+    assert_eq!(engine.stats().memtable_events, 100);
     assert!(
         engine.stats().memtable_bytes < 64 << 10,
         "not the memory bound"

@@ -259,6 +259,12 @@ impl Views {
         levels.active.bytes() + levels.frozen.as_ref().map_or(0, |f| f.bytes())
     }
 
+    /// Events the memtables hold (active and frozen).
+    pub(crate) fn memtable_events(&self) -> u64 {
+        let levels = self.levels();
+        levels.active.events() + levels.frozen.as_ref().map_or(0, |f| f.events())
+    }
+
     /// Whether the memtables together hold less than `bytes_max` bytes and
     /// `events_max` events.
     pub(crate) fn below(&self, bytes_max: u64, events_max: u64) -> bool {
