@@ -18,15 +18,34 @@ fn event(i: u64, value_len: usize) -> Event {
         ts_micros: i as i64,
         body: EventBody::SharedPut {
             codec: crate::Codec::Raw,
-            run: RunScope {
-                tenant: "t".into(),
-                dag: "d".into(),
-                run: "r".into(),
-            },
+            run: tdr(),
             key: format!("k{i}"),
             value: vec![(i % 251) as u8; value_len],
             immutable: false,
         },
+    }
+}
+
+/// The run every `event` writes to.
+fn tdr() -> RunScope {
+    RunScope {
+        tenant: "t".into(),
+        dag: "d".into(),
+        run: "r".into(),
+    }
+}
+
+/// Appends one-event batches `event(from..)` of `value_len` bytes until
+/// the engine refuses one: how many it acknowledged in all (counting from
+/// 0), and the refusal. `bound` names what should refuse them.
+fn append_until_refused(engine: &Engine, from: u64, value_len: usize, bound: &str) -> (u64, Error) {
+    let mut acked = from;
+    loop {
+        match engine.append(vec![event(acked, value_len)]) {
+            Ok(_) => acked += 1,
+            Err(e) => return (acked, e),
+        }
+        assert!(acked < 10_000, "appends never hit the {bound}");
     }
 }
 
@@ -672,11 +691,7 @@ fn newer_format_version_is_refused_by_name() {
 /// A version 2 event: run `t/d/r` paused.
 fn paused() -> Event {
     Event::now(EventBody::RunStatus {
-        run: RunScope {
-            tenant: "t".into(),
-            dag: "d".into(),
-            run: "r".into(),
-        },
+        run: tdr(),
         status: crate::event::RunStatus::Paused,
         parent: None,
     })
@@ -727,11 +742,7 @@ fn a_version_1_log_is_read_and_appended_to_in_a_new_segment() {
     );
     let engine = Engine::open_with(Arc::clone(&storage), DIR, Options::default()).unwrap();
     assert_eq!(read_all(Arc::clone(&storage), DIR).len(), 4);
-    let run = RunScope {
-        tenant: "t".into(),
-        dag: "d".into(),
-        run: "r".into(),
-    };
+    let run = tdr();
     assert_eq!(
         engine.views().run(&run).unwrap().unwrap().status,
         crate::event::RunStatus::Paused
@@ -985,11 +996,7 @@ fn retention_removes_only_snapshotted_segments_and_views_survive() {
 
     // The log now starts after LSN 1; the views still hold everything.
     let engine = Engine::open_with(Arc::clone(&storage), DIR, options.clone()).unwrap();
-    let run = RunScope {
-        tenant: "t".into(),
-        dag: "d".into(),
-        run: "r".into(),
-    };
+    let run = tdr();
     for i in [0u64, 150, 199] {
         let v = engine.views().shared(&run, &format!("k{i}")).unwrap();
         assert_eq!(v.map(|v| v.value), Some(vec![(i % 251) as u8; 100]));
@@ -1158,21 +1165,10 @@ fn a_failed_snapshot_stops_the_snapshotter_leaves_the_log_and_bounds_memory() {
         "the snapshotter stays stopped"
     );
     // Reads stay correct and appends go on, up to the memory bound.
-    let run = RunScope {
-        tenant: "t".into(),
-        dag: "d".into(),
-        run: "r".into(),
-    };
+    let run = tdr();
     assert!(engine.views().shared(&run, "k0").unwrap().is_some());
     assert!(engine.views().shared(&run, "k1").unwrap().is_some());
-    let mut acked = 2u64;
-    let refused = loop {
-        match engine.append(vec![event(acked, 1000)]) {
-            Ok(_) => acked += 1,
-            Err(e) => break e,
-        }
-        assert!(acked < 10_000, "appends never hit the memory bound");
-    };
+    let (acked, refused) = append_until_refused(&engine, 2, 1000, "memory bound");
     assert!(
         matches!(&refused, Error::MemtablesFull { cause } if matches!(**cause, Error::Io { .. })),
         "{refused}"
@@ -1221,14 +1217,7 @@ fn the_replay_bound_holds_the_log_tail_an_open_replays() {
             .on(FaultPath::Containing("views.redb".into()))
             .forever(),
     );
-    let mut acked = 0u64;
-    let refused = loop {
-        match engine.append(vec![event(acked, 10)]) {
-            Ok(_) => acked += 1,
-            Err(e) => break e,
-        }
-        assert!(acked < 10_000, "appends never hit the replay bound");
-    };
+    let (acked, refused) = append_until_refused(&engine, 0, 10, "replay bound");
     assert!(matches!(refused, Error::MemtablesFull { .. }), "{refused}");
     assert_eq!(acked, 100, "refused exactly at the bound");
     assert_eq!(engine.stats().memtable_events, 100);
@@ -1240,11 +1229,7 @@ fn the_replay_bound_holds_the_log_tail_an_open_replays() {
     let storage: Arc<dyn Storage> = Arc::new(disk.reboot(Damage::DropAll));
     let engine = Engine::open_with(storage, DIR, options).unwrap();
     assert_eq!(engine.stats().replayed_events, acked);
-    let run = RunScope {
-        tenant: "t".into(),
-        dag: "d".into(),
-        run: "r".into(),
-    };
+    let run = tdr();
     for i in 0..acked {
         assert!(
             engine
@@ -1687,11 +1672,7 @@ fn rolled_after_snapshot(seed: u64) -> (SimDisk, Arc<dyn Storage>, Options, u128
 
 /// The run every `event` writes to.
 fn run_of_event() -> RunScope {
-    RunScope {
-        tenant: "t".into(),
-        dag: "d".into(),
-        run: "r".into(),
-    }
+    tdr()
 }
 
 /// An engine whose views' feed faults as armed on the acker thread.
@@ -2394,11 +2375,7 @@ fn state_directories_are_private() {
 /// W6). Without quick-repair redb's repair runs on each of these reopens.
 #[test]
 fn an_open_after_a_crash_needs_no_full_repair_of_the_views() {
-    let run = RunScope {
-        tenant: "t".into(),
-        dag: "d".into(),
-        run: "r".into(),
-    };
+    let run = tdr();
     for (seed, damage) in [
         (64, Damage::DropAll),
         (65, Damage::KeepAll),

@@ -8,10 +8,10 @@
 //! clear or a purge is a range tombstone; a checkpoint captures the run's
 //! state as it stands, and a restore puts a checkpoint's capture back.
 
-use super::key::{KeyBuf, Table, checkpoint_key, kv_key, prefix_range, shared_key, task_kv_key};
-use super::memtable::{Memtable, Version};
 use std::sync::atomic::Ordering;
 
+use super::key::{KeyBuf, Table, checkpoint_key, kv_key, prefix_range, shared_key, task_kv_key};
+use super::memtable::{Memtable, Version};
 use super::record::{
     AttemptRecord, Capture, CheckpointRecord, RunRecord, SharedValue, TaskCounts, TaskRecord,
     encode, encode_kv, stored_lsn,

@@ -255,24 +255,30 @@ impl Views {
 
     /// Approximate bytes held by the memtables.
     pub(crate) fn memtable_bytes(&self) -> u64 {
-        let levels = self.levels();
-        levels.active.bytes() + levels.frozen.as_ref().map_or(0, |f| f.bytes())
+        self.held().0
     }
 
     /// Events the memtables hold (active and frozen).
     pub(crate) fn memtable_events(&self) -> u64 {
-        let levels = self.levels();
-        levels.active.events() + levels.frozen.as_ref().map_or(0, |f| f.events())
+        self.held().1
     }
 
     /// Whether the memtables together hold less than `bytes_max` bytes and
     /// `events_max` events.
     pub(crate) fn below(&self, bytes_max: u64, events_max: u64) -> bool {
+        let (bytes, events) = self.held();
+        bytes < bytes_max && events < events_max
+    }
+
+    /// Bytes and events the memtables hold (active and frozen), read from
+    /// one view of the levels.
+    fn held(&self) -> (u64, u64) {
         let levels = self.levels();
         let frozen = levels.frozen.as_ref();
-        let bytes = levels.active.bytes() + frozen.map_or(0, |f| f.bytes());
-        let events = levels.active.events() + frozen.map_or(0, |f| f.events());
-        bytes < bytes_max && events < events_max
+        (
+            levels.active.bytes() + frozen.map_or(0, |f| f.bytes()),
+            levels.active.events() + frozen.map_or(0, |f| f.events()),
+        )
     }
 
     /// Makes every batch up to `lsn` visible to readers.
