@@ -24,6 +24,9 @@ pub const W4_KEYS: u64 = 1_000;
 /// Keys a W5 task holds when it is cleared.
 pub const W5_KEYS: u64 = 100;
 
+/// How long the store rests before each set of the W5/idle row.
+const W5_IDLE: Duration = Duration::from_millis(2);
+
 /// More W5 tasks than one span clears: the tasks of W5's second pass
 /// are numbered after these.
 const W5_TASKS_MAX: usize = 1 << 24;
@@ -74,7 +77,7 @@ impl Workload {
             Workload::W3 => "1,000 sets per durable commit (p50/p99 per commit)",
             Workload::W4 => "get of existing keys, 4 threads",
             Workload::W5 => {
-                "clear a task attempt holding 100 keys, durable (W5/set: one set in the clear's place)"
+                "clear a task attempt holding 100 keys, durable (W5/set: one set in the clear's place; W5/idle: one set after 2 ms idle)"
             }
             Workload::W6 => "open after a crash, then one get",
             Workload::W7 => "replay every event of the log",
@@ -479,6 +482,13 @@ pub fn measure(
                 let ((), took) = clock(|| store.set(0, task, W5_KEYS, value))?;
                 Ok((1, took))
             })?;
+            // One set after the store has been idle for W5_IDLE: a worker
+            // that writes now and then, not in a stream.
+            let (idle_ops, _, idle_lat) = timed(1, span, &|_, i| {
+                std::thread::sleep(W5_IDLE);
+                let ((), took) = clock(|| store.set(0, 0, W5_KEYS + 1 + i, value))?;
+                Ok((1, took))
+            })?;
             store.close()?;
             // Operations per second of their own time (the set-up is not
             // timed).
@@ -486,6 +496,10 @@ pub fn measure(
             vec![
                 (label, rate(ops, busy(&lat), &lat)),
                 ("W5/set".to_owned(), rate(set_ops, busy(&set_lat), &set_lat)),
+                (
+                    "W5/idle".to_owned(),
+                    rate(idle_ops, busy(&idle_lat), &idle_lat),
+                ),
             ]
         }
         Workload::W6 => {

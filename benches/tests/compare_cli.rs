@@ -34,7 +34,7 @@ fn every_workload_runs_on_every_system_and_reports_json() {
         "waymark-zstd",
     ];
     let workloads = [
-        "W1", "W2", "W3", "W4", "W5", "W5/set", "W6/1e3", "W6/3000", "W7", "W8",
+        "W1", "W2", "W3", "W4", "W5", "W5/set", "W5/idle", "W6/1e3", "W6/3000", "W7", "W8",
     ];
     for w in workloads {
         for s in systems {
