@@ -1,0 +1,788 @@
+//! `Kernel`, `RunContext` and `Batch`: the kernel API in Python's idiom.
+//!
+//! Every call that can block (an append waits for its group's fsync; a
+//! read may touch the disk) runs with the interpreter detached, so that
+//! threads of one Python worker group their commits as Rust threads do.
+//! Values are encoded before and decoded after, attached.
+
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use waymark_kernel::{
+    Kernel, RunContext, RunState, TaskRecord, TaskRef, TaskStatus, engine::AttemptRecord,
+};
+
+use crate::errors::IntoPy;
+use crate::refs::{PyTaskRef, run_of};
+use crate::value::{decode, decode_opt, encode, encode_opt};
+
+/// The state store of one worker: a state directory opened by this
+/// process (or an in-memory one for tests). Thread-safe; share one per
+/// process. ``with Kernel.open(path) as kernel:`` syncs and closes it on
+/// leaving.
+#[pyclass(module = "waymark", name = "Kernel", frozen)]
+pub(crate) struct PyKernel {
+    /// `None` once closed.
+    inner: RwLock<Option<Kernel>>,
+    /// The contexts made on it, each holding a clone of the kernel that
+    /// `close` takes back.
+    contexts: Mutex<Vec<Weak<Slot>>>,
+    worker: String,
+    /// What it was opened on, for `repr`.
+    place: String,
+}
+
+/// A context's kernel API: `None` once its kernel is closed.
+type Slot = RwLock<Option<RunContext>>;
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // A poisoned lock here means a panic while it was held, which the
+    // binding never does while holding one; the value is still whole.
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The error of a call on a closed kernel.
+fn closed() -> waymark_kernel::Error {
+    waymark_kernel::Error::Engine(waymark_kernel::engine::Error::Closed)
+}
+
+impl PyKernel {
+    fn new(kernel: Kernel, place: String) -> PyKernel {
+        PyKernel {
+            worker: kernel.worker_id().to_owned(),
+            inner: RwLock::new(Some(kernel)),
+            contexts: Mutex::new(Vec::new()),
+            place,
+        }
+    }
+
+    /// Runs `f` on the kernel, or fails with `Closed` once it is closed.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Kernel) -> waymark_kernel::Result<T>,
+    ) -> waymark_kernel::Result<T> {
+        match read(&self.inner).as_ref() {
+            Some(k) => f(k),
+            None => Err(closed()),
+        }
+    }
+
+    /// A context for `ti`, registered so that `close` can take it back.
+    fn context_slot(&self, ti: &TaskRef) -> Arc<Slot> {
+        let slot = Arc::new(RwLock::new(
+            read(&self.inner).as_ref().map(|k| k.context(ti.clone())),
+        ));
+        let mut contexts = lock(&self.contexts);
+        // Forget the contexts gone since, before the list would grow: the
+        // list stays within twice the live contexts.
+        if contexts.len() == contexts.capacity() {
+            contexts.retain(|w| w.strong_count() > 0);
+        }
+        contexts.push(Arc::downgrade(&slot));
+        slot
+    }
+}
+
+/// The `_types` module's record classes, by name.
+fn record<'py>(
+    py: Python<'py>,
+    class: &str,
+    fields: Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyAny>> {
+    py.import("waymark._types")?
+        .getattr(class)?
+        .call((), Some(&fields))
+}
+
+/// The fields of a task status, as the records hold them.
+fn status_fields(py: Python<'_>, status: &TaskStatus, d: &Bound<'_, PyDict>) -> PyResult<()> {
+    d.set_item("status", status.name())?;
+    match status {
+        TaskStatus::Succeeded { result } => d.set_item("result", decode_opt(py, result)?)?,
+        TaskStatus::Failed { error, kind } => {
+            d.set_item("error", error)?;
+            d.set_item("kind", kind)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn attempt<'py>(py: Python<'py>, a: &AttemptRecord) -> PyResult<Bound<'py, PyAny>> {
+    let d = PyDict::new(py);
+    d.set_item("try_number", a.try_number)?;
+    status_fields(py, &a.status, &d)?;
+    record(py, "Attempt", d)
+}
+
+fn task_record<'py>(py: Python<'py>, r: &TaskRecord) -> PyResult<Bound<'py, PyAny>> {
+    let d = PyDict::new(py);
+    d.set_item("latest_try", r.latest_try)?;
+    d.set_item("status", r.status.name())?;
+    let attempts = r
+        .attempts
+        .iter()
+        .map(|a| attempt(py, a))
+        .collect::<PyResult<Vec<_>>>()?;
+    d.set_item("attempts", PyTuple::new(py, attempts)?)?;
+    d.set_item("created_micros", r.created_micros)?;
+    d.set_item("updated_micros", r.updated_micros)?;
+    d.set_item("lsn", r.lsn)?;
+    record(py, "TaskRecord", d)
+}
+
+fn run_state<'py>(py: Python<'py>, s: &RunState) -> PyResult<Bound<'py, PyAny>> {
+    let tasks = s
+        .tasks
+        .iter()
+        .map(|t| {
+            let d = PyDict::new(py);
+            d.set_item(
+                "ti",
+                PyTaskRef {
+                    inner: t.ti.clone(),
+                },
+            )?;
+            status_fields(py, &t.status, &d)?;
+            d.set_item("interrupted", t.interrupted)?;
+            record(py, "TaskResume", d)
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let d = PyDict::new(py);
+    d.set_item("status", s.status.name())?;
+    d.set_item("tasks", PyTuple::new(py, tasks)?)?;
+    d.set_item("recorded", s.recorded.map(|l| l.0))?;
+    record(py, "RunState", d)
+}
+
+#[pymethods]
+impl PyKernel {
+    /// Opens (or creates) the state directory ``path``. Only one process
+    /// may hold a directory: a second gets ``LockedError``.
+    #[staticmethod]
+    #[pyo3(signature = (path, *, worker_id = None))]
+    fn open(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        worker_id: Option<String>,
+    ) -> PyResult<PyKernel> {
+        let place = path.display().to_string();
+        let inner = py
+            .detach(|| {
+                let mut builder = Kernel::builder();
+                if let Some(w) = worker_id {
+                    builder = builder.worker_id(w);
+                }
+                builder.open(&path)
+            })
+            .py_err()?;
+        Ok(PyKernel::new(inner, place))
+    }
+
+    /// A kernel whose state lives in memory (the same engine on a
+    /// simulated disk): for tests; nothing survives it.
+    #[staticmethod]
+    fn in_memory() -> PyResult<PyKernel> {
+        Ok(PyKernel::new(
+            Kernel::in_memory().py_err()?,
+            "memory://".into(),
+        ))
+    }
+
+    /// Opens by URL: ``file:///path/to/dir`` or ``memory://``.
+    #[staticmethod]
+    fn open_url(py: Python<'_>, url: String) -> PyResult<PyKernel> {
+        let inner = py.detach(|| Kernel::open_url(&url)).py_err()?;
+        Ok(PyKernel::new(inner, url))
+    }
+
+    /// The state API of attempt ``ti`` (the same as ``RunContext(ti,
+    /// kernel)``).
+    fn context(slf: &Bound<'_, PyKernel>, ti: Bound<'_, PyTaskRef>) -> PyRunContext {
+        PyRunContext::build(slf, ti)
+    }
+
+    /// The id recorded with every status change this kernel makes.
+    #[getter]
+    fn worker_id(&self) -> &str {
+        &self.worker
+    }
+
+    /// Syncs everything written so far (under the default durability every
+    /// acknowledged write is synced already). Returns the last LSN.
+    fn flush(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(py.detach(|| self.with(|k| k.flush())).py_err()?.0)
+    }
+
+    /// Syncs and closes; later calls raise ``ClosedError``.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| {
+            let kernel = write(&self.inner).take();
+            // Closing twice is closing once.
+            let Some(kernel) = kernel else {
+                return Ok(());
+            };
+            let closed = kernel.close();
+            // Every context lets go of its clone, so that dropping this
+            // last one stops the engine's threads and releases the
+            // directory: the same process may open it again at once.
+            let contexts = std::mem::take(&mut *lock(&self.contexts));
+            for slot in contexts.iter().filter_map(Weak::upgrade) {
+                write(&slot).take();
+            }
+            drop(kernel);
+            closed
+        })
+        .py_err()
+    }
+
+    /// The kernel's and the engine's counters, as a dictionary:
+    /// ``batches``, ``conflicts``, ``durable_lsn``, and for a kernel on the
+    /// engine ``groups`` (commits that shared one fsync), ``fsyncs``,
+    /// ``log_bytes``, ``memtable_bytes``, ``memtable_events``,
+    /// ``replayed_events`` (by the open) and ``recovery_ms``.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = py.detach(|| self.with(|k| Ok(k.stats()))).py_err()?;
+        let d = PyDict::new(py);
+        d.set_item("batches", s.batches)?;
+        d.set_item("conflicts", s.conflicts)?;
+        d.set_item("durable_lsn", s.durable_lsn.0)?;
+        if let Some(e) = s.engine {
+            d.set_item("groups", e.groups)?;
+            d.set_item("fsyncs", e.fsyncs)?;
+            d.set_item("log_bytes", e.log_bytes)?;
+            d.set_item("memtable_bytes", e.memtable_bytes)?;
+            d.set_item("memtable_events", e.memtable_events)?;
+            d.set_item("replayed_events", e.replayed_events)?;
+            d.set_item("recovery_ms", e.recovery_duration.as_secs_f64() * 1e3)?;
+        }
+        Ok(d)
+    }
+
+    fn __enter__(slf: Py<PyKernel>) -> Py<PyKernel> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Kernel({:?})", self.place)
+    }
+
+    // The lifecycle of task attempts.
+
+    /// The task's lifecycle record (every attempt's status), or ``None`` if
+    /// it has none.
+    fn task<'py>(&self, py: Python<'py>, ti: PyRef<'py, PyTaskRef>) -> PyResult<Bound<'py, PyAny>> {
+        let ti = &ti.inner;
+        match py.detach(|| self.with(|k| k.task(ti))).py_err()? {
+            Some(r) => task_record(py, &r),
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+
+    /// Marks attempt ``ti`` scheduled. Returns the LSN.
+    fn schedule(&self, py: Python<'_>, ti: PyRef<'_, PyTaskRef>) -> PyResult<u64> {
+        let ti = &ti.inner;
+        Ok(py.detach(|| self.with(|k| k.schedule(ti))).py_err()?.0)
+    }
+
+    /// Marks attempt ``ti`` running. Of racing starts of one attempt,
+    /// exactly one succeeds; the others raise ``InvalidTransitionError``.
+    fn start(&self, py: Python<'_>, ti: PyRef<'_, PyTaskRef>) -> PyResult<u64> {
+        let ti = &ti.inner;
+        Ok(py.detach(|| self.with(|k| k.start(ti))).py_err()?.0)
+    }
+
+    /// Marks attempt ``ti`` succeeded with an optional result (any value).
+    #[pyo3(signature = (ti, result = None))]
+    fn succeed(
+        &self,
+        py: Python<'_>,
+        ti: PyRef<'_, PyTaskRef>,
+        result: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let result = encode_opt(result)?;
+        let ti = &ti.inner;
+        Ok(py
+            .detach(|| self.with(|k| k.succeed(ti, result)))
+            .py_err()?
+            .0)
+    }
+
+    /// Marks attempt ``ti`` failed with an error message and a kind (what a
+    /// retry policy decides on).
+    #[pyo3(signature = (ti, error, kind = String::from("error")))]
+    fn fail(
+        &self,
+        py: Python<'_>,
+        ti: PyRef<'_, PyTaskRef>,
+        error: String,
+        kind: String,
+    ) -> PyResult<u64> {
+        let ti = &ti.inner;
+        Ok(py
+            .detach(|| self.with(|k| k.fail(ti, error, kind)))
+            .py_err()?
+            .0)
+    }
+
+    /// Cancels attempt ``ti``.
+    fn cancel(&self, py: Python<'_>, ti: PyRef<'_, PyTaskRef>) -> PyResult<u64> {
+        let ti = &ti.inner;
+        Ok(py.detach(|| self.with(|k| k.cancel(ti))).py_err()?.0)
+    }
+
+    /// Clears the attempt state of every attempt of ``ti``'s task (task
+    /// state stays) and schedules the next attempt, in one atomic batch;
+    /// returns the next attempt's reference. Raises
+    /// ``InvalidTransitionError`` if an attempt is still scheduled or
+    /// running or ``ti`` is not the latest, ``NotFoundError`` if the task
+    /// has neither status nor state.
+    fn clear_for_task(&self, py: Python<'_>, ti: PyRef<'_, PyTaskRef>) -> PyResult<PyTaskRef> {
+        let ti = &ti.inner;
+        let next = py
+            .detach(|| self.with(|k| k.clear_for_retry(ti)))
+            .py_err()?;
+        Ok(PyTaskRef { inner: next })
+    }
+
+    /// The same as ``clear_for_task`` (the Rust API's name).
+    fn clear_for_retry(&self, py: Python<'_>, ti: PyRef<'_, PyTaskRef>) -> PyResult<PyTaskRef> {
+        self.clear_for_task(py, ti)
+    }
+
+    /// After a crash: every task of the run (a ``RunRef`` or any
+    /// ``TaskInstanceRef`` of it) with its latest attempt and status.
+    /// Attempts found running are recorded interrupted, atomically.
+    fn resume<'py>(&self, py: Python<'py>, run: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let run = run_of(run)?;
+        let state = py.detach(|| self.with(|k| k.resume(&run))).py_err()?;
+        run_state(py, &state)
+    }
+
+    /// Pauses the run: its tasks do not start until ``resume_run``.
+    fn pause_run(&self, py: Python<'_>, run: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let run = run_of(run)?;
+        Ok(py.detach(|| self.with(|k| k.pause_run(&run))).py_err()?.0)
+    }
+
+    /// Resumes a paused run.
+    fn resume_run(&self, py: Python<'_>, run: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let run = run_of(run)?;
+        Ok(py.detach(|| self.with(|k| k.resume_run(&run))).py_err()?.0)
+    }
+}
+
+/// The state API of one task attempt: attempt state (cleared before a
+/// retry), task state (kept across retries) and upstream reads.
+///
+/// ``RunContext(ti, kernel)``; cheap to make, and cheaper to keep for the
+/// attempt's whole run.
+#[pyclass(module = "waymark", name = "RunContext", frozen)]
+pub(crate) struct PyRunContext {
+    slot: Arc<Slot>,
+    ti: Py<PyTaskRef>,
+    kernel: Py<PyKernel>,
+}
+
+impl PyRunContext {
+    fn build(kernel: &Bound<'_, PyKernel>, ti: Bound<'_, PyTaskRef>) -> PyRunContext {
+        PyRunContext {
+            slot: kernel.get().context_slot(&ti.get().inner),
+            ti: ti.unbind(),
+            kernel: kernel.clone().unbind(),
+        }
+    }
+
+    /// Runs `f` on the context, or fails with `Closed` once its kernel is
+    /// closed.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&RunContext) -> waymark_kernel::Result<T>,
+    ) -> waymark_kernel::Result<T> {
+        match read(&self.slot).as_ref() {
+            Some(c) => f(c),
+            None => Err(closed()),
+        }
+    }
+}
+
+/// The task ids of `from_task` or `from_tasks`.
+fn upstreams(from_task: Option<String>, from_tasks: Option<Vec<String>>) -> Option<Vec<String>> {
+    match (from_task, from_tasks) {
+        (Some(t), Some(mut ts)) => {
+            ts.insert(0, t);
+            Some(ts)
+        }
+        (Some(t), None) => Some(vec![t]),
+        (None, ts) => ts,
+    }
+}
+
+#[pymethods]
+impl PyRunContext {
+    #[new]
+    fn new(ti: Bound<'_, PyTaskRef>, kernel: Bound<'_, PyKernel>) -> PyRunContext {
+        PyRunContext::build(&kernel, ti)
+    }
+
+    /// The attempt this context writes.
+    #[getter]
+    fn ti(&self, py: Python<'_>) -> Py<PyTaskRef> {
+        self.ti.clone_ref(py)
+    }
+
+    /// The kernel it writes to.
+    #[getter]
+    fn kernel(&self, py: Python<'_>) -> Py<PyKernel> {
+        self.kernel.clone_ref(py)
+    }
+
+    /// Sets ``key`` of this attempt to ``value`` (any JSON value, or
+    /// bytes); durable when it returns. Returns the LSN.
+    fn set(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let value = encode(value)?;
+        Ok(py.detach(|| self.with(|k| k.set(key, value))).py_err()?.0)
+    }
+
+    /// ``set`` with metadata (any JSON value) stored beside the value.
+    #[pyo3(signature = (key, value, *, metadata = None))]
+    fn push(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        value: &Bound<'_, PyAny>,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let value = encode(value)?;
+        let meta = encode_opt(metadata)?;
+        Ok(py
+            .detach(|| self.with(|k| k.push(key, value, meta)))
+            .py_err()?
+            .0)
+    }
+
+    /// The value of ``key`` in this attempt, or of the latest attempt of
+    /// task ``from_task`` of the same run that has it; ``default`` if
+    /// there is none.
+    #[pyo3(signature = (key, default = None, *, from_task = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        default: Option<Bound<'py, PyAny>>,
+        from_task: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let got = py
+            .detach(|| match from_task {
+                Some(task) => self.with(|k| k.get_from(task, key)),
+                None => self.with(|k| k.get(key)),
+            })
+            .py_err()?;
+        match got {
+            Some(v) => decode(py, &v),
+            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+        }
+    }
+
+    /// The value of ``key`` in this attempt with its metadata, LSN and
+    /// time (an ``Entry``), or ``None``.
+    fn get_entry<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+        match py.detach(|| self.with(|k| k.get_entry(key))).py_err()? {
+            Some(e) => {
+                let d = PyDict::new(py);
+                d.set_item("value", decode(py, &e.value)?)?;
+                d.set_item("metadata", decode_opt(py, &e.meta)?)?;
+                d.set_item("lsn", e.lsn.0)?;
+                d.set_item("ts_micros", e.ts_micros)?;
+                record(py, "Entry", d)
+            }
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+
+    /// Deletes ``key`` of this attempt.
+    fn delete(&self, py: Python<'_>, key: &str) -> PyResult<u64> {
+        Ok(py.detach(|| self.with(|k| k.delete(key))).py_err()?.0)
+    }
+
+    /// All state of this attempt, as a dictionary in key order.
+    fn get_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let entries = py.detach(|| self.with(|k| k.entries())).py_err()?;
+        let d = PyDict::new(py);
+        for (k, v) in entries {
+            d.set_item(k, decode(py, &v)?)?;
+        }
+        Ok(d)
+    }
+
+    /// The first value of ``key`` among the latest attempts of the tasks
+    /// ``from_tasks`` (in list order; ``from_task`` first if given), or of
+    /// this attempt if neither is given; ``default`` if none has it.
+    #[pyo3(signature = (key, *, from_task = None, from_tasks = None, default = None))]
+    fn pull<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        from_task: Option<String>,
+        from_tasks: Option<Vec<String>>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let got = py
+            .detach(|| match upstreams(from_task, from_tasks) {
+                Some(tasks) => {
+                    let tasks: Vec<&str> = tasks.iter().map(String::as_str).collect();
+                    self.with(|k| k.pull(key, &tasks))
+                }
+                None => self.with(|k| k.get(key)),
+            })
+            .py_err()?;
+        match got {
+            Some(v) => decode(py, &v),
+            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+        }
+    }
+
+    /// Every value of ``key`` among the latest attempts of ``from_tasks``,
+    /// in list order, each a ``Pulled`` with its task, try, metadata, LSN
+    /// and time.
+    fn pull_all<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        from_tasks: Vec<String>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let pulled = py
+            .detach(|| {
+                let tasks: Vec<&str> = from_tasks.iter().map(String::as_str).collect();
+                self.with(|k| k.pull_all(key, &tasks))
+            })
+            .py_err()?;
+        let out = PyList::empty(py);
+        for p in pulled {
+            let d = PyDict::new(py);
+            d.set_item("task_id", p.task_id)?;
+            d.set_item("try_number", p.try_number)?;
+            d.set_item("value", decode(py, &p.entry.value)?)?;
+            d.set_item("metadata", decode_opt(py, &p.entry.meta)?)?;
+            d.set_item("lsn", p.entry.lsn.0)?;
+            d.set_item("ts_micros", p.entry.ts_micros)?;
+            out.append(record(py, "Pulled", d)?)?;
+        }
+        Ok(out)
+    }
+
+    /// Sets ``key`` of the task state: kept across retries of the task.
+    fn set_task_state(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let value = encode(value)?;
+        Ok(py
+            .detach(|| self.with(|k| k.set_task_state(key, value)))
+            .py_err()?
+            .0)
+    }
+
+    /// The task state's value of ``key``, or ``default``.
+    #[pyo3(signature = (key, default = None))]
+    fn get_task_state<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match py.detach(|| self.with(|k| k.task_state(key))).py_err()? {
+            Some(v) => decode(py, &v),
+            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+        }
+    }
+
+    /// Deletes ``key`` of the task state.
+    fn delete_task_state(&self, py: Python<'_>, key: &str) -> PyResult<u64> {
+        Ok(py
+            .detach(|| self.with(|k| k.delete_task_state(key)))
+            .py_err()?
+            .0)
+    }
+
+    /// All task state, as a dictionary in key order.
+    fn get_all_task_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let entries = py
+            .detach(|| self.with(|k| k.task_state_entries()))
+            .py_err()?;
+        let d = PyDict::new(py);
+        for (k, v) in entries {
+            d.set_item(k, decode(py, &v)?)?;
+        }
+        Ok(d)
+    }
+
+    /// A batch of writes committed atomically: all of it or none after any
+    /// crash. ``with ctx.batch() as b: b.set(...)`` commits on leaving the
+    /// block (and writes nothing if the block raised).
+    fn batch(slf: &Bound<'_, PyRunContext>) -> PyBatch {
+        PyBatch {
+            ctx: slf.clone().unbind(),
+            ops: Mutex::new(Some(Vec::new())),
+        }
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!("RunContext({})", self.ti.bind(py).get().inner)
+    }
+}
+
+/// One write of a batch, its value encoded already.
+enum Op {
+    Set(String, Vec<u8>),
+    Push(String, Vec<u8>, Vec<u8>),
+    Delete(String),
+    SetTaskState(String, Vec<u8>),
+    DeleteTaskState(String),
+}
+
+/// Writes gathered for one atomic commit, from ``RunContext.batch()``.
+#[pyclass(module = "waymark", name = "Batch", frozen)]
+pub(crate) struct PyBatch {
+    ctx: Py<PyRunContext>,
+    /// `None` once committed.
+    ops: Mutex<Option<Vec<Op>>>,
+}
+
+impl PyBatch {
+    fn add(&self, op: Op) -> PyResult<()> {
+        let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
+        match ops.as_mut() {
+            Some(ops) => {
+                ops.push(op);
+                Ok(())
+            }
+            None => Err(crate::errors::to_py(waymark_kernel::Error::InvalidBatch(
+                "the batch is committed already".into(),
+            ))),
+        }
+    }
+}
+
+#[pymethods]
+impl PyBatch {
+    /// Adds a set of ``key``; returns the batch.
+    fn set<'py>(
+        slf: Bound<'py, PyBatch>,
+        key: String,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBatch>> {
+        slf.get().add(Op::Set(key, encode(value)?))?;
+        Ok(slf)
+    }
+
+    /// Adds a set of ``key`` with metadata; returns the batch.
+    #[pyo3(signature = (key, value, *, metadata = None))]
+    fn push<'py>(
+        slf: Bound<'py, PyBatch>,
+        key: String,
+        value: &Bound<'py, PyAny>,
+        metadata: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBatch>> {
+        slf.get()
+            .add(Op::Push(key, encode(value)?, encode_opt(metadata)?))?;
+        Ok(slf)
+    }
+
+    /// Adds a delete of ``key``; returns the batch.
+    fn delete(slf: Bound<'_, PyBatch>, key: String) -> PyResult<Bound<'_, PyBatch>> {
+        slf.get().add(Op::Delete(key))?;
+        Ok(slf)
+    }
+
+    /// Adds a set of task state ``key``; returns the batch.
+    fn set_task_state<'py>(
+        slf: Bound<'py, PyBatch>,
+        key: String,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBatch>> {
+        slf.get().add(Op::SetTaskState(key, encode(value)?))?;
+        Ok(slf)
+    }
+
+    /// Adds a delete of task state ``key``; returns the batch.
+    fn delete_task_state(slf: Bound<'_, PyBatch>, key: String) -> PyResult<Bound<'_, PyBatch>> {
+        slf.get().add(Op::DeleteTaskState(key))?;
+        Ok(slf)
+    }
+
+    /// Writes the batch atomically; durable when it returns. Returns the
+    /// LSN, or ``None`` for an empty batch (nothing written).
+    fn commit(&self, py: Python<'_>) -> PyResult<Option<u64>> {
+        let ops = self
+            .ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| {
+                crate::errors::to_py(waymark_kernel::Error::InvalidBatch(
+                    "the batch is committed already".into(),
+                ))
+            })?;
+        let ctx = self.ctx.bind(py).get();
+        let lsn = py
+            .detach(|| {
+                ctx.with(|ctx| {
+                    let mut batch = ctx.batch();
+                    for op in &ops {
+                        batch = match op {
+                            Op::Set(k, v) => batch.set(k, v),
+                            Op::Push(k, v, m) => batch.push(k, v, m),
+                            Op::Delete(k) => batch.delete(k),
+                            Op::SetTaskState(k, v) => batch.set_task_state(k, v),
+                            Op::DeleteTaskState(k) => batch.delete_task_state(k),
+                        };
+                    }
+                    batch.commit()
+                })
+            })
+            .py_err()?;
+        Ok(lsn.map(|l| l.0))
+    }
+
+    /// How many writes the batch holds.
+    fn __len__(&self) -> usize {
+        self.ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, Vec::len)
+    }
+
+    fn __enter__(slf: Py<PyBatch>) -> Py<PyBatch> {
+        slf
+    }
+
+    /// Commits if the block ended normally; drops the writes if it raised.
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        if exc_type.is_some_and(|t| !t.is_none()) {
+            self.ops.lock().unwrap_or_else(|e| e.into_inner()).take();
+        } else {
+            self.commit(py)?;
+        }
+        Ok(false)
+    }
+}

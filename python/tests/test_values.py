@@ -1,0 +1,169 @@
+"""How values are stored: JSON values round-trip as `json` gives them
+back, bytes as bytes; anything else is refused before anything is
+written."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import waymark
+from conftest import make_ti
+
+JSON_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    2**64 - 1,
+    1.5,
+    -0.0,
+    1e300,
+    5e-324,
+    0.1,
+    "",
+    "text",
+    "ünïcødé ✓ 𝄞",
+    'quotes " and \\ backslash\n',
+    [],
+    [1, "two", 3.0, None, [True]],
+    {},
+    {"rows": [[1, 2], [3, 4]], "columns": ["a", "b"]},
+    {"z": 1, "a": 2, "m": {"nested": [{"deep": None}]}},
+]
+
+
+@pytest.mark.parametrize("value", JSON_VALUES, ids=repr)
+def test_every_json_type_round_trips_equal(kernel, ti, value):
+    ctx = waymark.RunContext(ti, kernel)
+    ctx.set("K", value)
+    got = ctx.get("K")
+    assert got == value
+    assert type(got) is type(value)
+
+
+def test_floats_keep_their_bits(kernel, ti):
+    ctx = waymark.RunContext(ti, kernel)
+    for f in [0.1, 1 / 3, 1e16, 123456789.123456789, -0.0, 2.0]:
+        ctx.set("F", f)
+        got = ctx.get("F")
+        assert got == f and math.copysign(1, got) == math.copysign(1, f)
+        assert isinstance(got, float)
+
+
+def test_dict_key_order_is_kept(kernel, ti):
+    ctx = waymark.RunContext(ti, kernel)
+    ctx.set("D", {"z": 1, "a": 2, "m": 3})
+    assert list(ctx.get("D")) == ["z", "a", "m"]
+
+
+def test_values_come_back_as_json_gives_them_back(kernel, ti):
+    ctx = waymark.RunContext(ti, kernel)
+    value = {"t": (1, 2, (3,)), 1: "int key", 2.5: "float key", True: "bool", None: "none"}
+    ctx.set("J", value)
+    assert ctx.get("J") == json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x00", b"\xff\xfe raw", bytes(range(256))])
+def test_bytes_round_trip_as_bytes(kernel, ti, raw):
+    ctx = waymark.RunContext(ti, kernel)
+    ctx.set("B", raw)
+    assert ctx.get("B") == raw and isinstance(ctx.get("B"), bytes)
+    ctx.set("BA", bytearray(raw))
+    assert ctx.get("BA") == raw
+
+
+def test_a_json_looking_string_stays_a_string(kernel, ti):
+    ctx = waymark.RunContext(ti, kernel)
+    ctx.set("S", "[1, 2]")
+    assert ctx.get("S") == "[1, 2]"
+    ctx.set("B", b"[1, 2]")
+    assert ctx.get("B") == b"[1, 2]"
+
+
+class Custom:
+    pass
+
+
+@pytest.mark.parametrize(
+    "bad,error",
+    [
+        (Custom(), TypeError),
+        ({1, 2}, TypeError),
+        ([1, object()], TypeError),
+        ({"k": {"deeper": Custom()}}, TypeError),
+        ({(1, 2): "tuple key"}, TypeError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        ([float("-inf")], ValueError),
+        (2**64, ValueError),
+        (-(2**63) - 1, ValueError),
+    ],
+    ids=repr,
+)
+def test_a_value_that_is_not_json_is_refused_before_anything_is_written(kernel, ti, bad, error):
+    ctx = waymark.RunContext(ti, kernel)
+    ctx.set("K", "before")
+    batches = kernel.stats()["batches"]
+    with pytest.raises(error):
+        ctx.set("K", bad)
+    with pytest.raises(error):
+        ctx.push("K", "fine", metadata=bad)
+    with pytest.raises(error):
+        ctx.batch().set("OTHER", 1).set("K", bad)
+    assert ctx.get("K") == "before"
+    assert kernel.stats()["batches"] == batches
+
+
+def test_nesting_deeper_than_the_limit_is_refused(kernel, ti):
+    ctx = waymark.RunContext(ti, kernel)
+    ok = []
+    for _ in range(99):
+        ok = [ok]
+    ctx.set("DEEP", ok)
+    assert ctx.get("DEEP") == ok
+    too_deep = [ok]
+    too_deep = [too_deep]
+    with pytest.raises(ValueError, match="deeper than 100"):
+        ctx.set("DEEP", too_deep)
+
+
+def test_oversized_keys_and_values_raise_a_limit_error_and_write_nothing(kernel, ti):
+    ctx = waymark.RunContext(ti, kernel)
+    with pytest.raises(waymark.LimitError):
+        ctx.set("K" * 100_000, 1)
+    with pytest.raises(waymark.LimitError):
+        ctx.set("K", b"x" * (64 << 20))
+    assert ctx.get_all() == {}
+    with pytest.raises(waymark.InvalidArgumentError):
+        ctx.set("", 1)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=30,
+)
+
+
+@given(value=json_values | st.binary())
+def test_any_json_value_or_bytes_round_trips(value):
+    k = waymark.Kernel.in_memory()
+    try:
+        ctx = waymark.RunContext(make_ti(), k)
+        ctx.set("V", value)
+        assert ctx.get("V") == value
+    finally:
+        k.close()

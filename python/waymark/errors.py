@@ -1,0 +1,98 @@
+"""The exceptions waymark raises.
+
+Every error of the engine and the kernel is an instance of :class:`Error`,
+with the engine's own message. The classes below sort them by what a caller
+does about them; the ones a caller checks with a built-in class as well
+(``ValueError``, ``LookupError``, ``OSError``) derive from it too.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = [
+    "Error",
+    "InvalidArgumentError",
+    "LimitError",
+    "LockedError",
+    "CorruptionError",
+    "RefusedError",
+    "InvalidTransitionError",
+    "ConflictError",
+    "NotFoundError",
+    "HistoryRemovedError",
+    "StorageError",
+    "DiskFullError",
+    "PoisonedError",
+    "ClosedError",
+]
+
+
+class Error(Exception):
+    """Every error waymark raises."""
+
+
+class InvalidArgumentError(Error, ValueError):
+    """A name, key, try number, option or URL is not valid. Nothing was
+    written."""
+
+
+class LimitError(InvalidArgumentError):
+    """A key, value, name or batch is over the engine's limit
+    (``Options`` limits). Nothing was written."""
+
+
+class LockedError(Error):
+    """The state directory is open already: by another process (only one
+    process may write a directory), or by another kernel of this process
+    (share that one instead)."""
+
+
+class CorruptionError(Error):
+    """Bytes on disk fail their checks. ``path`` names the file and
+    ``offset`` the byte where it is known (``None`` where not)."""
+
+    path: Optional[str] = None
+    offset: Optional[int] = None
+
+
+class RefusedError(Error):
+    """The kernel refused a decision on the state it found. Nothing was
+    written."""
+
+
+class InvalidTransitionError(RefusedError):
+    """A task or run cannot go to the status asked from the one it has, or
+    the attempt is not the latest, or the run is paused or over."""
+
+
+class ConflictError(RefusedError):
+    """A condition did not hold, or the state kept changing under every
+    try, or an immutable shared variable is set already. Nothing was
+    written; reading again and deciding again is safe."""
+
+
+class NotFoundError(Error, LookupError):
+    """An unknown task, run or checkpoint."""
+
+
+class HistoryRemovedError(Error):
+    """The log no longer holds the LSN asked for (retention removed it)."""
+
+
+class StorageError(Error, OSError):
+    """The disk failed under the engine (I/O error, a stopped thread, a
+    failed snapshot)."""
+
+
+class DiskFullError(StorageError):
+    """The disk is full."""
+
+
+class PoisonedError(Error):
+    """A write or sync failed earlier, so the engine refuses every further
+    write (fail-stop). Reopen the directory to recover what is durable."""
+
+
+class ClosedError(Error):
+    """The kernel is closed."""
