@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use waymark_kernel::{
-    Kernel, RunContext, RunState, TaskRecord, TaskRef, TaskStatus, engine::AttemptRecord,
+    Kernel, RunContext, RunState, RunStatus, TaskRecord, TaskRef, TaskStatus, engine::AttemptRecord,
 };
 
 use crate::errors::IntoPy;
@@ -101,6 +101,25 @@ fn record<'py>(
     py.import("waymark._types")?
         .getattr(class)?
         .call((), Some(&fields))
+}
+
+/// A run status by its name.
+fn run_status(name: &str) -> PyResult<RunStatus> {
+    Ok(match name {
+        "created" => RunStatus::Created,
+        "running" => RunStatus::Running,
+        "succeeded" => RunStatus::Succeeded,
+        "failed" => RunStatus::Failed,
+        "cancelled" => RunStatus::Cancelled,
+        "paused" => RunStatus::Paused,
+        _ => {
+            return Err(crate::errors::to_py(waymark_kernel::Error::InvalidRef(
+                format!(
+                    "unknown run status {name:?}: use created, running, succeeded, failed, cancelled or paused"
+                ),
+            )));
+        }
+    })
 }
 
 /// The fields of a task status, as the records hold them.
@@ -372,6 +391,36 @@ impl PyKernel {
         let run = run_of(run)?;
         let state = py.detach(|| self.with(|k| k.resume(&run))).py_err()?;
         run_state(py, &state)
+    }
+
+    /// Moves the run to ``status`` (``created``, ``running``,
+    /// ``succeeded``, ``failed``, ``cancelled`` or ``paused``) if its
+    /// lifecycle allows it; ``parent`` (a ``TaskInstanceRef``) records the
+    /// task of another run that started this one as a sub-workflow.
+    #[pyo3(signature = (run, status, *, parent = None))]
+    fn set_run_status(
+        &self,
+        py: Python<'_>,
+        run: &Bound<'_, PyAny>,
+        status: &str,
+        parent: Option<PyRef<'_, PyTaskRef>>,
+    ) -> PyResult<u64> {
+        let run = run_of(run)?;
+        let status = run_status(status)?;
+        let parent = parent
+            .as_ref()
+            .map(|p| (p.inner.run_ref(), p.inner.task_id()));
+        Ok(py
+            .detach(|| self.with(|k| k.set_run_status(&run, status, parent)))
+            .py_err()?
+            .0)
+    }
+
+    /// The run's status, or ``None`` if it has no record.
+    fn run_status(&self, py: Python<'_>, run: &Bound<'_, PyAny>) -> PyResult<Option<&'static str>> {
+        let run = run_of(run)?;
+        let record = py.detach(|| self.with(|k| k.run(&run))).py_err()?;
+        Ok(record.map(|r| r.status.name()))
     }
 
     /// Pauses the run: its tasks do not start until ``resume_run``.

@@ -1,0 +1,143 @@
+"""What survives: closing and reopening, a second process, a real crash
+(SIGKILL of a worker mid-run), corrupt bytes, and calls after close."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import waymark
+from conftest import make_ti
+
+
+def test_everything_holds_after_close_and_reopen(tmp_path):
+    path = tmp_path / "state"
+    with waymark.Kernel.open(path) as k:
+        ctx = k.context(make_ti())
+        ctx.set("LINES", ["a", "b"])
+        ctx.push("TABLE", {"rows": 3}, metadata={"source": "ocr"})
+        ctx.set_task_state("pages_done", 3)
+        k.start(ctx.ti)
+        k.succeed(ctx.ti, "ok")
+    # The with-block closed it: the directory opens again at once in the
+    # same process, even while `k` and `ctx` are still alive.
+    with waymark.Kernel.open(path) as k2:
+        again = k2.context(make_ti())
+        assert again.get("LINES") == ["a", "b"]
+        assert again.get_entry("TABLE").metadata == {"source": "ocr"}
+        assert again.get_task_state("pages_done") == 3
+        assert k2.task(make_ti()).latest.result == "ok"
+    with pytest.raises(waymark.ClosedError):
+        ctx.get("LINES")
+    with pytest.raises(waymark.ClosedError):
+        k.start(make_ti("other"))
+    k.close()  # closing twice is closing once
+
+
+def test_a_second_process_is_refused_the_directory(tmp_path):
+    path = tmp_path / "state"
+    with waymark.Kernel.open(path):
+        code = f"import waymark; waymark.Kernel.open({str(path)!r})"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode != 0
+        assert "LockedError" in out.stderr and "locked by another process" in out.stderr
+    with pytest.raises(waymark.LockedError, match="already open in this process"):
+        with waymark.Kernel.open(path):
+            waymark.Kernel.open(path)
+
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys, waymark
+    kernel = waymark.Kernel.open(sys.argv[1])
+    round_ = int(sys.argv[2])
+    run = waymark.RunRef("acme", "documents", "run-1")
+    tis = []
+    for i in range(4):
+        record = kernel.task(run.task(f"task-{i}"))
+        ti = run.task(f"task-{i}", record.latest_try if record else 1)
+        kernel.start(ti)
+        tis.append(ti)
+    n = 0
+    while True:
+        ti = tis[n % 4]
+        ctx = kernel.context(ti)
+        key = f"K{round_}-{n}"
+        if n % 3 == 0:
+            with ctx.batch() as b:
+                b.set(key, {"n": n}).set_task_state(f"T{round_}-{n}", n)
+        else:
+            ctx.set(key, {"n": n})
+        # Reported only once the write is acknowledged (durable).
+        print(json.dumps([ti.task_id, ti.try_number, key, n]), flush=True)
+        n += 1
+    """
+)
+
+
+@pytest.mark.parametrize("rounds", [4])
+def test_a_sigkilled_worker_loses_no_acknowledged_write(tmp_path, rounds):
+    path = tmp_path / "state"
+    run = waymark.RunRef("acme", "documents", "run-1")
+    for round_ in range(rounds):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(path), str(round_)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines = []
+        deadline = time.monotonic() + 30
+        # Killed at a different point each round, in the middle of writing.
+        while len(lines) < 20 + 37 * round_ and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # What it printed before the kill, and whatever was still in the pipe.
+        lines += proc.stdout.read().splitlines()
+        acknowledged = [json.loads(line) for line in lines if line.strip()]
+        assert len(acknowledged) >= 20, proc.stderr.read()
+        with waymark.Kernel.open(path) as k:
+            for task_id, try_number, key, n in acknowledged:
+                ctx = k.context(run.task(task_id, try_number))
+                assert ctx.get(key) == {"n": n}, (round_, key)
+                if n % 3 == 0:
+                    assert ctx.get_task_state(key.replace("K", "T", 1)) == n
+            state = k.resume(run)
+            # The worker died with its four tasks running: the resume after
+            # the crash names them interrupted.
+            assert sorted(t.ti.task_id for t in state.interrupted) == [f"task-{i}" for i in range(4)]
+            assert all(t.ti.try_number == round_ + 1 for t in state.tasks)
+            # The next round's worker runs the next attempts.
+            for t in state.tasks:
+                k.clear_for_task(t.ti)
+
+
+def test_corrupt_bytes_raise_a_corruption_error_with_the_file_and_offset(tmp_path):
+    path = tmp_path / "state"
+    with waymark.Kernel.open(path) as k:
+        ctx = k.context(make_ti())
+        for n in range(50):
+            ctx.set(f"K{n}", "v" * 100)
+    segment = sorted((path / "log").glob("*.seg"))[0]
+    data = bytearray(segment.read_bytes())
+    data[2000] ^= 0xFF  # a frame in the middle, with valid frames after it
+    segment.write_bytes(bytes(data))
+    views = path / "views.redb"
+    if views.exists():
+        views.unlink()  # make the open replay the log from its start
+    with pytest.raises(waymark.CorruptionError) as raised:
+        waymark.Kernel.open(path)
+    assert raised.value.path == str(segment)
+    assert isinstance(raised.value.offset, int) and raised.value.offset <= 2000
+    assert "corrupt log" in str(raised.value)
