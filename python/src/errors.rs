@@ -112,7 +112,12 @@ fn engine_class(e: &EngineError) -> (&'static str, Option<Place>) {
 /// `e` as the Python exception a caller catches, with the error's message
 /// (its causes appended, as the CLI prints them).
 pub(crate) fn to_py(e: Error) -> PyErr {
-    Python::attach(|py| build(py, &e))
+    to_py_ref(&e)
+}
+
+/// [`to_py`] of a shared error (a watch's failure).
+pub(crate) fn to_py_ref(e: &Error) -> PyErr {
+    Python::attach(|py| build(py, e))
 }
 
 fn build(py: Python<'_>, e: &Error) -> PyErr {

@@ -10,12 +10,14 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use waymark_kernel::{
-    Kernel, RunContext, RunState, RunStatus, TaskRecord, TaskRef, TaskStatus, engine::AttemptRecord,
+    At, Kernel, LoggedEvent, RunContext, RunInfo, RunStatus, TaskRef, WatchFilter, engine::Lsn,
 };
 
 use crate::errors::IntoPy;
+use crate::records::{record, run_state, task_record};
 use crate::refs::{PyTaskRef, run_of};
 use crate::value::{decode, decode_opt, encode, encode_opt};
+use crate::watch::{PyWatch, WatchSlot};
 
 /// The state store of one worker: a state directory opened by this
 /// process (or an in-memory one for tests). Thread-safe; share one per
@@ -28,6 +30,8 @@ pub(crate) struct PyKernel {
     /// The contexts made on it, each holding a clone of the kernel that
     /// `close` takes back.
     contexts: Mutex<Vec<Weak<Slot>>>,
+    /// The watches started on it, each with a thread holding a clone.
+    watches: Mutex<Vec<Weak<WatchSlot>>>,
     worker: String,
     /// What it was opened on, for `repr`.
     place: String,
@@ -61,6 +65,7 @@ impl PyKernel {
             worker: kernel.worker_id().to_owned(),
             inner: RwLock::new(Some(kernel)),
             contexts: Mutex::new(Vec::new()),
+            watches: Mutex::new(Vec::new()),
             place,
         }
     }
@@ -92,15 +97,37 @@ impl PyKernel {
     }
 }
 
-/// The `_types` module's record classes, by name.
-fn record<'py>(
-    py: Python<'py>,
-    class: &str,
-    fields: Bound<'py, PyDict>,
-) -> PyResult<Bound<'py, PyAny>> {
-    py.import("waymark._types")?
-        .getattr(class)?
-        .call((), Some(&fields))
+fn events_list<'py>(py: Python<'py>, events: &[LoggedEvent]) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for e in events {
+        out.append(crate::records::event(py, e)?)?;
+    }
+    Ok(out)
+}
+
+fn runs_list<'py>(py: Python<'py>, runs: &[RunInfo]) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for r in runs {
+        out.append(crate::records::run_info(py, r)?)?;
+    }
+    Ok(out)
+}
+
+/// Microseconds since the Unix epoch of an `int` (taken as such) or a
+/// `datetime` (naive ones are local time, as `datetime.timestamp` says).
+fn micros(t: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if let Ok(us) = t.extract::<i64>() {
+        return Ok(us);
+    }
+    let secs: f64 = t
+        .call_method0("timestamp")
+        .and_then(|s| s.extract())
+        .map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err(
+                "a time is a datetime or microseconds since the Unix epoch (int)",
+            )
+        })?;
+    Ok((secs * 1e6).round() as i64)
 }
 
 /// A run status by its name.
@@ -120,67 +147,6 @@ fn run_status(name: &str) -> PyResult<RunStatus> {
             )));
         }
     })
-}
-
-/// The fields of a task status, as the records hold them.
-fn status_fields(py: Python<'_>, status: &TaskStatus, d: &Bound<'_, PyDict>) -> PyResult<()> {
-    d.set_item("status", status.name())?;
-    match status {
-        TaskStatus::Succeeded { result } => d.set_item("result", decode_opt(py, result)?)?,
-        TaskStatus::Failed { error, kind } => {
-            d.set_item("error", error)?;
-            d.set_item("kind", kind)?;
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-fn attempt<'py>(py: Python<'py>, a: &AttemptRecord) -> PyResult<Bound<'py, PyAny>> {
-    let d = PyDict::new(py);
-    d.set_item("try_number", a.try_number)?;
-    status_fields(py, &a.status, &d)?;
-    record(py, "Attempt", d)
-}
-
-fn task_record<'py>(py: Python<'py>, r: &TaskRecord) -> PyResult<Bound<'py, PyAny>> {
-    let d = PyDict::new(py);
-    d.set_item("latest_try", r.latest_try)?;
-    d.set_item("status", r.status.name())?;
-    let attempts = r
-        .attempts
-        .iter()
-        .map(|a| attempt(py, a))
-        .collect::<PyResult<Vec<_>>>()?;
-    d.set_item("attempts", PyTuple::new(py, attempts)?)?;
-    d.set_item("created_micros", r.created_micros)?;
-    d.set_item("updated_micros", r.updated_micros)?;
-    d.set_item("lsn", r.lsn)?;
-    record(py, "TaskRecord", d)
-}
-
-fn run_state<'py>(py: Python<'py>, s: &RunState) -> PyResult<Bound<'py, PyAny>> {
-    let tasks = s
-        .tasks
-        .iter()
-        .map(|t| {
-            let d = PyDict::new(py);
-            d.set_item(
-                "ti",
-                PyTaskRef {
-                    inner: t.ti.clone(),
-                },
-            )?;
-            status_fields(py, &t.status, &d)?;
-            d.set_item("interrupted", t.interrupted)?;
-            record(py, "TaskResume", d)
-        })
-        .collect::<PyResult<Vec<_>>>()?;
-    let d = PyDict::new(py);
-    d.set_item("status", s.status.name())?;
-    d.set_item("tasks", PyTuple::new(py, tasks)?)?;
-    d.set_item("recorded", s.recorded.map(|l| l.0))?;
-    record(py, "RunState", d)
 }
 
 #[pymethods]
@@ -257,6 +223,10 @@ impl PyKernel {
             let contexts = std::mem::take(&mut *lock(&self.contexts));
             for slot in contexts.iter().filter_map(Weak::upgrade) {
                 write(&slot).take();
+            }
+            let watches = std::mem::take(&mut *lock(&self.watches));
+            for slot in watches.iter().filter_map(Weak::upgrade) {
+                drop(lock(&slot).take());
             }
             drop(kernel);
             closed
@@ -421,6 +391,275 @@ impl PyKernel {
         let run = run_of(run)?;
         let record = py.detach(|| self.with(|k| k.run(&run))).py_err()?;
         Ok(record.map(|r| r.status.name()))
+    }
+
+    /// Every event of attempt ``ti``'s task (all its attempts), in LSN
+    /// order.
+    fn history_of_task<'py>(
+        &self,
+        py: Python<'py>,
+        ti: PyRef<'py, PyTaskRef>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let ti = &ti.inner;
+        let events = py
+            .detach(|| self.with(|k| k.history_of_task(ti)))
+            .py_err()?;
+        events_list(py, &events)
+    }
+
+    /// Every event that wrote or deleted ``key`` of attempt ``ti``.
+    fn history_of_key<'py>(
+        &self,
+        py: Python<'py>,
+        ti: PyRef<'py, PyTaskRef>,
+        key: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let ti = &ti.inner;
+        let events = py
+            .detach(|| self.with(|k| k.history_of_key(ti, key)))
+            .py_err()?;
+        events_list(py, &events)
+    }
+
+    /// Every event of the run, in LSN order.
+    fn history_of_run<'py>(
+        &self,
+        py: Python<'py>,
+        run: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let run = run_of(run)?;
+        let events = py
+            .detach(|| self.with(|k| k.history_of_run(&run)))
+            .py_err()?;
+        events_list(py, &events)
+    }
+
+    /// Every event stamped between ``start`` and ``end`` inclusive (each a
+    /// ``datetime`` or microseconds since the Unix epoch).
+    fn events_between<'py>(
+        &self,
+        py: Python<'py>,
+        start: &Bound<'py, PyAny>,
+        end: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let (from, to) = (micros(start)?, micros(end)?);
+        let events = py
+            .detach(|| self.with(|k| k.events_between(from, to)))
+            .py_err()?;
+        events_list(py, &events)
+    }
+
+    /// The run as it was after LSN ``lsn``, or at time ``time`` (a
+    /// ``datetime`` or microseconds): a kernel in memory holding exactly
+    /// the run's events up to there, to read with the usual API.
+    #[pyo3(signature = (run, *, lsn = None, time = None))]
+    fn run_as_of(
+        &self,
+        py: Python<'_>,
+        run: &Bound<'_, PyAny>,
+        lsn: Option<u64>,
+        time: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyKernel> {
+        let run = run_of(run)?;
+        let at = match (lsn, time) {
+            (Some(l), None) => At::Lsn(Lsn(l)),
+            (None, Some(t)) => At::TimeMicros(micros(t)?),
+            _ => {
+                return Err(crate::errors::to_py(waymark_kernel::Error::InvalidRef(
+                    "run_as_of takes exactly one of lsn= and time=".into(),
+                )));
+            }
+        };
+        let place = format!("{} as of {at:?}", self.place);
+        let past = py
+            .detach(|| self.with(|k| k.run_as_of(&run, at)))
+            .py_err()?;
+        Ok(PyKernel::new(past, place))
+    }
+
+    /// Captures the run's state (every task's attempt and task state, its
+    /// shared variables) under ``name``, checksummed. Returns the LSN.
+    fn checkpoint(&self, py: Python<'_>, run: &Bound<'_, PyAny>, name: &str) -> PyResult<u64> {
+        let run = run_of(run)?;
+        Ok(py
+            .detach(|| self.with(|k| k.checkpoint(&run, name)))
+            .py_err()?
+            .0)
+    }
+
+    /// The run's checkpoints, oldest first (each a ``CheckpointInfo``).
+    fn checkpoints<'py>(
+        &self,
+        py: Python<'py>,
+        run: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let run = run_of(run)?;
+        let all = py.detach(|| self.with(|k| k.checkpoints(&run))).py_err()?;
+        let out = PyList::empty(py);
+        for c in &all {
+            out.append(crate::records::checkpoint(py, c)?)?;
+        }
+        Ok(out)
+    }
+
+    /// Puts the run's state back as checkpoint ``name`` captured it, in one
+    /// atomic batch. Raises ``NotFoundError`` for an unknown name and
+    /// ``CorruptionError`` if the checkpoint fails its checksum.
+    fn restore(&self, py: Python<'_>, run: &Bound<'_, PyAny>, name: &str) -> PyResult<u64> {
+        let run = run_of(run)?;
+        Ok(py
+            .detach(|| self.with(|k| k.restore(&run, name)))
+            .py_err()?
+            .0)
+    }
+
+    /// Deletes checkpoint ``name`` of the run.
+    fn delete_checkpoint(
+        &self,
+        py: Python<'_>,
+        run: &Bound<'_, PyAny>,
+        name: &str,
+    ) -> PyResult<u64> {
+        let run = run_of(run)?;
+        Ok(py
+            .detach(|| self.with(|k| k.delete_checkpoint(&run, name)))
+            .py_err()?
+            .0)
+    }
+
+    /// Deletes the run's checkpoints but the newest ``keep_last`` and
+    /// those younger than ``max_age`` seconds; returns the names deleted.
+    #[pyo3(signature = (run, *, keep_last = None, max_age = None))]
+    fn prune_checkpoints(
+        &self,
+        py: Python<'_>,
+        run: &Bound<'_, PyAny>,
+        keep_last: Option<usize>,
+        max_age: Option<f64>,
+    ) -> PyResult<Vec<String>> {
+        let run = run_of(run)?;
+        let max_age = max_age
+            .map(|s| {
+                std::time::Duration::try_from_secs_f64(s).map_err(|_| {
+                    crate::errors::to_py(waymark_kernel::Error::InvalidRef(format!(
+                        "max_age must be a non-negative number of seconds; got {s}"
+                    )))
+                })
+            })
+            .transpose()?;
+        py.detach(|| self.with(|k| k.prune_checkpoints(&run, keep_last, max_age)))
+            .py_err()
+    }
+
+    /// Sets shared variable ``key`` of the run (seen by all its tasks);
+    /// ``immutable=True`` makes later sets raise ``ConflictError``.
+    #[pyo3(signature = (run, key, value, *, immutable = false))]
+    fn set_shared(
+        &self,
+        py: Python<'_>,
+        run: &Bound<'_, PyAny>,
+        key: &str,
+        value: &Bound<'_, PyAny>,
+        immutable: bool,
+    ) -> PyResult<u64> {
+        let run = run_of(run)?;
+        let value = encode(value)?;
+        Ok(py
+            .detach(|| self.with(|k| k.set_shared(&run, key, value, immutable)))
+            .py_err()?
+            .0)
+    }
+
+    /// The run's shared variable ``key``, or ``default``.
+    #[pyo3(signature = (run, key, default = None))]
+    fn get_shared<'py>(
+        &self,
+        py: Python<'py>,
+        run: &Bound<'py, PyAny>,
+        key: &str,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let run = run_of(run)?;
+        match py.detach(|| self.with(|k| k.shared(&run, key))).py_err()? {
+            Some(v) => decode(py, &v),
+            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+        }
+    }
+
+    /// The runs of a tenant (of one DAG if ``dag_name`` is given), each a
+    /// ``RunInfo``.
+    #[pyo3(signature = (tenant_id, dag_name = None))]
+    fn runs<'py>(
+        &self,
+        py: Python<'py>,
+        tenant_id: &str,
+        dag_name: Option<&str>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let runs = py
+            .detach(|| self.with(|k| k.runs(tenant_id, dag_name)))
+            .py_err()?;
+        runs_list(py, &runs)
+    }
+
+    /// The sub-workflows the run started (runs whose parent is one of its
+    /// tasks).
+    fn children<'py>(
+        &self,
+        py: Python<'py>,
+        run: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let run = run_of(run)?;
+        let runs = py.detach(|| self.with(|k| k.children(&run))).py_err()?;
+        runs_list(py, &runs)
+    }
+
+    /// Removes every state of the run (its history stays in the log until
+    /// retention).
+    fn purge_run(&self, py: Python<'_>, run: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let run = run_of(run)?;
+        Ok(py.detach(|| self.with(|k| k.purge_run(&run))).py_err()?.0)
+    }
+
+    /// Watches durable events as they are committed, filtered by tenant,
+    /// DAG, run and task (each optional), from LSN ``from_lsn`` on (default:
+    /// only events after this call). At most ``capacity`` events wait
+    /// undelivered; past that the watch yields a ``Lagged``.
+    #[pyo3(signature = (*, tenant_id = None, dag_name = None, dag_id = None, task_id = None, from_lsn = None, capacity = 1024))]
+    #[allow(clippy::too_many_arguments)]
+    fn watch(
+        &self,
+        py: Python<'_>,
+        tenant_id: Option<String>,
+        dag_name: Option<String>,
+        dag_id: Option<String>,
+        task_id: Option<String>,
+        from_lsn: Option<u64>,
+        capacity: usize,
+    ) -> PyResult<PyWatch> {
+        let filter = WatchFilter {
+            tenant: tenant_id,
+            dag_name,
+            run_id: dag_id,
+            task_id,
+        };
+        let watch = py
+            .detach(|| {
+                self.with(|k| {
+                    let from = match from_lsn {
+                        Some(l) => Lsn(l),
+                        None => Lsn(k.stats().durable_lsn.0 + 1),
+                    };
+                    k.watch(filter, from, capacity)
+                })
+            })
+            .py_err()?;
+        let slot = Arc::new(Mutex::new(Some(watch)));
+        let mut watches = lock(&self.watches);
+        if watches.len() == watches.capacity() {
+            watches.retain(|w| w.strong_count() > 0);
+        }
+        watches.push(Arc::downgrade(&slot));
+        Ok(PyWatch { slot })
     }
 
     /// Pauses the run: its tasks do not start until ``resume_run``.

@@ -10,8 +10,11 @@
 
 mod errors;
 mod kernel;
+mod records;
 mod refs;
+mod retry;
 mod value;
+mod watch;
 
 use pyo3::prelude::*;
 
@@ -24,5 +27,7 @@ fn _waymark(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<kernel::PyBatch>()?;
     m.add_class::<refs::PyTaskRef>()?;
     m.add_class::<refs::PyRunRef>()?;
+    m.add_class::<retry::PyRetryPolicy>()?;
+    m.add_class::<watch::PyWatch>()?;
     Ok(())
 }

@@ -18,8 +18,28 @@ from __future__ import annotations
 from typing import Any
 
 from . import errors
-from ._types import Attempt, Entry, Pulled, RunState, TaskRecord, TaskResume
-from ._waymark import Batch, Kernel, RunContext, RunRef, TaskInstanceRef, __version__
+from ._types import (
+    Attempt,
+    CheckpointInfo,
+    Entry,
+    Lagged,
+    LoggedEvent,
+    Pulled,
+    RunInfo,
+    RunState,
+    TaskRecord,
+    TaskResume,
+)
+from ._waymark import (
+    Batch,
+    Kernel,
+    RetryPolicy,
+    RunContext,
+    RunRef,
+    TaskInstanceRef,
+    Watch,
+    __version__,
+)
 from .errors import (
     ClosedError,
     ConflictError,
@@ -40,6 +60,7 @@ from .errors import (
 __all__ = [
     "Attempt",
     "Batch",
+    "CheckpointInfo",
     "ClosedError",
     "ConflictError",
     "CorruptionError",
@@ -50,19 +71,24 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidTransitionError",
     "Kernel",
+    "Lagged",
     "LimitError",
     "LockedError",
+    "LoggedEvent",
     "NotFoundError",
     "PoisonedError",
     "Pulled",
     "RefusedError",
+    "RetryPolicy",
     "RunContext",
+    "RunInfo",
     "RunRef",
     "RunState",
     "StorageError",
     "TaskInstanceRef",
     "TaskRecord",
     "TaskResume",
+    "Watch",
     "create_backend",
     "create_backend_from_url",
     "errors",

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-__all__ = ["Entry", "Pulled", "Attempt", "TaskRecord", "TaskResume", "RunState"]
+__all__ = [
+    "Attempt",
+    "CheckpointInfo",
+    "Entry",
+    "Lagged",
+    "LoggedEvent",
+    "Pulled",
+    "RunInfo",
+    "RunState",
+    "TaskRecord",
+    "TaskResume",
+]
 
 
 def _time(micros: int) -> _dt.datetime:
@@ -135,3 +146,79 @@ class RunState:
     def is_paused(self) -> bool:
         """Whether the run is paused: its tasks do not start until resumed."""
         return self.status == "paused"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A checkpoint of a run, as ``Kernel.checkpoints`` lists it."""
+
+    name: str
+    lsn: int
+    """The LSN of the checkpoint's event."""
+    ts_micros: int
+    size_bytes: int
+    """The size of the captured state."""
+    checksum: int
+    """CRC32 of the captured state (a restore checks it)."""
+
+    @property
+    def time(self) -> _dt.datetime:
+        """When it was taken, as an aware UTC datetime."""
+        return _time(self.ts_micros)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run, as ``Kernel.runs`` and ``Kernel.children`` list it."""
+
+    run: Any
+    """The run (a ``RunRef``)."""
+    status: str
+    created_micros: int
+    updated_micros: int
+    task_counts: Dict[str, int]
+    """Tasks by the status of their latest attempt."""
+    parent: Any = None
+    """For a sub-workflow, the task (a ``TaskInstanceRef`` at try 1) of the
+    run that started it."""
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """One event of the log, as ``history_*``, ``events_between`` and
+    ``watch`` give it: what changed, where, and when."""
+
+    lsn: int
+    """The LSN of the batch the event was in (events of one batch share it)."""
+    kind: str
+    """``put``, ``delete``, ``clear_task``, ``task_put``, ``task_delete``,
+    ``task_status``, ``run_status``, ``checkpoint``,
+    ``restore_checkpoint``, ``delete_checkpoint``, ``shared_put`` or
+    ``purge_run``."""
+    ts_micros: int
+    tenant_id: str
+    dag_name: str
+    dag_id: str
+    task_id: Optional[str]
+    """The task, for events about one task."""
+    try_number: Optional[int]
+    """The attempt, for events about one attempt."""
+    data: Dict[str, Any]
+    """The kind's own fields: ``key``, ``value`` and ``metadata`` of a put,
+    ``status`` (with ``result`` or ``error`` and ``kind``) and ``worker`` of
+    a status change, ``name`` of a checkpoint, ``immutable`` of a shared
+    variable."""
+
+    @property
+    def time(self) -> _dt.datetime:
+        """When the change was made, as an aware UTC datetime."""
+        return _time(self.ts_micros)
+
+
+@dataclass(frozen=True)
+class Lagged:
+    """What a watch yields when its reader fell behind and events were
+    dropped: read ``Kernel.events_between`` or the history from
+    ``from_lsn`` to catch up. The watch goes on after it."""
+
+    from_lsn: int
