@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use waymark_kernel::{
-    At, Kernel, LoggedEvent, RunContext, RunInfo, RunStatus, TaskRef, WatchFilter, engine::Lsn,
+    At, Kernel, LoggedEvent, RunContext, RunInfo, RunStatus, TaskRef, WatchFilter,
+    engine::{Compression, Durability, Lsn, Options},
 };
 
 use crate::errors::IntoPy;
@@ -153,17 +154,52 @@ fn run_status(name: &str) -> PyResult<RunStatus> {
 impl PyKernel {
     /// Opens (or creates) the state directory ``path``. Only one process
     /// may hold a directory: a second gets ``LockedError``.
+    ///
+    /// ``durability``: ``"sync"`` (the default: a write returns once its
+    /// group's fdatasync has, and survives any crash), ``"periodic"``
+    /// (returns after the write; synced within ``sync_interval`` seconds, so
+    /// a crash may lose the writes of the last interval, always whole
+    /// batches) or ``"none"`` (scratch state: a crash may lose any suffix).
+    /// ``compress=True`` stores values of 1 KiB and more zstd-compressed,
+    /// transparently to every reader.
     #[staticmethod]
-    #[pyo3(signature = (path, *, worker_id = None))]
+    #[pyo3(signature = (path, *, worker_id = None, durability = "sync", sync_interval = 0.01, compress = false))]
     fn open(
         py: Python<'_>,
         path: std::path::PathBuf,
         worker_id: Option<String>,
+        durability: &str,
+        sync_interval: f64,
+        compress: bool,
     ) -> PyResult<PyKernel> {
+        let durability = match durability {
+            "sync" => Durability::Sync,
+            "periodic" => Durability::Periodic(
+                std::time::Duration::try_from_secs_f64(sync_interval)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        crate::errors::to_py(waymark_kernel::Error::InvalidRef(format!(
+                            "sync_interval must be a positive number of seconds; got {sync_interval}"
+                        )))
+                    })?,
+            ),
+            "none" => Durability::None,
+            other => {
+                return Err(crate::errors::to_py(waymark_kernel::Error::InvalidRef(format!(
+                    "unknown durability {other:?}: use sync, periodic or none"
+                ))));
+            }
+        };
+        let options = Options {
+            durability,
+            compression: compress.then(Compression::default),
+            ..Options::default()
+        };
         let place = path.display().to_string();
         let inner = py
             .detach(|| {
-                let mut builder = Kernel::builder();
+                let mut builder = Kernel::builder().options(options);
                 if let Some(w) = worker_id {
                     builder = builder.worker_id(w);
                 }
@@ -1043,6 +1079,13 @@ impl PyBatch {
             })
             .py_err()?;
         Ok(lsn.map(|l| l.0))
+    }
+
+    fn __repr__(&self) -> String {
+        match lock(&self.ops).as_ref() {
+            Some(ops) => format!("Batch({} writes)", ops.len()),
+            None => "Batch(committed)".into(),
+        }
     }
 
     /// How many writes the batch holds.

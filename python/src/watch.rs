@@ -100,6 +100,19 @@ impl PyWatch {
         py.detach(|| drop(watch));
     }
 
+    fn __repr__(&self) -> &'static str {
+        if self
+            .slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            "Watch(open)"
+        } else {
+            "Watch(closed)"
+        }
+    }
+
     fn __enter__(slf: Py<PyWatch>) -> Py<PyWatch> {
         slf
     }

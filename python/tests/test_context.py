@@ -248,3 +248,18 @@ def test_backend_factories(tmp_path):
         waymark.create_backend_from_url("postgresql://localhost/marie")
     with pytest.raises(waymark.InvalidArgumentError):
         waymark.create_backend("s3")
+
+
+def test_reprs(kernel, ti):
+    ctx = kernel.context(ti)
+    assert repr(kernel) == 'Kernel("memory://")'
+    assert repr(ctx) == "RunContext(acme/documents/run-42/ocr#1)"
+    b = ctx.batch().set("A", 1)
+    assert repr(b) == "Batch(1 writes)"
+    b.commit()
+    assert repr(b) == "Batch(committed)"
+    w = kernel.watch()
+    assert repr(w) == "Watch(open)"
+    w.close()
+    assert repr(w) == "Watch(closed)"
+    assert repr(waymark.RetryPolicy(3)) == "RetryPolicy(max_attempts=3)"

@@ -141,3 +141,26 @@ def test_corrupt_bytes_raise_a_corruption_error_with_the_file_and_offset(tmp_pat
     assert raised.value.path == str(segment)
     assert isinstance(raised.value.offset, int) and raised.value.offset <= 2000
     assert "corrupt log" in str(raised.value)
+
+
+@pytest.mark.parametrize("durability", ["sync", "periodic", "none"])
+def test_the_durability_modes_and_compression_keep_what_a_close_syncs(tmp_path, durability):
+    doc = {"text": "lorem ipsum " * 500, "pages": list(range(100))}
+    log_bytes = {}
+    for compress in (False, True):
+        path = tmp_path / f"state-{compress}"
+        with waymark.Kernel.open(path, durability=durability, sync_interval=0.005, compress=compress) as k:
+            k.context(make_ti()).set("DOC", doc)
+            log_bytes[compress] = k.stats()["log_bytes"]
+        with waymark.Kernel.open(path) as k:
+            assert k.context(make_ti()).get("DOC") == doc
+            [put] = [e for e in k.history_of_task(make_ti()) if e.kind == "put"]
+            assert put.data["value"] == doc  # the history decompresses too
+    assert log_bytes[True] * 4 < log_bytes[False], log_bytes
+
+
+def test_bad_open_options_raise(tmp_path):
+    with pytest.raises(waymark.InvalidArgumentError, match="unknown durability"):
+        waymark.Kernel.open(tmp_path / "a", durability="eventually")
+    with pytest.raises(waymark.InvalidArgumentError, match="sync_interval"):
+        waymark.Kernel.open(tmp_path / "b", durability="periodic", sync_interval=0)

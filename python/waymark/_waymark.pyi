@@ -77,7 +77,14 @@ class Kernel:
     """The state store of one worker. Thread-safe; share one per process."""
 
     @staticmethod
-    def open(path: Union[str, PathLike[str]], *, worker_id: Optional[str] = None) -> Kernel: ...
+    def open(
+        path: Union[str, PathLike[str]],
+        *,
+        worker_id: Optional[str] = None,
+        durability: str = "sync",
+        sync_interval: float = 0.01,
+        compress: bool = False,
+    ) -> Kernel: ...
     @staticmethod
     def in_memory() -> Kernel: ...
     @staticmethod
