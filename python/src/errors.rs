@@ -20,11 +20,13 @@ struct Place {
 /// The name of the `waymark.errors` class for `e`, and where corrupt bytes
 /// lie.
 fn class_of(e: &Error) -> (&'static str, Option<Place>) {
-    if e.is_poisoned() {
-        return ("PoisonedError", None);
-    }
+    // A full disk poisons the engine, and every later refusal keeps it as
+    // the cause: DiskFullError is a PoisonedError that says why.
     if e.is_disk_full() {
         return ("DiskFullError", None);
+    }
+    if e.is_poisoned() {
+        return ("PoisonedError", None);
     }
     let class = match e {
         Error::InvalidRef(_)
@@ -153,6 +155,12 @@ fn message(e: &Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// An `InvalidArgumentError` with `message`, for input the binding checks
+/// itself.
+pub(crate) fn invalid(message: impl Into<String>) -> PyErr {
+    to_py(Error::InvalidRef(message.into()))
 }
 
 /// A shorthand for results of the kernel.

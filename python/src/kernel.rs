@@ -83,19 +83,33 @@ impl PyKernel {
     }
 
     /// A context for `ti`, registered so that `close` can take it back.
-    fn context_slot(&self, ti: &TaskRef) -> Arc<Slot> {
-        let slot = Arc::new(RwLock::new(
-            read(&self.inner).as_ref().map(|k| k.context(ti.clone())),
-        ));
-        let mut contexts = lock(&self.contexts);
-        // Forget the contexts gone since, before the list would grow: the
-        // list stays within twice the live contexts.
-        if contexts.len() == contexts.capacity() {
-            contexts.retain(|w| w.strong_count() > 0);
-        }
-        contexts.push(Arc::downgrade(&slot));
-        slot
+    /// Taken with the interpreter detached: `close` holds the registry's
+    /// lock while it waits for calls in flight, which need the interpreter
+    /// back to finish.
+    fn context_slot(&self, py: Python<'_>, ti: &TaskRef) -> Arc<Slot> {
+        py.detach(|| {
+            // The registry's lock first, then the kernel's, as `close`
+            // takes them: a context made while `close` runs is either
+            // registered before it (and emptied by it) or made on the
+            // closed kernel.
+            let mut contexts = lock(&self.contexts);
+            let slot = Arc::new(RwLock::new(
+                read(&self.inner).as_ref().map(|k| k.context(ti.clone())),
+            ));
+            register(&mut contexts, &slot);
+            slot
+        })
     }
+}
+
+/// Adds `slot` to a registry of weak references, first forgetting the
+/// slots gone since when the list would grow: it stays within twice the
+/// live ones.
+fn register<T>(registry: &mut Vec<Weak<T>>, slot: &Arc<T>) {
+    if registry.len() == registry.capacity() {
+        registry.retain(|w| w.strong_count() > 0);
+    }
+    registry.push(Arc::downgrade(slot));
 }
 
 fn events_list<'py>(py: Python<'py>, events: &[LoggedEvent]) -> PyResult<Bound<'py, PyList>> {
@@ -131,6 +145,20 @@ fn micros(t: &Bound<'_, PyAny>) -> PyResult<i64> {
     Ok((secs * 1e6).round() as i64)
 }
 
+/// `default`, or `None` if there is none.
+fn or_none<'py>(py: Python<'py>, default: Option<Bound<'py, PyAny>>) -> Bound<'py, PyAny> {
+    default.unwrap_or_else(|| py.None().into_bound(py))
+}
+
+/// Stored entries as a dictionary of Python values, in their order.
+fn dict_of(py: Python<'_>, entries: Vec<(String, Vec<u8>)>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in entries {
+        d.set_item(k, decode(py, &v)?)?;
+    }
+    Ok(d)
+}
+
 /// A run status by its name.
 fn run_status(name: &str) -> PyResult<RunStatus> {
     Ok(match name {
@@ -141,10 +169,8 @@ fn run_status(name: &str) -> PyResult<RunStatus> {
         "cancelled" => RunStatus::Cancelled,
         "paused" => RunStatus::Paused,
         _ => {
-            return Err(crate::errors::to_py(waymark_kernel::Error::InvalidRef(
-                format!(
-                    "unknown run status {name:?}: use created, running, succeeded, failed, cancelled or paused"
-                ),
+            return Err(crate::errors::invalid(format!(
+                "unknown run status {name:?}: use created, running, succeeded, failed, cancelled or paused"
             )));
         }
     })
@@ -179,16 +205,16 @@ impl PyKernel {
                     .ok()
                     .filter(|d| !d.is_zero())
                     .ok_or_else(|| {
-                        crate::errors::to_py(waymark_kernel::Error::InvalidRef(format!(
+                        crate::errors::invalid(format!(
                             "sync_interval must be a positive number of seconds; got {sync_interval}"
-                        )))
+                        ))
                     })?,
             ),
             "none" => Durability::None,
             other => {
-                return Err(crate::errors::to_py(waymark_kernel::Error::InvalidRef(format!(
+                return Err(crate::errors::invalid(format!(
                     "unknown durability {other:?}: use sync, periodic or none"
-                ))));
+                )));
             }
         };
         let options = Options {
@@ -212,9 +238,14 @@ impl PyKernel {
     /// A kernel whose state lives in memory (the same engine on a
     /// simulated disk): for tests; nothing survives it.
     #[staticmethod]
-    fn in_memory() -> PyResult<PyKernel> {
+    #[pyo3(signature = (*, worker_id = None))]
+    fn in_memory(worker_id: Option<String>) -> PyResult<PyKernel> {
+        let mut builder = Kernel::builder();
+        if let Some(w) = worker_id {
+            builder = builder.worker_id(w);
+        }
         Ok(PyKernel::new(
-            Kernel::in_memory().py_err()?,
+            builder.in_memory().py_err()?,
             "memory://".into(),
         ))
     }
@@ -247,22 +278,36 @@ impl PyKernel {
     /// Syncs and closes; later calls raise ``ClosedError``.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         py.detach(|| {
-            let kernel = write(&self.inner).take();
+            // The registries' locks, then the kernel's (the order every
+            // registration takes them in): nothing registers between the
+            // kernel's removal and the taking of the lists.
+            let (kernel, contexts, watches) = {
+                let mut contexts = lock(&self.contexts);
+                let mut watches = lock(&self.watches);
+                let kernel = write(&self.inner).take();
+                (
+                    kernel,
+                    std::mem::take(&mut *contexts),
+                    std::mem::take(&mut *watches),
+                )
+            };
             // Closing twice is closing once.
             let Some(kernel) = kernel else {
                 return Ok(());
             };
+            // The watches first: a loop over one ends cleanly rather than
+            // with the closed engine's error. Each is joined outside its
+            // slot's lock.
+            for slot in watches.iter().filter_map(Weak::upgrade) {
+                let watch = lock(&slot).take();
+                drop(watch);
+            }
             let closed = kernel.close();
             // Every context lets go of its clone, so that dropping this
             // last one stops the engine's threads and releases the
             // directory: the same process may open it again at once.
-            let contexts = std::mem::take(&mut *lock(&self.contexts));
             for slot in contexts.iter().filter_map(Weak::upgrade) {
                 write(&slot).take();
-            }
-            let watches = std::mem::take(&mut *lock(&self.watches));
-            for slot in watches.iter().filter_map(Weak::upgrade) {
-                drop(lock(&slot).take());
             }
             drop(kernel);
             closed
@@ -272,7 +317,8 @@ impl PyKernel {
 
     /// The kernel's and the engine's counters, as a dictionary:
     /// ``batches``, ``conflicts``, ``durable_lsn``, and for a kernel on the
-    /// engine ``groups`` (commits that shared one fsync), ``fsyncs``,
+    /// engine ``groups`` (group commits: batches written and synced
+    /// together count one), ``fsyncs``,
     /// ``log_bytes``, ``memtable_bytes``, ``memtable_events``,
     /// ``replayed_events`` (by the open) and ``recovery_ms``.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -376,7 +422,9 @@ impl PyKernel {
     /// returns the next attempt's reference. Raises
     /// ``InvalidTransitionError`` if an attempt is still scheduled or
     /// running or ``ti`` is not the latest, ``NotFoundError`` if the task
-    /// has neither status nor state.
+    /// has neither status nor state, ``InvalidArgumentError`` at the last
+    /// try number, ``ConflictError`` if the task's attempts kept changing
+    /// under every try. Nothing is written in any of these cases.
     fn clear_for_task(&self, py: Python<'_>, ti: PyRef<'_, PyTaskRef>) -> PyResult<PyTaskRef> {
         let ti = &ti.inner;
         let next = py
@@ -501,9 +549,9 @@ impl PyKernel {
             (Some(l), None) => At::Lsn(Lsn(l)),
             (None, Some(t)) => At::TimeMicros(micros(t)?),
             _ => {
-                return Err(crate::errors::to_py(waymark_kernel::Error::InvalidRef(
-                    "run_as_of takes exactly one of lsn= and time=".into(),
-                )));
+                return Err(crate::errors::invalid(
+                    "run_as_of takes exactly one of lsn= and time=",
+                ));
             }
         };
         let place = format!("{} as of {at:?}", self.place);
@@ -577,9 +625,9 @@ impl PyKernel {
         let max_age = max_age
             .map(|s| {
                 std::time::Duration::try_from_secs_f64(s).map_err(|_| {
-                    crate::errors::to_py(waymark_kernel::Error::InvalidRef(format!(
+                    crate::errors::invalid(format!(
                         "max_age must be a non-negative number of seconds; got {s}"
-                    )))
+                    ))
                 })
             })
             .transpose()?;
@@ -618,7 +666,7 @@ impl PyKernel {
         let run = run_of(run)?;
         match py.detach(|| self.with(|k| k.shared(&run, key))).py_err()? {
             Some(v) => decode(py, &v),
-            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+            None => Ok(or_none(py, default)),
         }
     }
 
@@ -658,7 +706,8 @@ impl PyKernel {
 
     /// Watches durable events as they are committed, filtered by tenant,
     /// DAG, run and task (each optional), from LSN ``from_lsn`` on (default:
-    /// only events after this call). At most ``capacity`` events wait
+    /// the first LSN not yet durable when called, so only later events
+    /// under the default durability). At most ``capacity`` events wait
     /// undelivered; past that the watch yields a ``Lagged``.
     #[pyo3(signature = (*, tenant_id = None, dag_name = None, dag_id = None, task_id = None, from_lsn = None, capacity = 1024))]
     #[allow(clippy::too_many_arguments)]
@@ -678,23 +727,21 @@ impl PyKernel {
             run_id: dag_id,
             task_id,
         };
-        let watch = py
+        let slot = py
             .detach(|| {
-                self.with(|k| {
+                let mut watches = lock(&self.watches);
+                let watch = self.with(|k| {
                     let from = match from_lsn {
                         Some(l) => Lsn(l),
                         None => Lsn(k.stats().durable_lsn.0 + 1),
                     };
                     k.watch(filter, from, capacity)
-                })
+                })?;
+                let slot = Arc::new(Mutex::new(Some(watch)));
+                register(&mut watches, &slot);
+                Ok(slot)
             })
             .py_err()?;
-        let slot = Arc::new(Mutex::new(Some(watch)));
-        let mut watches = lock(&self.watches);
-        if watches.len() == watches.capacity() {
-            watches.retain(|w| w.strong_count() > 0);
-        }
-        watches.push(Arc::downgrade(&slot));
         Ok(PyWatch { slot })
     }
 
@@ -726,7 +773,7 @@ pub(crate) struct PyRunContext {
 impl PyRunContext {
     fn build(kernel: &Bound<'_, PyKernel>, ti: Bound<'_, PyTaskRef>) -> PyRunContext {
         PyRunContext {
-            slot: kernel.get().context_slot(&ti.get().inner),
+            slot: kernel.get().context_slot(kernel.py(), &ti.get().inner),
             ti: ti.unbind(),
             kernel: kernel.clone().unbind(),
         }
@@ -819,7 +866,7 @@ impl PyRunContext {
             .py_err()?;
         match got {
             Some(v) => decode(py, &v),
-            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+            None => Ok(or_none(py, default)),
         }
     }
 
@@ -847,11 +894,7 @@ impl PyRunContext {
     /// All state of this attempt, as a dictionary in key order.
     fn get_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let entries = py.detach(|| self.with(|k| k.entries())).py_err()?;
-        let d = PyDict::new(py);
-        for (k, v) in entries {
-            d.set_item(k, decode(py, &v)?)?;
-        }
-        Ok(d)
+        dict_of(py, entries)
     }
 
     /// The first value of ``key`` among the latest attempts of the tasks
@@ -877,7 +920,7 @@ impl PyRunContext {
             .py_err()?;
         match got {
             Some(v) => decode(py, &v),
-            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+            None => Ok(or_none(py, default)),
         }
     }
 
@@ -929,7 +972,7 @@ impl PyRunContext {
     ) -> PyResult<Bound<'py, PyAny>> {
         match py.detach(|| self.with(|k| k.task_state(key))).py_err()? {
             Some(v) => decode(py, &v),
-            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+            None => Ok(or_none(py, default)),
         }
     }
 
@@ -946,11 +989,7 @@ impl PyRunContext {
         let entries = py
             .detach(|| self.with(|k| k.task_state_entries()))
             .py_err()?;
-        let d = PyDict::new(py);
-        for (k, v) in entries {
-            d.set_item(k, decode(py, &v)?)?;
-        }
-        Ok(d)
+        dict_of(py, entries)
     }
 
     /// A batch of writes committed atomically: all of it or none after any
@@ -975,9 +1014,22 @@ enum Op {
     Delete(String),
     SetTaskState(String, Vec<u8>),
     DeleteTaskState(String),
+    Start,
+    Succeed(Vec<u8>),
+    Fail(String, String),
+    Cancel,
 }
 
-/// Writes gathered for one atomic commit, from ``RunContext.batch()``.
+fn committed_already() -> PyErr {
+    crate::errors::to_py(waymark_kernel::Error::InvalidBatch(
+        "the batch is committed already".into(),
+    ))
+}
+
+/// Writes gathered for one atomic commit, from ``RunContext.batch()``:
+/// state writes, and the attempt's status change with them (``start``,
+/// ``succeed``, ``fail``, ``cancel``), so that a task's outputs and its
+/// final status land together or not at all.
 #[pyclass(module = "waymark", name = "Batch", frozen)]
 pub(crate) struct PyBatch {
     ctx: Py<PyRunContext>,
@@ -987,15 +1039,13 @@ pub(crate) struct PyBatch {
 
 impl PyBatch {
     fn add(&self, op: Op) -> PyResult<()> {
-        let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ops = lock(&self.ops);
         match ops.as_mut() {
             Some(ops) => {
                 ops.push(op);
                 Ok(())
             }
-            None => Err(crate::errors::to_py(waymark_kernel::Error::InvalidBatch(
-                "the batch is committed already".into(),
-            ))),
+            None => Err(committed_already()),
         }
     }
 }
@@ -1047,19 +1097,41 @@ impl PyBatch {
         Ok(slf)
     }
 
+    /// Adds the attempt's start (scheduled to running); returns the batch.
+    fn start(slf: Bound<'_, PyBatch>) -> PyResult<Bound<'_, PyBatch>> {
+        slf.get().add(Op::Start)?;
+        Ok(slf)
+    }
+
+    /// Adds the attempt's success with an optional result; the batch then
+    /// commits only if the attempt is running when its turn comes (else
+    /// ``InvalidTransitionError``, and nothing of it is written).
+    #[pyo3(signature = (result = None))]
+    fn succeed<'py>(
+        slf: Bound<'py, PyBatch>,
+        result: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBatch>> {
+        slf.get().add(Op::Succeed(encode_opt(result)?))?;
+        Ok(slf)
+    }
+
+    /// Adds the attempt's failure with a message and a kind.
+    #[pyo3(signature = (error, kind = String::from("error")))]
+    fn fail(slf: Bound<'_, PyBatch>, error: String, kind: String) -> PyResult<Bound<'_, PyBatch>> {
+        slf.get().add(Op::Fail(error, kind))?;
+        Ok(slf)
+    }
+
+    /// Adds the attempt's cancellation.
+    fn cancel(slf: Bound<'_, PyBatch>) -> PyResult<Bound<'_, PyBatch>> {
+        slf.get().add(Op::Cancel)?;
+        Ok(slf)
+    }
+
     /// Writes the batch atomically; durable when it returns. Returns the
     /// LSN, or ``None`` for an empty batch (nothing written).
     fn commit(&self, py: Python<'_>) -> PyResult<Option<u64>> {
-        let ops = self
-            .ops
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or_else(|| {
-                crate::errors::to_py(waymark_kernel::Error::InvalidBatch(
-                    "the batch is committed already".into(),
-                ))
-            })?;
+        let ops = lock(&self.ops).take().ok_or_else(committed_already)?;
         let ctx = self.ctx.bind(py).get();
         let lsn = py
             .detach(|| {
@@ -1072,6 +1144,10 @@ impl PyBatch {
                             Op::Delete(k) => batch.delete(k),
                             Op::SetTaskState(k, v) => batch.set_task_state(k, v),
                             Op::DeleteTaskState(k) => batch.delete_task_state(k),
+                            Op::Start => batch.start(),
+                            Op::Succeed(result) => batch.succeed(result.clone()),
+                            Op::Fail(error, kind) => batch.fail(error.clone(), kind.clone()),
+                            Op::Cancel => batch.cancel(),
                         };
                     }
                     batch.commit()
@@ -1090,11 +1166,7 @@ impl PyBatch {
 
     /// How many writes the batch holds.
     fn __len__(&self) -> usize {
-        self.ops
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map_or(0, Vec::len)
+        lock(&self.ops).as_ref().map_or(0, Vec::len)
     }
 
     fn __enter__(slf: Py<PyBatch>) -> Py<PyBatch> {
@@ -1110,7 +1182,7 @@ impl PyBatch {
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         if exc_type.is_some_and(|t| !t.is_none()) {
-            self.ops.lock().unwrap_or_else(|e| e.into_inner()).take();
+            lock(&self.ops).take();
         } else {
             self.commit(py)?;
         }

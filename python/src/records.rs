@@ -1,8 +1,9 @@
 //! The kernel's records as the frozen dataclasses of `waymark._types`.
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple};
-use waymark_kernel::engine::{AttemptRecord, Codec, EventBody, RunScope};
+use waymark_kernel::engine::{AttemptRecord, Codec, EventBody, ParentRef, RunScope};
 use waymark_kernel::{
     CheckpointInfo, LoggedEvent, RunInfo, RunRef, RunState, TaskRecord, TaskStatus,
 };
@@ -16,9 +17,36 @@ pub(crate) fn record<'py>(
     class: &str,
     fields: Bound<'py, PyDict>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    py.import("waymark._types")?
-        .getattr(class)?
+    TYPES
+        .import(py, "waymark._types", class)?
         .call((), Some(&fields))
+}
+
+/// The `waymark._types` classes, looked up once each.
+static TYPES: Types = Types::new();
+
+/// A cache of the record classes by name (there are ten).
+struct Types(PyOnceLock<Py<PyDict>>);
+
+impl Types {
+    const fn new() -> Types {
+        Types(PyOnceLock::new())
+    }
+
+    fn import<'py>(
+        &self,
+        py: Python<'py>,
+        module: &str,
+        class: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let cache = self.0.get_or_init(py, || PyDict::new(py).unbind()).bind(py);
+        if let Some(c) = cache.get_item(class)? {
+            return Ok(c);
+        }
+        let c = py.import(module)?.getattr(class)?;
+        cache.set_item(class, &c)?;
+        Ok(c)
+    }
 }
 
 /// The fields of a task status, as the records hold them.
@@ -115,17 +143,19 @@ pub(crate) fn run_info<'py>(py: Python<'py>, r: &RunInfo) -> PyResult<Bound<'py,
     c.set_item("cancelled", counts.cancelled)?;
     d.set_item("task_counts", c)?;
     match &r.record.parent {
-        Some(p) => d.set_item(
-            "parent",
-            PyTaskRef {
-                inner: run_ref(&p.run)?
-                    .task(p.task.clone())
-                    .map_err(crate::errors::to_py)?,
-            },
-        )?,
+        Some(p) => d.set_item("parent", parent_ref(p)?)?,
         None => d.set_item("parent", py.None())?,
     }
     record(py, "RunInfo", d)
+}
+
+/// The task of another run that started a sub-workflow (at try 1).
+fn parent_ref(p: &ParentRef) -> PyResult<PyTaskRef> {
+    Ok(PyTaskRef {
+        inner: run_ref(&p.run)?
+            .task(p.task.clone())
+            .map_err(crate::errors::to_py)?,
+    })
 }
 
 fn run_ref(scope: &RunScope) -> PyResult<RunRef> {
@@ -186,14 +216,7 @@ pub(crate) fn event<'py>(py: Python<'py>, e: &LoggedEvent) -> PyResult<Bound<'py
         EventBody::RunStatus { status, parent, .. } => {
             data.set_item("status", status.name())?;
             if let Some(p) = parent {
-                data.set_item(
-                    "parent",
-                    PyTaskRef {
-                        inner: run_ref(&p.run)?
-                            .task(p.task.clone())
-                            .map_err(crate::errors::to_py)?,
-                    },
-                )?;
+                data.set_item("parent", parent_ref(p)?)?;
             }
         }
         EventBody::Checkpoint { name, .. }

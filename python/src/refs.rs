@@ -18,25 +18,37 @@ pub(crate) struct PyTaskRef {
     pub(crate) inner: TaskRef,
 }
 
-fn try_number(n: i64) -> PyResult<u32> {
-    u32::try_from(n).map_err(|_| {
-        crate::errors::to_py(waymark_kernel::Error::InvalidRef(format!(
-            "try_number must be between 1 and {}; got {n}",
-            u32::MAX
-        )))
-    })
+/// A try number from Python: an `int` from 1 to 2³² − 1 (1 if not
+/// given); any other `int` is an `InvalidArgumentError`, any other type a
+/// `TypeError`.
+fn try_number(n: Option<&Bound<'_, PyAny>>) -> PyResult<u32> {
+    let Some(n) = n else {
+        return Ok(1);
+    };
+    match n.extract::<i64>() {
+        Ok(v) => u32::try_from(v).map_err(|_| out_of_range(&v.to_string())),
+        Err(_) if n.cast::<pyo3::types::PyInt>().is_ok() => Err(out_of_range(&n.to_string())),
+        Err(_) => Err(PyTypeError::new_err("try_number must be an int")),
+    }
+}
+
+fn out_of_range(n: &str) -> PyErr {
+    crate::errors::invalid(format!(
+        "try_number must be between 1 and {}; got {n}",
+        u32::MAX
+    ))
 }
 
 #[pymethods]
 impl PyTaskRef {
     #[new]
-    #[pyo3(signature = (tenant_id, dag_name, dag_id, task_id, try_number = 1))]
+    #[pyo3(signature = (tenant_id, dag_name, dag_id, task_id, try_number = None))]
     fn new(
         tenant_id: String,
         dag_name: String,
         dag_id: String,
         task_id: String,
-        try_number: i64,
+        try_number: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyTaskRef> {
         let try_number = self::try_number(try_number)?;
         Ok(PyTaskRef {
@@ -56,11 +68,7 @@ impl PyTaskRef {
     ) -> PyResult<PyTaskRef> {
         let field = |name: &str| -> PyResult<String> {
             data.get_item(name)?
-                .ok_or_else(|| {
-                    crate::errors::to_py(waymark_kernel::Error::InvalidRef(format!(
-                        "the dictionary has no {name:?}"
-                    )))
-                })?
+                .ok_or_else(|| crate::errors::invalid(format!("the dictionary has no {name:?}")))?
                 .extract::<String>()
                 .map_err(|_| PyTypeError::new_err(format!("{name} must be a str")))
         };
@@ -68,25 +76,22 @@ impl PyTaskRef {
             Some(t) => t.extract::<String>()?,
             None => tenant_id.to_owned(),
         };
-        let try_number = match data.get_item("try_number")? {
-            Some(t) => t.extract::<i64>()?,
-            None => 1,
-        };
+        let try_number = data.get_item("try_number")?;
         PyTaskRef::new(
             tenant,
             field("dag_name")?,
             field("dag_id")?,
             field("task_id")?,
-            try_number,
+            try_number.as_ref(),
         )
     }
 
     /// The same task at another try.
-    fn with_try_number(&self, try_number: i64) -> PyResult<PyTaskRef> {
+    fn with_try_number(&self, try_number: &Bound<'_, PyAny>) -> PyResult<PyTaskRef> {
         Ok(PyTaskRef {
             inner: self
                 .inner
-                .with_try(self::try_number(try_number)?)
+                .with_try(self::try_number(Some(try_number))?)
                 .py_err()?,
         })
     }
@@ -161,6 +166,24 @@ impl PyTaskRef {
     fn __str__(&self) -> String {
         self.inner.to_string()
     }
+
+    /// Pickles as its fields: a reference crosses process boundaries.
+    #[allow(clippy::type_complexity)]
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> (Bound<'py, PyType>, (String, String, String, String, u32)) {
+        let ti = &slf.get().inner;
+        (
+            slf.get_type(),
+            (
+                ti.tenant().to_owned(),
+                ti.dag_name().to_owned(),
+                ti.run_id().to_owned(),
+                ti.task_id().to_owned(),
+                ti.try_number(),
+            ),
+        )
+    }
 }
 
 /// One run of a DAG: tenant, DAG name and run id.
@@ -180,8 +203,8 @@ impl PyRunRef {
     }
 
     /// A task of this run.
-    #[pyo3(signature = (task_id, try_number = 1))]
-    fn task(&self, task_id: String, try_number: i64) -> PyResult<PyTaskRef> {
+    #[pyo3(signature = (task_id, try_number = None))]
+    fn task(&self, task_id: String, try_number: Option<&Bound<'_, PyAny>>) -> PyResult<PyTaskRef> {
         let ti = self.inner.task(task_id).py_err()?;
         Ok(PyTaskRef {
             inner: ti.with_try(self::try_number(try_number)?).py_err()?,
@@ -217,6 +240,19 @@ impl PyRunRef {
 
     fn __str__(&self) -> String {
         self.inner.to_string()
+    }
+
+    /// Pickles as its fields.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> (Bound<'py, PyType>, (String, String, String)) {
+        let run = &slf.get().inner;
+        (
+            slf.get_type(),
+            (
+                run.tenant().to_owned(),
+                run.dag_name().to_owned(),
+                run.run_id().to_owned(),
+            ),
+        )
     }
 }
 

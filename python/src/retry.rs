@@ -5,8 +5,6 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use waymark_kernel::{Backoff, RetryPolicy};
 
-use crate::errors::to_py;
-
 /// Answers "retry? after how long?" for a failed attempt.
 ///
 /// ``RetryPolicy(3, backoff="exponential", base=1.0, factor=2.0,
@@ -23,9 +21,9 @@ pub(crate) struct PyRetryPolicy {
 
 fn seconds(name: &str, s: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(s).map_err(|_| {
-        to_py(waymark_kernel::Error::InvalidRef(format!(
+        crate::errors::invalid(format!(
             "{name} must be a finite, non-negative number of seconds; got {s}"
-        )))
+        ))
     })
 }
 
@@ -45,14 +43,14 @@ impl PyRetryPolicy {
         retry_only: Option<Vec<String>>,
     ) -> PyResult<PyRetryPolicy> {
         if max_attempts == 0 {
-            return Err(to_py(waymark_kernel::Error::InvalidRef(
-                "max_attempts counts the first attempt: at least 1".into(),
-            )));
+            return Err(crate::errors::invalid(
+                "max_attempts counts the first attempt: at least 1",
+            ));
         }
         if !(0.0..=1.0).contains(&jitter) {
-            return Err(to_py(waymark_kernel::Error::InvalidRef(format!(
+            return Err(crate::errors::invalid(format!(
                 "jitter is a fraction between 0 and 1; got {jitter}"
-            ))));
+            )));
         }
         let base = seconds("base", base)?;
         let backoff = match backoff {
@@ -65,14 +63,14 @@ impl PyRetryPolicy {
                 Backoff::Exponential { base, factor }
             }
             "exponential" => {
-                return Err(to_py(waymark_kernel::Error::InvalidRef(format!(
+                return Err(crate::errors::invalid(format!(
                     "factor must be finite and non-negative; got {factor}"
-                ))));
+                )));
             }
             other => {
-                return Err(to_py(waymark_kernel::Error::InvalidRef(format!(
+                return Err(crate::errors::invalid(format!(
                     "unknown backoff {other:?}: use fixed, linear or exponential"
-                ))));
+                )));
             }
         };
         let mut inner = RetryPolicy::new(max_attempts)
@@ -90,8 +88,8 @@ impl PyRetryPolicy {
 
     /// After attempt ``attempt`` (1-based) failed with ``kind``: ``None`` if
     /// it should not be retried, else the seconds to wait before the next
-    /// attempt, jitter applied (``unit``, in [0, 1), draws it; random by
-    /// default).
+    /// attempt, jitter applied (``unit``, in [0, 1), draws it; by default a
+    /// fraction taken from the clock's nanoseconds).
     #[pyo3(signature = (attempt, kind = "error", unit = None))]
     fn delay(&self, attempt: u32, kind: &str, unit: Option<f64>) -> Option<f64> {
         let unit = unit.unwrap_or_else(|| {

@@ -4,13 +4,15 @@
 //! the two never meet. A stored value that is neither (written by a Rust
 //! caller, say) reads back as `bytes`, unchanged.
 //!
-//! Encoding follows Python's `json` module where it is strict: tuples are
-//! lists; dictionary keys that are `int`, `float`, `bool` or `None` become
-//! the strings `json` makes of them; `NaN` and infinities are refused
-//! (they are not JSON); integers must fit in 64 bits (what every reader of
-//! the JSON, the CLI's included, can hold); nesting stops at
-//! [`DEPTH_MAX`]. Anything else is a `TypeError` raised before anything is
-//! written.
+//! Encoding follows Python's `json` module, stricter where a reader in
+//! another language could not follow: tuples are lists; dictionary keys
+//! that are `int`, `float`, `bool` or `None` become the strings `json`
+//! makes of them. Refused before anything is written: a value of another
+//! type (`TypeError`); `NaN` and infinities, which are not JSON, integers
+//! beyond 64 bits, which the CLI and most JSON readers cannot hold, and
+//! nesting deeper than [`DEPTH_MAX`] (`ValueError`); strings that are not
+//! valid Unicode, such as lone surrogates (`UnicodeEncodeError`, a
+//! `ValueError`).
 
 use std::fmt;
 
@@ -69,25 +71,9 @@ fn write_json(v: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> PyResult
     } else if let Ok(s) = v.cast::<PyString>() {
         write_str(&s.to_cow()?, out);
     } else if let Ok(list) = v.cast::<PyList>() {
-        let depth = deeper(depth)?;
-        out.push(b'[');
-        for (i, item) in list.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_json(&item, out, depth)?;
-        }
-        out.push(b']');
+        write_array(list.iter(), out, deeper(depth)?)?;
     } else if let Ok(tuple) = v.cast::<PyTuple>() {
-        let depth = deeper(depth)?;
-        out.push(b'[');
-        for (i, item) in tuple.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_json(&item, out, depth)?;
-        }
-        out.push(b']');
+        write_array(tuple.iter(), out, deeper(depth)?)?;
     } else if let Ok(dict) = v.cast::<PyDict>() {
         let depth = deeper(depth)?;
         out.push(b'{');
@@ -106,6 +92,22 @@ fn write_json(v: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> PyResult
             type_name(v)
         )));
     }
+    Ok(())
+}
+
+fn write_array<'py>(
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> PyResult<()> {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json(&item, out, depth)?;
+    }
+    out.push(b']');
     Ok(())
 }
 
@@ -159,7 +161,12 @@ fn write_key(key: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
     if key.is_none() || key.cast::<PyBool>().is_ok() || key.cast::<PyInt>().is_ok() {
         write_json(key, &mut text, 0)?;
     } else if let Ok(f) = key.cast::<PyFloat>() {
-        write_float(f.value(), &mut text)?;
+        // `json` writes a float key as `repr` does (`1e+16`, `1e-05`),
+        // which is not how a float value is written.
+        if !f.value().is_finite() {
+            return write_float(f.value(), out);
+        }
+        text.extend_from_slice(f.repr()?.to_cow()?.as_bytes());
     } else {
         return Err(PyTypeError::new_err(format!(
             "a dictionary key of type {} is not JSON: keys must be str, int, float, bool or None",

@@ -82,7 +82,14 @@ impl PyWatch {
         let Some(rx) = self.receiver() else {
             return Ok(None);
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
+        // A timeout too long for a `Duration` or an `Instant` (an infinite
+        // one, say) waits as `None` does.
+        let Some(deadline) = Duration::try_from_secs_f64(timeout.max(0.0))
+            .ok()
+            .and_then(|d| std::time::Instant::now().checked_add(d))
+        else {
+            return self.__next__(py);
+        };
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match py.detach(|| rx.recv_timeout(left.min(SIGNAL_CHECK))) {

@@ -263,3 +263,48 @@ def test_reprs(kernel, ti):
     w.close()
     assert repr(w) == "Watch(closed)"
     assert repr(waymark.RetryPolicy(3)) == "RetryPolicy(max_attempts=3)"
+
+
+def test_refs_pickle_and_kernels_take_a_worker_id():
+    import pickle
+
+    ti = make_ti(try_number=3)
+    assert pickle.loads(pickle.dumps(ti)) == ti
+    assert pickle.loads(pickle.dumps(ti.run)) == ti.run
+    with waymark.Kernel.in_memory(worker_id="w-7") as k:
+        assert k.worker_id == "w-7"
+        k.start(ti)
+        [status] = k.history_of_task(ti)
+        assert status.data["worker"] == "w-7"
+
+
+def test_hostile_input_raises_exceptions_and_never_crashes(kernel, ti):
+    ctx = kernel.context(ti)
+    watch = kernel.watch()
+    for call in [
+        lambda: make_ti(try_number=2**70),
+        lambda: make_ti(try_number="1"),
+        lambda: make_ti(task_id="x" * 100_000),
+        lambda: ti.with_try_number(-(2**80)),
+        lambda: ctx.set("K\x00", 1),
+        lambda: ctx.get(""),
+        lambda: ctx.pull("K", from_tasks="abc"),
+        lambda: ctx.pull_all("K", from_tasks=[""]),
+        lambda: kernel.events_between("yesterday", 0),
+        lambda: kernel.run_as_of(ti, lsn=-1),
+        lambda: kernel.prune_checkpoints(ti, max_age=float("nan")),
+        lambda: kernel.set_run_status(ti, ""),
+        lambda: waymark.RetryPolicy(3, base=float("inf")),
+        lambda: waymark.RetryPolicy(3, backoff="exponential", factor=float("nan")),
+    ]:
+        try:
+            call()
+        except Exception:  # noqa: BLE001 - any Exception; a PanicException is not one
+            pass
+    # Waits as long as they say: none of these may panic.
+    assert watch.next(timeout=0.0) is None
+    assert watch.next(timeout=-5) is None
+    watch.close()
+    assert watch.next(timeout=float("inf")) is None
+    assert watch.next(timeout=1e300) is None
+    assert watch.next(timeout=float("nan")) is None

@@ -125,9 +125,8 @@ def race(n, fn):
     return results, errors
 
 
-@pytest.mark.parametrize("rounds", [range(10)])
-def test_of_eight_threads_succeeding_one_attempt_exactly_one_wins(file_kernel, rounds):
-    for r in rounds:
+def test_of_eight_threads_succeeding_one_attempt_exactly_one_wins(file_kernel):
+    for r in range(10):
         ti = make_ti(f"task-{r}")
         file_kernel.start(ti)
         results, errors = race(8, lambda i: file_kernel.succeed(ti, {"winner": i}))
@@ -143,6 +142,7 @@ def test_of_eight_threads_starting_one_attempt_exactly_one_wins(file_kernel):
         file_kernel.schedule(ti)
         _, errors = race(8, lambda i: file_kernel.start(ti))
         assert sum(e is None for e in errors) == 1
+        assert all(isinstance(e, waymark.InvalidTransitionError) for e in errors if e is not None)
 
 
 def test_of_eight_threads_retrying_one_attempt_exactly_one_wins(file_kernel):
@@ -154,3 +154,26 @@ def test_of_eight_threads_retrying_one_attempt_exactly_one_wins(file_kernel):
     assert len(nexts) == 1 and nexts[0].try_number == 2
     assert all(isinstance(e, waymark.RefusedError) for e in errors if e is not None)
     assert file_kernel.task(ti).latest_try == 2
+
+
+def test_a_batch_writes_outputs_and_the_final_status_together(kernel):
+    ti = make_ti()
+    ctx = kernel.context(ti)
+    ctx.batch().start().set("PROGRESS", 0).commit()
+    assert kernel.task(ti).status == "running"
+    with ctx.batch() as b:
+        b.set("OUTPUT", [1, 2]).set_task_state("done_pages", 2).succeed({"pages": 2})
+    assert kernel.task(ti).latest.result == {"pages": 2}
+    assert ctx.get("OUTPUT") == [1, 2]
+    # A batch whose status change is refused writes none of its state.
+    with pytest.raises(waymark.InvalidTransitionError):
+        ctx.batch().set("LATE", 1).fail("too late").commit()
+    assert ctx.get("LATE") is None
+    other = make_ti("other")
+    kernel.start(other)
+    kernel.context(other).batch().set("PARTIAL", 1).fail("boom", "io").commit()
+    assert kernel.task(other).latest.kind == "io"
+    cancelled = make_ti("cancelled")
+    kernel.schedule(cancelled)
+    kernel.context(cancelled).batch().cancel().commit()
+    assert kernel.task(cancelled).status == "cancelled"

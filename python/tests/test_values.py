@@ -64,9 +64,20 @@ def test_dict_key_order_is_kept(kernel, ti):
     assert list(ctx.get("D")) == ["z", "a", "m"]
 
 
-def test_values_come_back_as_json_gives_them_back(kernel, ti):
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"t": (1, 2, (3,))},
+        {1: "int key", -7: "negative"},
+        {2.5: "float", 1e16: "big float", 1e-05: "small float", -0.0: "negative zero"},
+        {True: "true key"},
+        {False: "false key"},
+        {None: "none key"},
+    ],
+    ids=repr,
+)
+def test_values_come_back_as_json_gives_them_back(kernel, ti, value):
     ctx = waymark.RunContext(ti, kernel)
-    value = {"t": (1, 2, (3,)), 1: "int key", 2.5: "float key", True: "bool", None: "none"}
     ctx.set("J", value)
     assert ctx.get("J") == json.loads(json.dumps(value))
 
@@ -105,6 +116,8 @@ class Custom:
         ([float("-inf")], ValueError),
         (2**64, ValueError),
         (-(2**63) - 1, ValueError),
+        ("lone \ud800 surrogate", ValueError),
+        ({float("nan"): 1}, ValueError),
     ],
     ids=repr,
 )

@@ -6,7 +6,7 @@ attempt a :class:`RunContext` for a :class:`TaskInstanceRef`. Attempt state
 state (``set_task_state``) survives retries; upstream reads (``get(...,
 from_task=)``, ``pull``, ``pull_all``) see the latest attempt of another task
 of the same run that has the key. Every write is an event in the engine's
-log, durable when the call returns.
+log, durable when the call returns under the default durability (``sync``).
 
 Values are any JSON value (stored as compact UTF-8 JSON text, so the
 ``waymark`` command line shows them as written) or ``bytes`` (stored as a

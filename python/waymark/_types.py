@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+
+if TYPE_CHECKING:
+    from ._waymark import RunRef, TaskInstanceRef
 
 __all__ = [
     "Attempt",
@@ -100,8 +103,8 @@ class TaskRecord:
 class TaskResume:
     """One task of a run after a crash, from ``Kernel.resume``."""
 
-    ti: Any
-    """The task's latest attempt (a ``TaskInstanceRef``)."""
+    ti: "TaskInstanceRef"
+    """The task's latest attempt."""
     status: str
     interrupted: bool
     """Whether this resume found it running and recorded it interrupted."""
@@ -171,16 +174,15 @@ class CheckpointInfo:
 class RunInfo:
     """A run, as ``Kernel.runs`` and ``Kernel.children`` list it."""
 
-    run: Any
-    """The run (a ``RunRef``)."""
+    run: "RunRef"
+    """The run."""
     status: str
     created_micros: int
     updated_micros: int
     task_counts: Dict[str, int]
     """Tasks by the status of their latest attempt."""
-    parent: Any = None
-    """For a sub-workflow, the task (a ``TaskInstanceRef`` at try 1) of the
-    run that started it."""
+    parent: Optional["TaskInstanceRef"] = None
+    """For a sub-workflow, the task (at try 1) of the run that started it."""
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,9 @@ class InvalidArgumentError(Error, ValueError):
 
 
 class LimitError(InvalidArgumentError):
-    """A key, value, name or batch is over the engine's limit
-    (``Options`` limits). Nothing was written."""
+    """A key, value, event or batch is over the engine's limit. Nothing was
+    written. (An over-long name is an ``InvalidArgumentError`` from the
+    reference's own check.)"""
 
 
 class LockedError(Error):
@@ -81,17 +82,18 @@ class HistoryRemovedError(Error):
 
 
 class StorageError(Error, OSError):
-    """The disk failed under the engine (I/O error, a stopped thread, a
-    failed snapshot)."""
+    """The disk or the engine's threads failed under it: an I/O error, a
+    failed snapshot, a condition that could not be read."""
 
 
-class DiskFullError(StorageError):
-    """The disk is full."""
-
-
-class PoisonedError(Error):
+class PoisonedError(StorageError):
     """A write or sync failed earlier, so the engine refuses every further
     write (fail-stop). Reopen the directory to recover what is durable."""
+
+
+class DiskFullError(PoisonedError):
+    """The disk is full; the engine refuses further writes until reopened
+    with room."""
 
 
 class ClosedError(Error):
