@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -164,3 +165,38 @@ def test_bad_open_options_raise(tmp_path):
         waymark.Kernel.open(tmp_path / "a", durability="eventually")
     with pytest.raises(waymark.InvalidArgumentError, match="sync_interval"):
         waymark.Kernel.open(tmp_path / "b", durability="periodic", sync_interval=0)
+
+
+def test_a_close_racing_new_contexts_and_writes_releases_the_directory(tmp_path):
+    path = tmp_path / "state"
+    for round_ in range(5):
+        kernel = waymark.Kernel.open(path)
+        stop = threading.Event()
+        unexpected = []
+
+        def work(i):
+            n = 0
+            while not stop.is_set():
+                try:
+                    kernel.context(make_ti(f"t{i}-{n}")).set("K", n)
+                    w = kernel.watch()
+                    w.close()
+                except waymark.ClosedError:
+                    pass
+                except Exception as e:  # noqa: BLE001 - collected for the main thread
+                    unexpected.append(e)
+                n += 1
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.02 + 0.01 * round_)
+        kernel.close()
+        # Reopened at once, while the threads still make contexts on the
+        # closed kernel: nothing they made may hold the directory.
+        again = waymark.Kernel.open(path)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert unexpected == []
+        again.close()
