@@ -15,9 +15,9 @@ use waymark_kernel::{
 };
 
 use crate::errors::IntoPy;
-use crate::records::{record, run_state, task_record};
+use crate::records::{entry_fields, record, run_state, task_record};
 use crate::refs::{PyTaskRef, run_of};
-use crate::value::{decode, decode_opt, encode, encode_opt};
+use crate::value::{decode, encode, encode_opt};
 use crate::watch::{PyWatch, WatchSlot};
 
 /// The state store of one worker: a state directory opened by this
@@ -876,10 +876,7 @@ impl PyRunContext {
         match py.detach(|| self.with(|k| k.get_entry(key))).py_err()? {
             Some(e) => {
                 let d = PyDict::new(py);
-                d.set_item("value", decode(py, &e.value)?)?;
-                d.set_item("metadata", decode_opt(py, &e.meta)?)?;
-                d.set_item("lsn", e.lsn.0)?;
-                d.set_item("ts_micros", e.ts_micros)?;
+                entry_fields(py, &e, &d)?;
                 record(py, "Entry", d)
             }
             None => Ok(py.None().into_bound(py)),
@@ -944,10 +941,7 @@ impl PyRunContext {
             let d = PyDict::new(py);
             d.set_item("task_id", p.task_id)?;
             d.set_item("try_number", p.try_number)?;
-            d.set_item("value", decode(py, &p.entry.value)?)?;
-            d.set_item("metadata", decode_opt(py, &p.entry.meta)?)?;
-            d.set_item("lsn", p.entry.lsn.0)?;
-            d.set_item("ts_micros", p.entry.ts_micros)?;
+            entry_fields(py, &p.entry, &d)?;
             out.append(record(py, "Pulled", d)?)?;
         }
         Ok(out)

@@ -5,11 +5,11 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple};
 use waymark_kernel::engine::{AttemptRecord, Codec, EventBody, ParentRef, RunScope};
 use waymark_kernel::{
-    CheckpointInfo, LoggedEvent, RunInfo, RunRef, RunState, TaskRecord, TaskStatus,
+    CheckpointInfo, Entry, LoggedEvent, RunInfo, RunRef, RunState, TaskRecord, TaskStatus,
 };
 
 use crate::refs::{PyRunRef, PyTaskRef};
-use crate::value::decode_opt;
+use crate::value::{decode, decode_opt};
 
 /// The `_types` module's record classes, by name.
 pub(crate) fn record<'py>(
@@ -108,6 +108,14 @@ pub(crate) fn run_state<'py>(py: Python<'py>, s: &RunState) -> PyResult<Bound<'p
     d.set_item("tasks", PyTuple::new(py, tasks)?)?;
     d.set_item("recorded", s.recorded.map(|l| l.0))?;
     record(py, "RunState", d)
+}
+
+/// The fields of an `Entry` (and of a `Pulled`, which is one).
+pub(crate) fn entry_fields(py: Python<'_>, e: &Entry, d: &Bound<'_, PyDict>) -> PyResult<()> {
+    d.set_item("value", decode(py, &e.value)?)?;
+    d.set_item("metadata", decode_opt(py, &e.meta)?)?;
+    d.set_item("lsn", e.lsn.0)?;
+    d.set_item("ts_micros", e.ts_micros)
 }
 
 /// A checkpoint as listed.

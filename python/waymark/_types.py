@@ -47,22 +47,14 @@ class Entry:
 
 
 @dataclass(frozen=True)
-class Pulled:
-    """An upstream value with its provenance, from ``RunContext.pull_all``."""
+class Pulled(Entry):
+    """An upstream value with its provenance, from ``RunContext.pull_all``:
+    an ``Entry`` with the task and attempt that wrote it."""
 
-    task_id: str
+    task_id: str = ""
     """The upstream task."""
-    try_number: int
+    try_number: int = 0
     """The attempt of it that wrote the value (its latest with the key)."""
-    value: Any
-    metadata: Any
-    lsn: int
-    ts_micros: int
-
-    @property
-    def time(self) -> _dt.datetime:
-        """When it was written, as an aware UTC datetime."""
-        return _time(self.ts_micros)
 
 
 @dataclass(frozen=True)
