@@ -308,3 +308,16 @@ def test_hostile_input_raises_exceptions_and_never_crashes(kernel, ti):
     assert watch.next(timeout=float("inf")) is None
     assert watch.next(timeout=1e300) is None
     assert watch.next(timeout=float("nan")) is None
+
+
+def test_the_exception_classes_sort_errors_by_what_a_caller_does():
+    e = waymark.errors
+    assert issubclass(e.InvalidArgumentError, ValueError)
+    assert issubclass(e.LimitError, e.InvalidArgumentError)
+    assert issubclass(e.NotFoundError, e.RefusedError) and issubclass(e.NotFoundError, LookupError)
+    assert issubclass(e.InvalidTransitionError, e.RefusedError)
+    assert issubclass(e.ConflictError, e.RefusedError)
+    assert issubclass(e.DiskFullError, e.PoisonedError)
+    assert issubclass(e.PoisonedError, e.StorageError) and issubclass(e.StorageError, OSError)
+    for name in e.__all__:
+        assert issubclass(getattr(e, name), e.Error) and getattr(waymark, name) is getattr(e, name)

@@ -73,8 +73,9 @@ class ConflictError(RefusedError):
     written; reading again and deciding again is safe."""
 
 
-class NotFoundError(Error, LookupError):
-    """An unknown task, run or checkpoint."""
+class NotFoundError(RefusedError, LookupError):
+    """An unknown task, run or checkpoint: the kernel refused to act on
+    it, and nothing was written."""
 
 
 class HistoryRemovedError(Error):
