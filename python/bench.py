@@ -2,18 +2,20 @@
 
     python python/bench.py [--rounds N] [--span S] [--quick] [--json]
 
-One interleaved run (waymark, sqlite3, waymark, sqlite3, ...; medians over
-rounds), on a fresh directory under the system's temporary directory:
+One interleaved run (waymark, sqlite3, then sqlite3, waymark, the order
+reversed every other round; medians over rounds), on a fresh directory under the system's temporary directory:
 
 - ``set/1``: durable set of a new key from 1 thread (sets/s);
 - ``set/8``: the same from 8 threads, each its own task attempt (sqlite3:
-  its own connection);
+  its own connection); thread 0 overwrites the keys set/1 wrote, in both
+  systems alike;
 - ``batch``: 1,000 sets in one durable commit (sets/s);
 - ``get``: gets of existing keys from 1 thread (gets/s);
 - ``get/overhead``: the mean time of a get on a held context in a tight
   loop, in-memory kernel, 100-byte bytes values over 100 tasks of 1,000
   keys: the set-up of the Rust bench ``kernel_get/held_context``, whose
-  time subtracted from this one is the binding's own cost per call.
+  time subtracted from this one bounds the binding's own cost per call
+  from above (the Rust call itself is slower inside Python's loop).
 
 waymark runs with its default durability (``Sync``: acknowledged after the
 group's fdatasync). sqlite3 runs in WAL mode with ``synchronous=FULL``, the
@@ -254,11 +256,10 @@ def main():
         print(f"  {workload:<8}{ratio:>6.2f}x  {'yes' if ratio >= target else 'MISSED'}")
     print(
         f"  get/overhead {by[('get/overhead', 'waymark')]['p50_us']:.2f} µs per call"
-        " (subtract kernel_get/held_context's time for the binding's own cost; target < 2 µs)"
+        " (minus kernel_get/held_context's time: an upper bound on the binding's own cost; target < 2 µs)"
     )
     print(f"\n{args.rounds} rounds of {args.span} s, medians; python {sys.version.split()[0]}; in {base}")
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONHASHSEED", "0")
     main()

@@ -611,8 +611,8 @@ impl PyKernel {
             .0)
     }
 
-    /// Deletes the run's checkpoints but the newest ``keep_last`` and
-    /// those younger than ``max_age`` seconds; returns the names deleted.
+    /// Deletes the run's checkpoints beyond the newest ``keep_last``, and
+    /// those older than ``max_age`` seconds; returns the names deleted.
     #[pyo3(signature = (run, *, keep_last = None, max_age = None))]
     fn prune_checkpoints(
         &self,
@@ -894,8 +894,8 @@ impl PyRunContext {
         dict_of(py, entries)
     }
 
-    /// The first value of ``key`` among the latest attempts of the tasks
-    /// ``from_tasks`` (in list order; ``from_task`` first if given), or of
+    /// The first value of ``key`` in the latest attempt that has it of
+    /// each task of ``from_tasks`` (in list order; ``from_task`` first if given), or of
     /// this attempt if neither is given; ``default`` if none has it.
     #[pyo3(signature = (key, *, from_task = None, from_tasks = None, default = None))]
     fn pull<'py>(
@@ -921,7 +921,8 @@ impl PyRunContext {
         }
     }
 
-    /// Every value of ``key`` among the latest attempts of ``from_tasks``,
+    /// Every value of ``key``, from the latest attempt that has it of each
+    /// task of ``from_tasks``,
     /// in list order, each a ``Pulled`` with its task, try, metadata, LSN
     /// and time.
     fn pull_all<'py>(

@@ -11,8 +11,8 @@ use waymark_kernel::{Backoff, RetryPolicy};
 /// max_delay=30.0, retry_only=["transient"])``; times in seconds. Backoff
 /// ``"fixed"`` waits ``base`` every time, ``"linear"`` ``base + step ×
 /// (attempt − 1)``, ``"exponential"`` ``base × factor^(attempt − 1)``,
-/// never more than ``max_delay``; ``jitter`` (0 to 1) spreads each delay by
-/// up to that fraction either way.
+/// capped at ``max_delay``; then ``jitter`` (0 to 1) spreads each delay by
+/// up to that fraction either way (so ``delay`` may exceed the cap by it).
 #[pyclass(module = "waymark", name = "RetryPolicy", frozen)]
 pub(crate) struct PyRetryPolicy {
     inner: RetryPolicy,

@@ -12,7 +12,9 @@
 //! beyond 64 bits, which the CLI and most JSON readers cannot hold, and
 //! nesting deeper than [`DEPTH_MAX`] (`ValueError`); strings that are not
 //! valid Unicode, such as lone surrogates (`UnicodeEncodeError`, a
-//! `ValueError`).
+//! `ValueError`). Keys that meet once made strings (`1` and `"1"`) are
+//! written twice, as `json` writes them, and the last wins on reading, as
+//! with `json.loads`.
 
 use std::fmt;
 

@@ -200,7 +200,8 @@ class LoggedEvent:
     data: Dict[str, Any]
     """The kind's own fields: ``key``, ``value`` and ``metadata`` of a put,
     ``status`` (with ``result`` or ``error`` and ``kind``) and ``worker`` of
-    a status change, ``name`` of a checkpoint, ``immutable`` of a shared
+    a task status change, ``status`` and ``parent`` (if any) of a run
+    status change, ``name`` of a checkpoint, ``immutable`` of a shared
     variable."""
 
     @property
