@@ -35,6 +35,21 @@ fn tdr() -> RunScope {
     }
 }
 
+/// Asserts that the views hold each shared variable `k{i}` of `run` for
+/// `i` in `keys`: none of them was lost.
+fn assert_shared_kept(engine: &Engine, run: &RunScope, keys: impl IntoIterator<Item = u64>) {
+    for i in keys {
+        assert!(
+            engine
+                .views()
+                .shared(run, &format!("k{i}"))
+                .unwrap()
+                .is_some(),
+            "k{i} lost"
+        );
+    }
+}
+
 /// Appends one-event batches `event(from..)` of `value_len` bytes until
 /// the engine refuses one: how many it acknowledged in all (counting from
 /// 0), and the refusal. `bound` names what should refuse them.
@@ -1182,16 +1197,7 @@ fn a_failed_snapshot_stops_the_snapshotter_leaves_the_log_and_bounds_memory() {
     drop(engine);
     // Nothing acknowledged was lost: reopening replays it all.
     let engine = Engine::open_with(storage, DIR, options).unwrap();
-    for i in [0, acked - 1] {
-        assert!(
-            engine
-                .views()
-                .shared(&run, &format!("k{i}"))
-                .unwrap()
-                .is_some(),
-            "k{i} lost"
-        );
-    }
+    assert_shared_kept(&engine, &run, [0, acked - 1]);
 }
 
 /// The replay bound: with the snapshotter stopped (its writes into redb
@@ -1230,16 +1236,7 @@ fn the_replay_bound_holds_the_log_tail_an_open_replays() {
     let engine = Engine::open_with(storage, DIR, options).unwrap();
     assert_eq!(engine.stats().replayed_events, acked);
     let run = tdr();
-    for i in 0..acked {
-        assert!(
-            engine
-                .views()
-                .shared(&run, &format!("k{i}"))
-                .unwrap()
-                .is_some(),
-            "k{i} lost"
-        );
-    }
+    assert_shared_kept(&engine, &run, 0..acked);
 }
 
 /// A caller whose message the writer never took (the writer thread panicked,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use waymark_kernel::{
-    At, Kernel, LoggedEvent, RunContext, RunInfo, RunStatus, TaskRef, WatchFilter,
+    At, Kernel, RunContext, RunStatus, TaskRef, WatchFilter,
     engine::{Compression, Durability, Lsn, Options},
 };
 
@@ -112,18 +112,15 @@ fn register<T>(registry: &mut Vec<Weak<T>>, slot: &Arc<T>) {
     registry.push(Arc::downgrade(slot));
 }
 
-fn events_list<'py>(py: Python<'py>, events: &[LoggedEvent]) -> PyResult<Bound<'py, PyList>> {
+/// A Python list of `items`, each made by `make`.
+fn list_of<'py, T>(
+    py: Python<'py>,
+    items: &[T],
+    make: impl Fn(Python<'py>, &T) -> PyResult<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
-    for e in events {
-        out.append(crate::records::event(py, e)?)?;
-    }
-    Ok(out)
-}
-
-fn runs_list<'py>(py: Python<'py>, runs: &[RunInfo]) -> PyResult<Bound<'py, PyList>> {
-    let out = PyList::empty(py);
-    for r in runs {
-        out.append(crate::records::run_info(py, r)?)?;
+    for item in items {
+        out.append(make(py, item)?)?;
     }
     Ok(out)
 }
@@ -488,7 +485,7 @@ impl PyKernel {
         let events = py
             .detach(|| self.with(|k| k.history_of_task(ti)))
             .py_err()?;
-        events_list(py, &events)
+        list_of(py, &events, crate::records::event)
     }
 
     /// Every event that wrote or deleted ``key`` of attempt ``ti``.
@@ -502,7 +499,7 @@ impl PyKernel {
         let events = py
             .detach(|| self.with(|k| k.history_of_key(ti, key)))
             .py_err()?;
-        events_list(py, &events)
+        list_of(py, &events, crate::records::event)
     }
 
     /// Every event of the run, in LSN order.
@@ -515,7 +512,7 @@ impl PyKernel {
         let events = py
             .detach(|| self.with(|k| k.history_of_run(&run)))
             .py_err()?;
-        events_list(py, &events)
+        list_of(py, &events, crate::records::event)
     }
 
     /// Every event stamped between ``start`` and ``end`` inclusive (each a
@@ -530,7 +527,7 @@ impl PyKernel {
         let events = py
             .detach(|| self.with(|k| k.events_between(from, to)))
             .py_err()?;
-        events_list(py, &events)
+        list_of(py, &events, crate::records::event)
     }
 
     /// The run as it was after LSN ``lsn``, or at time ``time`` (a
@@ -579,11 +576,7 @@ impl PyKernel {
     ) -> PyResult<Bound<'py, PyList>> {
         let run = run_of(run)?;
         let all = py.detach(|| self.with(|k| k.checkpoints(&run))).py_err()?;
-        let out = PyList::empty(py);
-        for c in &all {
-            out.append(crate::records::checkpoint(py, c)?)?;
-        }
-        Ok(out)
+        list_of(py, &all, crate::records::checkpoint)
     }
 
     /// Puts the run's state back as checkpoint ``name`` captured it, in one
@@ -682,7 +675,7 @@ impl PyKernel {
         let runs = py
             .detach(|| self.with(|k| k.runs(tenant_id, dag_name)))
             .py_err()?;
-        runs_list(py, &runs)
+        list_of(py, &runs, crate::records::run_info)
     }
 
     /// The sub-workflows the run started (runs whose parent is one of its
@@ -694,7 +687,7 @@ impl PyKernel {
     ) -> PyResult<Bound<'py, PyList>> {
         let run = run_of(run)?;
         let runs = py.detach(|| self.with(|k| k.children(&run))).py_err()?;
-        runs_list(py, &runs)
+        list_of(py, &runs, crate::records::run_info)
     }
 
     /// Removes every state of the run (its history stays in the log until

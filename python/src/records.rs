@@ -17,34 +17,23 @@ pub(crate) fn record<'py>(
     class: &str,
     fields: Bound<'py, PyDict>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    TYPES
-        .import(py, "waymark._types", class)?
-        .call((), Some(&fields))
+    TYPES.class(py, class)?.call((), Some(&fields))
 }
 
 /// The `waymark._types` classes, looked up once each.
-static TYPES: Types = Types::new();
+static TYPES: Types = Types(PyOnceLock::new());
 
-/// A cache of the record classes by name (there are ten).
+/// A cache of the record classes by name.
 struct Types(PyOnceLock<Py<PyDict>>);
 
 impl Types {
-    const fn new() -> Types {
-        Types(PyOnceLock::new())
-    }
-
-    fn import<'py>(
-        &self,
-        py: Python<'py>,
-        module: &str,
-        class: &str,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn class<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
         let cache = self.0.get_or_init(py, || PyDict::new(py).unbind()).bind(py);
-        if let Some(c) = cache.get_item(class)? {
+        if let Some(c) = cache.get_item(name)? {
             return Ok(c);
         }
-        let c = py.import(module)?.getattr(class)?;
-        cache.set_item(class, &c)?;
+        let c = py.import("waymark._types")?.getattr(name)?;
+        cache.set_item(name, &c)?;
         Ok(c)
     }
 }

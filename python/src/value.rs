@@ -123,16 +123,17 @@ fn deeper(depth: usize) -> PyResult<usize> {
 }
 
 fn write_int(i: &Bound<'_, PyInt>, out: &mut Vec<u8>) -> PyResult<()> {
-    if let Ok(n) = i.extract::<i64>() {
-        out.extend_from_slice(n.to_string().as_bytes());
+    // Written straight into `out`: no string per number.
+    let written = if let Ok(n) = i.extract::<i64>() {
+        serde_json::to_writer(&mut *out, &n)
     } else if let Ok(n) = i.extract::<u64>() {
-        out.extend_from_slice(n.to_string().as_bytes());
+        serde_json::to_writer(&mut *out, &n)
     } else {
         return Err(PyValueError::new_err(
             "an integer beyond 64 bits is not stored: store it as a string",
         ));
-    }
-    Ok(())
+    };
+    written.map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 fn write_float(f: f64, out: &mut Vec<u8>) -> PyResult<()> {
