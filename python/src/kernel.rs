@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use waymark_kernel::{
     At, Kernel, RunContext, RunStatus, TaskRef, WatchFilter,
     engine::{Compression, Durability, Lsn, Options},
@@ -17,7 +17,7 @@ use waymark_kernel::{
 use crate::errors::IntoPy;
 use crate::records::{entry_fields, record, run_state, task_record};
 use crate::refs::{PyTaskRef, run_of};
-use crate::value::{decode, encode, encode_opt};
+use crate::value::{decode, encode, encode_into, encode_opt};
 use crate::watch::{PyWatch, WatchSlot};
 
 /// The state store of one worker: a state directory opened by this
@@ -986,7 +986,7 @@ impl PyRunContext {
     fn batch(slf: &Bound<'_, PyRunContext>) -> PyBatch {
         PyBatch {
             ctx: slf.clone().unbind(),
-            ops: Mutex::new(Some(Vec::new())),
+            writes: Mutex::new(Some(Writes::default())),
         }
     }
 
@@ -995,17 +995,61 @@ impl PyRunContext {
     }
 }
 
-/// One write of a batch, its value encoded already.
+/// Where one key or value of a batch lies in its [`Writes::bytes`].
+type Span = std::ops::Range<usize>;
+
+/// One write of a batch, its key and value copied into the batch's bytes.
 enum Op {
-    Set(String, Vec<u8>),
-    Push(String, Vec<u8>, Vec<u8>),
-    Delete(String),
-    SetTaskState(String, Vec<u8>),
-    DeleteTaskState(String),
+    Set(Span, Span),
+    Push(Span, Span, Span),
+    Delete(Span),
+    SetTaskState(Span, Span),
+    DeleteTaskState(Span),
     Start,
     Succeed(Vec<u8>),
     Fail(String, String),
     Cancel,
+}
+
+/// The writes of a batch not yet committed.
+#[derive(Default)]
+struct Writes {
+    /// Every key and encoded value, end to end: a batch of a thousand sets
+    /// makes one growing buffer, not two thousand allocations.
+    bytes: Vec<u8>,
+    ops: Vec<Op>,
+}
+
+impl Writes {
+    fn append(&mut self, data: &[u8]) -> Span {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        start..self.bytes.len()
+    }
+
+    fn slice(&self, span: &Span) -> &[u8] {
+        &self.bytes[span.clone()]
+    }
+
+    fn key(&self, span: &Span) -> &str {
+        std::str::from_utf8(self.slice(span))
+            .expect("a batch's keys are copied from Python's UTF-8")
+    }
+}
+
+/// A key or a value of one write, before it is copied into the batch.
+enum Part<'a, 'py> {
+    Key(&'a Bound<'py, PyString>),
+    Value(&'a Bound<'py, PyAny>),
+}
+
+/// The most a thread keeps of its scratch buffer between writes.
+const SCRATCH_KEPT_MAX: usize = 64 << 10;
+
+thread_local! {
+    /// Where a thread encodes a write's parts before taking the batch's
+    /// lock: the lock is never held while Python runs.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 fn committed_already() -> PyErr {
@@ -1022,19 +1066,54 @@ fn committed_already() -> PyErr {
 pub(crate) struct PyBatch {
     ctx: Py<PyRunContext>,
     /// `None` once committed.
-    ops: Mutex<Option<Vec<Op>>>,
+    writes: Mutex<Option<Writes>>,
 }
 
 impl PyBatch {
     fn add(&self, op: Op) -> PyResult<()> {
-        let mut ops = lock(&self.ops);
-        match ops.as_mut() {
-            Some(ops) => {
-                ops.push(op);
-                Ok(())
-            }
-            None => Err(committed_already()),
+        self.add_parts(&[], |_| op)
+    }
+
+    /// Encodes `parts` (at most three: key, value, metadata), copies them
+    /// into the batch's bytes and adds the op that `make` builds from
+    /// their spans. Nothing is added if a part is refused.
+    fn add_parts(&self, parts: &[Part<'_, '_>], make: impl FnOnce(&[Span]) -> Op) -> PyResult<()> {
+        // Taken, not borrowed: a nested call finds an empty buffer, never
+        // a borrow.
+        let mut scratch = SCRATCH.take();
+        scratch.clear();
+        let added = self.add_encoded(parts, &mut scratch, make);
+        if scratch.capacity() <= SCRATCH_KEPT_MAX {
+            SCRATCH.set(scratch);
         }
+        added
+    }
+
+    fn add_encoded(
+        &self,
+        parts: &[Part<'_, '_>],
+        scratch: &mut Vec<u8>,
+        make: impl FnOnce(&[Span]) -> Op,
+    ) -> PyResult<()> {
+        let mut ends = [0; 3];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            match part {
+                Part::Key(k) => scratch.extend_from_slice(k.encode_utf8()?.as_bytes()),
+                Part::Value(v) => encode_into(v, scratch)?,
+            }
+            *end = scratch.len();
+        }
+        let mut writes = lock(&self.writes);
+        let w = writes.as_mut().ok_or_else(committed_already)?;
+        let base = w.append(scratch).start;
+        let mut spans: [Span; 3] = Default::default();
+        let mut from = 0;
+        for (span, &end) in spans.iter_mut().zip(&ends[..parts.len()]) {
+            *span = base + from..base + end;
+            from = end;
+        }
+        w.ops.push(make(&spans[..parts.len()]));
+        Ok(())
     }
 }
 
@@ -1043,10 +1122,13 @@ impl PyBatch {
     /// Adds a set of ``key``; returns the batch.
     fn set<'py>(
         slf: Bound<'py, PyBatch>,
-        key: String,
+        key: &Bound<'py, PyString>,
         value: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBatch>> {
-        slf.get().add(Op::Set(key, encode(value)?))?;
+        slf.get()
+            .add_parts(&[Part::Key(key), Part::Value(value)], |s| {
+                Op::Set(s[0].clone(), s[1].clone())
+            })?;
         Ok(slf)
     }
 
@@ -1054,34 +1136,53 @@ impl PyBatch {
     #[pyo3(signature = (key, value, *, metadata = None))]
     fn push<'py>(
         slf: Bound<'py, PyBatch>,
-        key: String,
+        key: &Bound<'py, PyString>,
         value: &Bound<'py, PyAny>,
         metadata: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBatch>> {
-        slf.get()
-            .add(Op::Push(key, encode(value)?, encode_opt(metadata)?))?;
+        let batch = slf.get();
+        match metadata.filter(|m| !m.is_none()) {
+            Some(meta) => batch.add_parts(
+                &[Part::Key(key), Part::Value(value), Part::Value(meta)],
+                |s| Op::Push(s[0].clone(), s[1].clone(), s[2].clone()),
+            ),
+            None => batch.add_parts(&[Part::Key(key), Part::Value(value)], |s| {
+                Op::Set(s[0].clone(), s[1].clone())
+            }),
+        }?;
         Ok(slf)
     }
 
     /// Adds a delete of ``key``; returns the batch.
-    fn delete(slf: Bound<'_, PyBatch>, key: String) -> PyResult<Bound<'_, PyBatch>> {
-        slf.get().add(Op::Delete(key))?;
+    fn delete<'py>(
+        slf: Bound<'py, PyBatch>,
+        key: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyBatch>> {
+        slf.get()
+            .add_parts(&[Part::Key(key)], |s| Op::Delete(s[0].clone()))?;
         Ok(slf)
     }
 
     /// Adds a set of task state ``key``; returns the batch.
     fn set_task_state<'py>(
         slf: Bound<'py, PyBatch>,
-        key: String,
+        key: &Bound<'py, PyString>,
         value: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBatch>> {
-        slf.get().add(Op::SetTaskState(key, encode(value)?))?;
+        slf.get()
+            .add_parts(&[Part::Key(key), Part::Value(value)], |s| {
+                Op::SetTaskState(s[0].clone(), s[1].clone())
+            })?;
         Ok(slf)
     }
 
     /// Adds a delete of task state ``key``; returns the batch.
-    fn delete_task_state(slf: Bound<'_, PyBatch>, key: String) -> PyResult<Bound<'_, PyBatch>> {
-        slf.get().add(Op::DeleteTaskState(key))?;
+    fn delete_task_state<'py>(
+        slf: Bound<'py, PyBatch>,
+        key: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyBatch>> {
+        slf.get()
+            .add_parts(&[Part::Key(key)], |s| Op::DeleteTaskState(s[0].clone()))?;
         Ok(slf)
     }
 
@@ -1119,19 +1220,19 @@ impl PyBatch {
     /// Writes the batch atomically; durable when it returns. Returns the
     /// LSN, or ``None`` for an empty batch (nothing written).
     fn commit(&self, py: Python<'_>) -> PyResult<Option<u64>> {
-        let ops = lock(&self.ops).take().ok_or_else(committed_already)?;
+        let w = lock(&self.writes).take().ok_or_else(committed_already)?;
         let ctx = self.ctx.bind(py).get();
         let lsn = py
             .detach(|| {
                 ctx.with(|ctx| {
                     let mut batch = ctx.batch();
-                    for op in &ops {
+                    for op in &w.ops {
                         batch = match op {
-                            Op::Set(k, v) => batch.set(k, v),
-                            Op::Push(k, v, m) => batch.push(k, v, m),
-                            Op::Delete(k) => batch.delete(k),
-                            Op::SetTaskState(k, v) => batch.set_task_state(k, v),
-                            Op::DeleteTaskState(k) => batch.delete_task_state(k),
+                            Op::Set(k, v) => batch.set(w.key(k), w.slice(v)),
+                            Op::Push(k, v, m) => batch.push(w.key(k), w.slice(v), w.slice(m)),
+                            Op::Delete(k) => batch.delete(w.key(k)),
+                            Op::SetTaskState(k, v) => batch.set_task_state(w.key(k), w.slice(v)),
+                            Op::DeleteTaskState(k) => batch.delete_task_state(w.key(k)),
                             Op::Start => batch.start(),
                             Op::Succeed(result) => batch.succeed(result.clone()),
                             Op::Fail(error, kind) => batch.fail(error.clone(), kind.clone()),
@@ -1146,15 +1247,15 @@ impl PyBatch {
     }
 
     fn __repr__(&self) -> String {
-        match lock(&self.ops).as_ref() {
-            Some(ops) => format!("Batch({} writes)", ops.len()),
+        match lock(&self.writes).as_ref() {
+            Some(w) => format!("Batch({} writes)", w.ops.len()),
             None => "Batch(committed)".into(),
         }
     }
 
     /// How many writes the batch holds.
     fn __len__(&self) -> usize {
-        lock(&self.ops).as_ref().map_or(0, Vec::len)
+        lock(&self.writes).as_ref().map_or(0, |w| w.ops.len())
     }
 
     fn __enter__(slf: Py<PyBatch>) -> Py<PyBatch> {
@@ -1170,7 +1271,7 @@ impl PyBatch {
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         if exc_type.is_some_and(|t| !t.is_none()) {
-            lock(&self.ops).take();
+            lock(&self.writes).take();
         } else {
             self.commit(py)?;
         }

@@ -34,15 +34,30 @@ pub(crate) const DEPTH_MAX: usize = 100;
 
 /// The stored form of `value`.
 pub(crate) fn encode(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let mut out = Vec::new();
+    encode_into(value, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the stored form of `value` to `out`; on an error `out` is as it
+/// was. Runs no Python code of the caller's: a subclass's `__repr__` or
+/// `__iter__` is never called.
+pub(crate) fn encode_into(value: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
     if let Ok(b) = value.cast::<PyBytes>() {
-        return Ok(tagged(b.as_bytes()));
+        tagged(b.as_bytes(), out);
+        return Ok(());
     }
     if let Ok(b) = value.cast::<PyByteArray>() {
-        return Ok(tagged(&b.to_vec()));
+        tagged(&b.to_vec(), out);
+        return Ok(());
     }
-    let mut out = Vec::with_capacity(32);
-    write_json(value, &mut out, 0)?;
-    Ok(out)
+    let start = out.len();
+    out.reserve(64);
+    let written = write_json(value, out, 0);
+    if written.is_err() {
+        out.truncate(start);
+    }
+    written
 }
 
 /// The stored form of an optional value: `None` is stored as nothing (an
@@ -54,11 +69,10 @@ pub(crate) fn encode_opt(value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>> 
     }
 }
 
-fn tagged(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + 1);
+fn tagged(bytes: &[u8], out: &mut Vec<u8>) {
+    out.reserve(bytes.len() + 1);
     out.push(BYTES_TAG);
     out.extend_from_slice(bytes);
-    out
 }
 
 fn write_json(v: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> PyResult<()> {
@@ -71,7 +85,7 @@ fn write_json(v: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> PyResult
     } else if let Ok(f) = v.cast::<PyFloat>() {
         write_float(f.value(), out)?;
     } else if let Ok(s) = v.cast::<PyString>() {
-        write_str(&s.to_cow()?, out);
+        write_str(s, out)?;
     } else if let Ok(list) = v.cast::<PyList>() {
         write_array(list.iter(), out, deeper(depth)?)?;
     } else if let Ok(tuple) = v.cast::<PyTuple>() {
@@ -147,18 +161,40 @@ fn write_float(f: f64, out: &mut Vec<u8>) -> PyResult<()> {
     serde_json::to_writer(&mut *out, &f).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
-fn write_str(s: &str, out: &mut Vec<u8>) {
+fn write_str(s: &Bound<'_, PyString>, out: &mut Vec<u8>) -> PyResult<()> {
+    // Python's own UTF-8 (it refuses lone surrogates), read in place: no
+    // Rust string of it.
+    let utf8 = s.encode_utf8()?;
+    write_utf8(utf8.as_bytes(), out);
+    Ok(())
+}
+
+/// `text` (valid UTF-8) as a JSON string, exactly as serde_json writes it.
+fn write_utf8(text: &[u8], out: &mut Vec<u8>) {
+    // Most strings need no escape: copied at once. The check reads every
+    // byte without stopping early, which the compiler turns into vector
+    // compares.
+    let plain = text.iter().fold(true, |plain, &b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text);
+        out.push(b'"');
+        return;
+    }
+    let text = std::str::from_utf8(text).expect("Python's UTF-8 encoder writes valid UTF-8");
     // Writing a str to a Vec cannot fail: serde_json's only errors here
     // are the writer's, and a Vec's writes do not fail.
-    serde_json::to_writer(&mut *out, s).expect("writing JSON text into a Vec cannot fail");
+    serde_json::to_writer(&mut *out, text).expect("writing JSON text into a Vec cannot fail");
 }
 
 /// A dictionary key, as `json.dumps` makes it: strings as they are;
 /// `int`, `float`, `bool` and `None` as their JSON text.
 fn write_key(key: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
     if let Ok(s) = key.cast::<PyString>() {
-        write_str(&s.to_cow()?, out);
-        return Ok(());
+        return write_str(s, out);
     }
     let mut text = Vec::new();
     if key.is_none() || key.cast::<PyBool>().is_ok() || key.cast::<PyInt>().is_ok() {
@@ -169,15 +205,16 @@ fn write_key(key: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
         if !f.value().is_finite() {
             return write_float(f.value(), out);
         }
-        text.extend_from_slice(f.repr()?.to_cow()?.as_bytes());
+        // `float.__repr__`, never a subclass's (as `json` does).
+        let repr = PyFloat::new(key.py(), f.value()).repr()?;
+        text.extend_from_slice(repr.encode_utf8()?.as_bytes());
     } else {
         return Err(PyTypeError::new_err(format!(
             "a dictionary key of type {} is not JSON: keys must be str, int, float, bool or None",
             type_name(key)
         )));
     }
-    let text = String::from_utf8(text).expect("JSON text of a number or literal is ASCII");
-    write_str(&text, out);
+    write_utf8(&text, out);
     Ok(())
 }
 

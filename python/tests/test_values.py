@@ -99,6 +99,42 @@ def test_a_json_looking_string_stays_a_string(kernel, ti):
     assert ctx.get("B") == b"[1, 2]"
 
 
+class LoudFloat(float):
+    def __repr__(self):
+        raise AssertionError("json writes a float key with float.__repr__, never a subclass's")
+
+
+def test_a_float_subclass_key_is_written_as_json_writes_it(kernel, ti):
+    value = {LoudFloat(1e16): "a", LoudFloat(0.5): "b"}
+    ctx = waymark.RunContext(ti, kernel)
+    ctx.set("K", value)
+    assert ctx.get("K") == json.loads(json.dumps(value)) == {"1e+16": "a", "0.5": "b"}
+
+
+def test_a_refused_write_leaves_the_rest_of_its_batch_whole(kernel, ti):
+    ctx = waymark.RunContext(ti, kernel)
+    b = ctx.batch().set("A", {"text": "first"}).push("P", [1], metadata={"m": "before"})
+    with pytest.raises(ValueError):
+        b.set("B", [1, 2, float("nan")])
+    with pytest.raises(ValueError):
+        b.push("C", "fine", metadata="lone \ud800 surrogate")
+    with pytest.raises(TypeError):
+        b.set_task_state("T", Custom())
+    with pytest.raises(ValueError):
+        b.delete("lone \udc00 key")
+    b.set("D", 'after "quotes" \\ and \n').set(b"not a str key".decode(), b"\x00raw")
+    assert len(b) == 4
+    b.commit()
+    assert ctx.get_all() == {
+        "A": {"text": "first"},
+        "P": [1],
+        "D": 'after "quotes" \\ and \n',
+        "not a str key": b"\x00raw",
+    }
+    assert ctx.get_entry("P").metadata == {"m": "before"}
+    assert ctx.get_task_state("T") is None
+
+
 class Custom:
     pass
 
@@ -169,6 +205,20 @@ json_values = st.recursive(
     | st.dictionaries(st.text(max_size=8), children, max_size=5),
     max_leaves=30,
 )
+
+
+@given(writes=st.lists(st.tuples(st.text(min_size=1, max_size=12), json_values | st.binary()), max_size=20))
+def test_a_batch_of_any_keys_and_values_round_trips(writes):
+    k = waymark.Kernel.in_memory()
+    try:
+        ctx = waymark.RunContext(make_ti(), k)
+        b = ctx.batch()
+        for key, value in writes:
+            b.set(key, value)
+        b.commit()
+        assert ctx.get_all() == dict(writes)
+    finally:
+        k.close()
 
 
 @given(value=json_values | st.binary())
