@@ -133,12 +133,38 @@ fn build(py: Python<'_>, e: &Error) -> PyErr {
             exc.setattr("path", place.path)?;
             exc.setattr("offset", place.offset)?;
         }
+        if let Some((errno, filename)) = os_error(e) {
+            // What an OSError carries, so that `except OSError as e:
+            // e.errno == errno.ENOSPC` works as it does for open().
+            let errno: i32 = match errno {
+                Some(n) => n,
+                None => py.import("errno")?.getattr("ENOSPC")?.extract()?,
+            };
+            exc.setattr("errno", errno)?;
+            exc.setattr("filename", filename)?;
+        }
         Ok(PyErr::from_value(exc))
     })();
     // waymark.errors is part of the package: failing to import it means a
     // broken install, which the RuntimeError says with the message kept.
     made.unwrap_or_else(|import| {
         PyRuntimeError::new_err(format!("{message} (and waymark.errors failed: {import})"))
+    })
+}
+
+/// The operating system's error number and the file of the I/O error
+/// behind `e`, if one is: the number is `None` for a full disk, which is
+/// `ENOSPC`.
+fn os_error(e: &Error) -> Option<(Option<i32>, String)> {
+    let Error::Engine(engine) = e else {
+        return None;
+    };
+    engine.chain().find_map(|e| match e {
+        EngineError::Io { path, source } => source
+            .raw_os_error()
+            .map(|n| (Some(n), path.display().to_string())),
+        EngineError::DiskFull { path } => Some((None, path.display().to_string())),
+        _ => None,
     })
 }
 

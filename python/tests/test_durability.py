@@ -124,6 +124,66 @@ def test_a_sigkilled_worker_loses_no_acknowledged_write(tmp_path, rounds):
                 k.clear_for_task(t.ti)
 
 
+FAILING_DISK = textwrap.dedent(
+    """
+    import errno, json, resource, signal, sys, waymark
+    # Every write past the first byte of a file now fails with EFBIG, as a
+    # failing disk would fail it: the log's next append cannot be written.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    kernel = waymark.Kernel.open(sys.argv[1])
+    ti = waymark.TaskInstanceRef("acme", "documents", "run-42", "ocr", 1)
+    ctx = kernel.context(ti)
+    ctx.set("before", 1)
+    seen = {}
+    def attempt(name, call):
+        try:
+            call()
+            seen[name] = "ok"
+        except waymark.Error as e:
+            seen[name] = [type(e).__name__, isinstance(e, OSError), e.errno, e.filename, str(e)]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+    attempt("failed", lambda: ctx.set("failed", 2))
+    # Fail-stop: nothing more is written, even once the disk would take it.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    attempt("after", lambda: ctx.set("after", 3))
+    attempt("batch", lambda: ctx.batch().set("b", 4).commit())
+    attempt("start", lambda: kernel.start(ti))
+    seen["read"] = ctx.get("before")
+    attempt("close", kernel.close)
+    seen["EFBIG"] = errno.EFBIG
+    print(json.dumps(seen))
+    """
+)
+
+
+def test_a_failed_write_raises_then_refuses_every_later_write(tmp_path):
+    """Fail-stop from Python: the write the disk refused raises a
+    StorageError with the errno and file; every later write (and close)
+    raises PoisonedError, reads still answer, and a reopen recovers what was
+    acknowledged and nothing that was refused."""
+    path = tmp_path / "state"
+    out = subprocess.run(
+        [sys.executable, "-c", FAILING_DISK, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    name, is_os_error, errno_, filename, message = seen["failed"]
+    assert name == "StorageError" and is_os_error
+    assert errno_ == seen["EFBIG"] and filename.endswith(".seg") and "log" in filename
+    assert "File too large" in message
+    for call in ["after", "batch", "start", "close"]:
+        name, is_os_error, errno_, filename, message = seen[call]
+        assert name == "PoisonedError" and is_os_error, seen[call]
+        assert "poisoned" in message and errno_ == seen["EFBIG"] and filename.endswith(".seg")
+    assert seen["read"] == 1
+    with waymark.Kernel.open(path) as k:
+        ctx = k.context(make_ti())
+        assert ctx.get_all() == {"before": 1}
+        assert k.task(make_ti()) is None  # the refused start is not there
+        ctx.set("after_reopen", 5)
+        assert ctx.get("after_reopen") == 5
+
+
 def test_corrupt_bytes_raise_a_corruption_error_with_the_file_and_offset(tmp_path):
     path = tmp_path / "state"
     with waymark.Kernel.open(path) as k:

@@ -84,7 +84,15 @@ class HistoryRemovedError(Error):
 
 class StorageError(Error, OSError):
     """The disk or the engine's threads failed under it: an I/O error, a
-    failed snapshot, a condition that could not be read."""
+    failed snapshot, a condition that could not be read. When an I/O error
+    of the operating system is behind it, ``errno`` and ``filename`` say
+    which and on what file, as for ``open()`` (``errno.ENOSPC`` for a full
+    disk); otherwise they are ``None``."""
+
+    def __str__(self) -> str:
+        # The engine's message, which names the file and the error already:
+        # not OSError's "[Errno N] strerror: filename".
+        return str(self.args[0]) if self.args else ""
 
 
 class PoisonedError(StorageError):

@@ -230,7 +230,12 @@ fn replicate(e: &Arc<Error>) -> Error {
     match e.as_ref() {
         Error::Io { path, source } => Error::Io {
             path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
+            // The operating system's error number is kept: callers (the
+            // Python binding's `errno`) tell the failures apart by it.
+            source: match source.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(source.kind(), source.to_string()),
+            },
         },
         Error::DiskFull { path } => Error::DiskFull { path: path.clone() },
         Error::Poisoned { cause } => Error::Poisoned {
@@ -1133,6 +1138,31 @@ mod tests {
     /// The writer hands its sink each durable batch once, in LSN order,
     /// publishes a group once all of it is applied, and tells the sink of
     /// each group's end, with the freeze a group held.
+    #[test]
+    fn each_member_of_a_failed_group_gets_the_same_io_error() {
+        let failed = Arc::new(Error::Io {
+            path: "log/1.seg".into(),
+            source: std::io::Error::from_raw_os_error(27),
+        });
+        let Error::Io { path, source } = replicate(&failed) else {
+            panic!("an I/O error is replicated as an I/O error");
+        };
+        assert_eq!(path, std::path::Path::new("log/1.seg"));
+        assert_eq!(source.raw_os_error(), Some(27));
+        assert_eq!(source.kind(), std::io::ErrorKind::FileTooLarge);
+        let custom = Arc::new(Error::Io {
+            path: "log/1.seg".into(),
+            source: std::io::Error::other("injected"),
+        });
+        let Error::Io { source, .. } = replicate(&custom) else {
+            panic!("an I/O error is replicated as an I/O error");
+        };
+        assert_eq!(
+            (source.kind(), source.to_string()),
+            (std::io::ErrorKind::Other, "injected".into())
+        );
+    }
+
     #[test]
     fn the_sink_gets_each_durable_group_in_order_and_whole() {
         let shared = Arc::new(Shared::default());
