@@ -13,7 +13,7 @@ use crossbeam_channel::{Sender, bounded};
 
 use crate::condition::Condition;
 use crate::error::{Error, Invalid, Limit, Result};
-use crate::event::{Event, encode_batch};
+use crate::event::{ArchivedEvent, Event, encode_batch_in};
 use crate::lock::lock_dir;
 use crate::log::ack::{AckReceiver, ack_channel};
 use crate::log::sink::Sink;
@@ -402,7 +402,13 @@ impl Engine {
         if let Some(compression) = &self.inner.options.compression {
             crate::event::compress_values(&mut batch, compression);
         }
-        let payload = encode_batch(&batch)?;
+        // Sized once from what the limits check counted (the names, keys
+        // and values, each event's fixed part besides): a batch of a
+        // thousand sets is not copied at each doubling of its buffer.
+        let capacity = usize::try_from(least_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(batch.len() * std::mem::size_of::<ArchivedEvent>());
+        let payload = encode_batch_in(&batch, rkyv::util::AlignedVec::with_capacity(capacity))?;
         if payload.len() as u64 > batch_bytes_max {
             return Err(Error::LimitExceeded {
                 what: Limit::BatchBytes,

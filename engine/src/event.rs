@@ -716,12 +716,24 @@ pub type ArchivedBatch = rkyv::vec::ArchivedVec<ArchivedEvent>;
 /// limit (its `max_bytes` is the format's frame limit; the caller's
 /// configured limit is smaller).
 pub(crate) fn encode_batch(events: &Vec<Event>) -> Result<rkyv::util::AlignedVec> {
-    rkyv::to_bytes::<rkyv::rancor::Error>(events).map_err(|_| Error::LimitExceeded {
-        what: Limit::BatchBytes,
-        // An offset past i32::MAX is what fails, so the encoding is at
-        // least that long.
-        actual_bytes: i32::MAX as u64 + 1,
-        max_bytes: crate::log::frame::FRAME_PAYLOAD_BYTES_MAX,
+    encode_batch_in(events, rkyv::util::AlignedVec::new())
+}
+
+/// [`encode_batch`] into `out`, which the caller sized for the batch: a
+/// large batch is then written once, not copied each time its buffer
+/// doubles.
+pub(crate) fn encode_batch_in(
+    events: &Vec<Event>,
+    out: rkyv::util::AlignedVec,
+) -> Result<rkyv::util::AlignedVec> {
+    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(events, out).map_err(|_| {
+        Error::LimitExceeded {
+            what: Limit::BatchBytes,
+            // An offset past i32::MAX is what fails, so the encoding is at
+            // least that long.
+            actual_bytes: i32::MAX as u64 + 1,
+            max_bytes: crate::log::frame::FRAME_PAYLOAD_BYTES_MAX,
+        }
     })
 }
 
@@ -878,6 +890,18 @@ pub(crate) mod tests {
         let bytes = encode_batch(&one).unwrap();
         assert_eq!(bytes.as_slice(), encode_batch(&copies).unwrap().as_slice());
         assert_eq!(decode_batch(&bytes).unwrap(), copies);
+    }
+
+    #[test]
+    fn a_batch_encoded_into_a_sized_buffer_is_the_same_bytes() {
+        let events: Vec<Event> = (0..50).map(sample).collect();
+        let grown = encode_batch(&events).unwrap();
+        for capacity in [0, 16, grown.len() / 2, grown.len(), grown.len() * 3] {
+            let sized =
+                encode_batch_in(&events, rkyv::util::AlignedVec::with_capacity(capacity)).unwrap();
+            assert_eq!(sized.as_slice(), grown.as_slice(), "capacity {capacity}");
+        }
+        assert_eq!(decode_batch(&grown).unwrap(), events);
     }
 
     #[test]

@@ -408,13 +408,19 @@ impl RunContext {
 #[must_use = "a batch writes nothing until `commit`"]
 pub struct Batch<'a> {
     ctx: &'a RunContext,
-    body: Vec<EventBody>,
+    /// The events so far, timed when the batch is committed.
+    body: Vec<Event>,
     /// The attempt's status change, written last in the batch.
     transition: Option<TaskStatus>,
     error: Option<Error>,
 }
 
 impl Batch<'_> {
+    fn add(&mut self, body: EventBody) {
+        // Timed at `commit`: one batch is one moment.
+        self.body.push(Event { ts_micros: 0, body });
+    }
+
     fn key_ok(&mut self, key: &str) -> bool {
         if self.error.is_none()
             && let Err(e) = check_key(key)
@@ -432,7 +438,7 @@ impl Batch<'_> {
     /// Adds a set of attempt state with metadata.
     pub fn push(mut self, key: &str, value: impl AsRef<[u8]>, meta: impl AsRef<[u8]>) -> Self {
         if self.key_ok(key) {
-            self.body.push(EventBody::Put {
+            self.add(EventBody::Put {
                 codec: waymark_engine::Codec::Raw,
                 attempt: Arc::clone(self.ctx.scope()),
                 key: key.into(),
@@ -460,7 +466,7 @@ impl Batch<'_> {
     /// Adds a delete of attempt state.
     pub fn delete(mut self, key: &str) -> Self {
         if self.key_ok(key) {
-            self.body.push(EventBody::Delete {
+            self.add(EventBody::Delete {
                 attempt: AttemptScope::clone(self.ctx.scope()),
                 key: key.into(),
             });
@@ -471,7 +477,7 @@ impl Batch<'_> {
     /// Adds a set of task state.
     pub fn set_task_state(mut self, key: &str, value: impl AsRef<[u8]>) -> Self {
         if self.key_ok(key) {
-            self.body.push(EventBody::TaskPut {
+            self.add(EventBody::TaskPut {
                 codec: waymark_engine::Codec::Raw,
                 task: self.ctx.ti.task_scope(),
                 key: key.into(),
@@ -484,7 +490,7 @@ impl Batch<'_> {
     /// Adds a delete of task state.
     pub fn delete_task_state(mut self, key: &str) -> Self {
         if self.key_ok(key) {
-            self.body.push(EventBody::TaskDelete {
+            self.add(EventBody::TaskDelete {
                 task: self.ctx.ti.task_scope(),
                 key: key.into(),
             });
@@ -543,7 +549,13 @@ impl Batch<'_> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let mut events: Vec<Event> = self.body.into_iter().map(Event::now).collect();
+        // Timed in place: a batch of a thousand sets is not moved into a
+        // second vector to be timed.
+        let mut events = self.body;
+        let now = waymark_engine::event::now_micros();
+        for event in &mut events {
+            event.ts_micros = now;
+        }
         let Some(to) = self.transition else {
             if events.is_empty() {
                 return Ok(None);

@@ -305,6 +305,38 @@ mod tests {
         assert!(Kernel::open_url(&url).is_ok());
     }
 
+    /// A batch is one moment: its events carry the time of its commit.
+    #[test]
+    fn the_events_of_a_batch_share_the_time_of_its_commit() {
+        let kernel = Kernel::in_memory().unwrap();
+        let ti = crate::TaskRef::new("acme", "docs", "r1", "ocr", 1).unwrap();
+        let ctx = kernel.context(ti.clone());
+        kernel.start(&ti).unwrap();
+        let before = waymark_engine::event::now_micros();
+        let mut batch = ctx.batch();
+        for i in 0..100 {
+            batch = batch
+                .set(&format!("k{i}"), b"v")
+                .set_task_state(&format!("t{i}"), b"v");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let lsn = batch.succeed(b"ok").commit().unwrap().unwrap();
+        let events: Vec<_> = kernel
+            .history_of_task(&ti)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.lsn == lsn)
+            .collect();
+        assert_eq!(events.len(), 201, "200 writes and the success");
+        let at = events[0].event.ts_micros;
+        assert!(
+            at >= before + 2_000,
+            "timed at commit, not as each write was added"
+        );
+        assert!(events[..200].iter().all(|e| e.event.ts_micros == at));
+        assert!(events[200].event.ts_micros >= at);
+    }
+
     #[test]
     fn kernel_is_send_sync_and_clone() {
         fn check<T: Send + Sync + Clone>() {}

@@ -64,12 +64,6 @@ pub fn run_allowed_from(to: RunStatus) -> &'static [Option<RunStatus>] {
     }
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
 impl Kernel {
     /// Moves a run to `status` if its lifecycle allows it from the status
     /// the run has when the batch's turn comes, recording (for a
@@ -445,7 +439,7 @@ impl Kernel {
     ) -> Result<Vec<String>> {
         for _ in 0..DECISION_TRIES {
             let all = self.checkpoints(run)?;
-            let now = now_micros();
+            let now = waymark_engine::event::now_micros();
             let keep_from = keep_last.map_or(0, |k| all.len().saturating_sub(k));
             let doomed: Vec<(String, Lsn)> = all
                 .iter()
