@@ -538,7 +538,9 @@ impl Batch<'_> {
     }
 
     /// Appends every write, and the transition after them, as one batch.
-    /// An empty batch writes nothing and returns `None`.
+    /// An empty batch writes nothing and returns `None`. The writes carry
+    /// the time of the commit (one time for all of them), not the times
+    /// they were added.
     ///
     /// # Errors
     ///
