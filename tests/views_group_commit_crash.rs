@@ -42,6 +42,9 @@ struct Scenario {
     memtable_events_max: u64,
     crash_at: CrashAt,
     damage: Damage,
+    /// How long each sync takes: with one, the writer waits for the last
+    /// group's callers before it writes (`Writer::gather`).
+    sync_latency_micros: u64,
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -54,15 +57,19 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         prop_oneof![Just(10u64), Just(24), Just(u64::MAX)],
         CrashAt::strategy(),
         proptest::sample::select(Damage::ALL.to_vec()),
+        prop_oneof![Just(0u64), 50u64..400],
     )
         .prop_map(
-            |(seed, threads, memtable_bytes_max, memtable_events_max, crash_at, damage)| Scenario {
-                seed,
-                threads,
-                memtable_bytes_max,
-                memtable_events_max,
-                crash_at,
-                damage,
+            |(seed, threads, memtable_bytes_max, memtable_events_max, crash_at, damage, sync)| {
+                Scenario {
+                    seed,
+                    threads,
+                    memtable_bytes_max,
+                    memtable_events_max,
+                    crash_at,
+                    damage,
+                    sync_latency_micros: sync,
+                }
             },
         )
 }
@@ -103,6 +110,7 @@ fn write_until_crash(
     if let Some(ops) = crash_after_ops {
         disk.crash_after_ops(ops);
     }
+    disk.set_sync_latency(std::time::Duration::from_micros(s.sync_latency_micros));
     let Ok(engine) = Engine::open_with(Arc::new(disk.clone()), DIR, options(s)) else {
         // The crash came during the first open.
         return Ok(Written {
@@ -271,6 +279,7 @@ fn concurrent_appends_form_groups_and_views_match_the_log() {
         memtable_events_max: 10,
         crash_at: CrashAt::Never,
         damage: Damage::ALL[0],
+        sync_latency_micros: 200,
     };
     let disk = SimDisk::new(s.seed);
     let written = write_until_crash(&s, &disk, None).unwrap();

@@ -404,7 +404,8 @@ impl Engine {
         }
         // Sized once from what the limits check counted (the names, keys
         // and values, each event's fixed part besides): a batch of a
-        // thousand sets is not copied at each doubling of its buffer.
+        // thousand sets is not copied at each doubling of its buffer. With
+        // compression, more than it needs: what it would take uncompressed.
         let capacity = usize::try_from(least_bytes)
             .unwrap_or(usize::MAX)
             .saturating_add(batch.len() * std::mem::size_of::<ArchivedEvent>());

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use rkyv::util::AlignedVec;
@@ -216,7 +216,16 @@ pub(crate) struct Writer {
     /// the next conditional batch first waits until every group handed on
     /// is applied.
     tracking_groups: u32,
+    /// How many messages the last group held: its callers, acknowledged
+    /// since, may be about to send again (see [`Writer::gather`]).
+    last_group: usize,
+    /// How long the last `fdatasync` took: [`Writer::gather`] waits at
+    /// most half of it.
+    last_sync: Duration,
 }
+
+/// The longest [`Writer::gather`] waits, however slow the disk's sync.
+const GATHER_WAIT_MAX: Duration = Duration::from_millis(1);
 
 /// Groups after the last conditional batch through which the writer keeps
 /// the events of the groups it hands on. A lifecycle workload sends a
@@ -313,6 +322,8 @@ impl Writer {
             io_failed: false,
             pending: VecDeque::new(),
             tracking_groups: 0,
+            last_group: 0,
+            last_sync: Duration::ZERO,
         })
     }
 
@@ -368,6 +379,9 @@ impl Writer {
 
     fn run_loop(&mut self, rx: Receiver<Msg>) {
         loop {
+            // Sent while the last group was written: not by its callers,
+            // who were waiting for it.
+            let queued = rx.len();
             let first = match self.sync_deadline() {
                 Some(deadline) => match rx.recv_deadline(deadline) {
                     Ok(msg) => msg,
@@ -388,6 +402,7 @@ impl Writer {
                 },
             };
             let mut group = self.drain(first, &rx);
+            self.gather(&mut group, &rx, queued);
             self.shared
                 .last_group_batches
                 .store(group.len() as u64, Ordering::Relaxed);
@@ -467,6 +482,46 @@ impl Writer {
             }
         }
         group
+    }
+
+    /// Waits a moment for the last group's callers before writing
+    /// `group` (PostgreSQL's `commit_delay`, bounded by the disk). Under
+    /// `Sync`, the group may hold the batches `queued` while the last group
+    /// was written (none of them by its callers, who were waiting for it)
+    /// and one more from each caller of the last group: until it does, the
+    /// writer waits, parked, up to half the last `fdatasync`'s time
+    /// ([`GATHER_WAIT_MAX`] at most). Callers that come back one after
+    /// another (threads of a Python worker, each taking the interpreter in
+    /// turn after its acknowledgement) then share one `fdatasync`, instead
+    /// of splitting into two groups that take turns, each waiting out the
+    /// other's sync (BENCHMARKS.md, "Gathering a group"). A lone writer
+    /// never waits: its own batch is the one it waits for.
+    fn gather(&mut self, group: &mut Vec<Msg>, rx: &Receiver<Msg>, queued: usize) {
+        let wanted = queued
+            .saturating_add(self.last_group)
+            .min(self.options.group_batches_max as usize);
+        let waits = self.options.durability == Durability::Sync
+            && !self.closed
+            && !self.io_failed
+            && group.len() < wanted
+            // A close or a flush is not kept waiting.
+            && group.iter().all(|m| matches!(m, Msg::Append { .. }));
+        if waits {
+            let deadline = Instant::now() + (self.last_sync / 2).min(GATHER_WAIT_MAX);
+            let mut bytes: usize = group.iter().map(payload_len).sum();
+            while group.len() < wanted && bytes < self.options.group_bytes_max as usize {
+                let Ok(msg) = rx.recv_deadline(deadline) else {
+                    break; // Time is up, or every handle is gone.
+                };
+                bytes += payload_len(&msg);
+                let append = matches!(msg, Msg::Append { .. });
+                group.push(msg);
+                if !append {
+                    break;
+                }
+            }
+        }
+        self.last_group = group.len();
     }
 
     /// Writes, syncs and acknowledges one group, checking the conditions
@@ -888,7 +943,9 @@ impl Writer {
         if !self.active.is_dirty() {
             return Ok(());
         }
+        let started = Instant::now();
         let result = self.active.sync();
+        self.last_sync = started.elapsed();
         self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = result {
             let e = Arc::new(e);
@@ -1138,6 +1195,92 @@ mod tests {
     /// The writer hands its sink each durable batch once, in LSN order,
     /// publishes a group once all of it is applied, and tells the sink of
     /// each group's end, with the freeze a group held.
+    /// A writer whose last group held `last_group` batches and whose
+    /// last sync took `sync`, and its channel.
+    fn gathering_writer(
+        durability: Durability,
+        last_group: usize,
+        sync: Duration,
+    ) -> (Writer, Sender<Msg>, Receiver<Msg>) {
+        let options = Options {
+            durability,
+            ..Options::default()
+        };
+        let mut writer = writer(options, Arc::new(Shared::default()));
+        writer.last_group = last_group;
+        writer.last_sync = sync;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (writer, tx, rx)
+    }
+
+    #[test]
+    fn a_group_waits_for_the_callers_of_the_last_group() {
+        // Two were queued while the last group (three) was written: the
+        // group takes one batch from each of the three, and no more.
+        let (mut w, tx, rx) = gathering_writer(Durability::Sync, 3, Duration::from_secs(1));
+        for i in 2..6 {
+            tx.send(append_msg(i)).unwrap();
+        }
+        let mut group = vec![append_msg(0), append_msg(1)];
+        w.gather(&mut group, &rx, 2);
+        assert_eq!(group.len(), 5, "the three late batches joined the group");
+        assert_eq!(rx.len(), 1, "the fourth is left for the next group");
+        assert_eq!(w.last_group, 5);
+    }
+
+    #[test]
+    fn a_group_waits_at_most_half_a_sync() {
+        let (mut w, _tx, rx) = gathering_writer(Durability::Sync, 8, Duration::from_micros(600));
+        let started = Instant::now();
+        let mut group = vec![append_msg(0)];
+        w.gather(&mut group, &rx, 0);
+        let waited = started.elapsed();
+        assert_eq!(group.len(), 1);
+        assert!(waited >= Duration::from_micros(300), "{waited:?}");
+        assert_eq!(w.last_group, 1, "the next group waits for one caller");
+        // However slow the disk, never more than GATHER_WAIT_MAX.
+        w.last_group = 8;
+        w.last_sync = Duration::from_secs(1);
+        let started = Instant::now();
+        w.gather(&mut group, &rx, 0);
+        let waited = started.elapsed();
+        assert!(
+            waited >= GATHER_WAIT_MAX && waited < Duration::from_millis(500),
+            "{waited:?}"
+        );
+    }
+
+    #[test]
+    fn a_lone_writer_and_writes_without_sync_never_wait() {
+        let slow = Duration::from_secs(10);
+        for (durability, last_group) in [
+            (Durability::Sync, 1),
+            (Durability::Sync, 0),
+            (Durability::None, 8),
+            (Durability::Periodic(Duration::from_millis(5)), 8),
+        ] {
+            let (mut w, _tx, rx) = gathering_writer(durability, last_group, slow);
+            let started = Instant::now();
+            w.gather(&mut vec![append_msg(0)], &rx, 0);
+            assert!(
+                started.elapsed() < Duration::from_millis(500),
+                "{durability:?}"
+            );
+        }
+        // A close is not kept waiting, nor are the batches before it.
+        let (mut w, _tx, rx) = gathering_writer(Durability::Sync, 8, slow);
+        let (ack, _answer) = ack_channel();
+        let started = Instant::now();
+        w.gather(&mut vec![append_msg(0), Msg::Close { ack }], &rx, 0);
+        assert!(started.elapsed() < Duration::from_millis(500));
+        // Nor a writer that can no longer write.
+        let (mut w, _tx, rx) = gathering_writer(Durability::Sync, 8, slow);
+        w.io_failed = true;
+        let started = Instant::now();
+        w.gather(&mut vec![append_msg(0)], &rx, 0);
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+
     #[test]
     fn each_member_of_a_failed_group_gets_the_same_io_error() {
         let failed = Arc::new(Error::Io {

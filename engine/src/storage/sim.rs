@@ -361,6 +361,8 @@ struct Inner {
     state: Mutex<State>,
     /// Whether long scans may read ahead on a helper thread.
     read_ahead: std::sync::atomic::AtomicBool,
+    /// How long each `sync_data` sleeps before it syncs, in microseconds.
+    sync_latency_micros: std::sync::atomic::AtomicU64,
 }
 
 /// A deterministic in-memory disk that keeps written and synced bytes apart
@@ -467,6 +469,7 @@ impl SimDisk {
                 seed,
                 state: Mutex::new(state),
                 read_ahead: std::sync::atomic::AtomicBool::new(false),
+                sync_latency_micros: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -532,6 +535,18 @@ impl SimDisk {
         self.inner
             .read_ahead
             .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes every `sync_data` take `latency` (a sleep before it syncs,
+    /// outside the disk's lock), as a real disk's `fdatasync` does, so
+    /// that the writer's groups form and wait as they do on files. Default
+    /// zero. The crash schedule is unchanged: it counts operations, not
+    /// time. A rebooted disk starts with none.
+    pub fn set_sync_latency(&self, latency: std::time::Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.inner
+            .sync_latency_micros
+            .store(micros, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The bytes all files hold now (their lengths, summed): what
@@ -1059,6 +1074,14 @@ impl StorageFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let latency = self
+            .disk
+            .inner
+            .sync_latency_micros
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if latency > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(latency));
+        }
         self.with_inode_faultable(OpKind::Sync, |state, id, injected| {
             if let Some(error) = injected {
                 // Some pages reached the disk before the error; the kernel
