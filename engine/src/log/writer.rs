@@ -216,7 +216,14 @@ pub(crate) struct Writer {
     /// the next conditional batch first waits until every group handed on
     /// is applied.
     tracking_groups: u32,
-    /// How many messages the last group held: its callers, acknowledged
+    /// The writer's end of the channel, once it runs: [`Writer::commit`]
+    /// counts what waits in it before each acknowledgement.
+    incoming: Option<Receiver<Msg>>,
+    /// Messages that waited when the last group was handed on to be
+    /// acknowledged: none of them sent by its callers, who were waiting for
+    /// it (see [`Writer::gather`]).
+    queued_at_ack: usize,
+    /// How many appends the last group held: their callers, acknowledged
     /// since, may be about to send again (see [`Writer::gather`]).
     last_group: usize,
     /// How long the last `fdatasync` took: [`Writer::gather`] waits at
@@ -322,6 +329,8 @@ impl Writer {
             io_failed: false,
             pending: VecDeque::new(),
             tracking_groups: 0,
+            incoming: None,
+            queued_at_ack: 0,
             last_group: 0,
             last_sync: Duration::ZERO,
         })
@@ -378,10 +387,8 @@ impl Writer {
     }
 
     fn run_loop(&mut self, rx: Receiver<Msg>) {
+        self.incoming = Some(rx.clone());
         loop {
-            // Sent while the last group was written: not by its callers,
-            // who were waiting for it.
-            let queued = rx.len();
             let first = match self.sync_deadline() {
                 Some(deadline) => match rx.recv_deadline(deadline) {
                     Ok(msg) => msg,
@@ -402,7 +409,8 @@ impl Writer {
                 },
             };
             let mut group = self.drain(first, &rx);
-            self.gather(&mut group, &rx, queued);
+            self.gather(&mut group, &rx, self.queued_at_ack);
+            self.queued_at_ack = 0;
             self.shared
                 .last_group_batches
                 .store(group.len() as u64, Ordering::Relaxed);
@@ -486,9 +494,10 @@ impl Writer {
 
     /// Waits a moment for the last group's callers before writing
     /// `group` (PostgreSQL's `commit_delay`, bounded by the disk). Under
-    /// `Sync`, the group may hold the batches `queued` while the last group
-    /// was written (none of them by its callers, who were waiting for it)
-    /// and one more from each caller of the last group: until it does, the
+    /// `Sync`, the group may hold the batches `queued` when the last group
+    /// was handed on to be acknowledged (none of them by its callers, who
+    /// were waiting for it) and one more from each caller of the last
+    /// group: until it does, the
     /// writer waits, parked, up to half the last `fdatasync`'s time
     /// ([`GATHER_WAIT_MAX`] at most). Callers that come back one after
     /// another (threads of a Python worker, each taking the interpreter in
@@ -521,7 +530,12 @@ impl Writer {
                 }
             }
         }
-        self.last_group = group.len();
+        // Appends only: a flush or a freeze (the snapshotter's) in the group
+        // has no caller who will send again.
+        self.last_group = group
+            .iter()
+            .filter(|m| matches!(m, Msg::Append { .. }))
+            .count();
     }
 
     /// Writes, syncs and acknowledges one group, checking the conditions
@@ -584,6 +598,11 @@ impl Writer {
                     self.pending
                         .push_back((first_lsn, Arc::clone(&committed.batches)));
                 }
+            }
+            // Counted before any caller of this group hears of it: what
+            // waits now was sent by others.
+            if let Some(rx) = &self.incoming {
+                self.queued_at_ack = rx.len();
             }
             self.hand_on(committed);
         }
@@ -1272,6 +1291,15 @@ mod tests {
         let (ack, _answer) = ack_channel();
         let started = Instant::now();
         w.gather(&mut vec![append_msg(0), Msg::Close { ack }], &rx, 0);
+        assert!(started.elapsed() < Duration::from_millis(500));
+        // A freeze in a lone writer's group makes its next group wait for
+        // nobody: only appends have callers who send again.
+        let (mut w, _tx, rx) = gathering_writer(Durability::Sync, 1, slow);
+        let (ack, _answer) = ack_channel();
+        w.gather(&mut vec![append_msg(0), Msg::Freeze { ack }], &rx, 0);
+        assert_eq!(w.last_group, 1);
+        let started = Instant::now();
+        w.gather(&mut vec![append_msg(1)], &rx, 0);
         assert!(started.elapsed() < Duration::from_millis(500));
         // Nor a writer that can no longer write.
         let (mut w, _tx, rx) = gathering_writer(Durability::Sync, 8, slow);
