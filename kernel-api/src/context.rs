@@ -372,7 +372,7 @@ impl RunContext {
     pub fn batch(&self) -> Batch<'_> {
         Batch {
             ctx: self,
-            body: Vec::new(),
+            events: Vec::new(),
             transition: None,
             error: None,
         }
@@ -409,7 +409,7 @@ impl RunContext {
 pub struct Batch<'a> {
     ctx: &'a RunContext,
     /// The events so far, timed when the batch is committed.
-    body: Vec<Event>,
+    events: Vec<Event>,
     /// The attempt's status change, written last in the batch.
     transition: Option<TaskStatus>,
     error: Option<Error>,
@@ -418,7 +418,7 @@ pub struct Batch<'a> {
 impl Batch<'_> {
     fn add(&mut self, body: EventBody) {
         // Timed at `commit`: one batch is one moment.
-        self.body.push(Event { ts_micros: 0, body });
+        self.events.push(Event { ts_micros: 0, body });
     }
 
     fn key_ok(&mut self, key: &str) -> bool {
@@ -553,7 +553,7 @@ impl Batch<'_> {
         }
         // Timed in place: a batch of a thousand sets is not moved into a
         // second vector to be timed.
-        let mut events = self.body;
+        let mut events = self.events;
         let now = waymark_engine::event::now_micros();
         for event in &mut events {
             event.ts_micros = now;

@@ -409,8 +409,7 @@ impl Writer {
                 },
             };
             let mut group = self.drain(first, &rx);
-            self.gather(&mut group, &rx, self.queued_at_ack);
-            self.queued_at_ack = 0;
+            self.gather(&mut group, &rx);
             self.shared
                 .last_group_batches
                 .store(group.len() as u64, Ordering::Relaxed);
@@ -494,19 +493,19 @@ impl Writer {
 
     /// Waits a moment for the last group's callers before writing
     /// `group` (PostgreSQL's `commit_delay`, bounded by the disk). Under
-    /// `Sync`, the group may hold the batches `queued` when the last group
-    /// was handed on to be acknowledged (none of them by its callers, who
-    /// were waiting for it) and one more from each caller of the last
-    /// group: until it does, the
-    /// writer waits, parked, up to half the last `fdatasync`'s time
-    /// ([`GATHER_WAIT_MAX`] at most). Callers that come back one after
-    /// another (threads of a Python worker, each taking the interpreter in
-    /// turn after its acknowledgement) then share one `fdatasync`, instead
-    /// of splitting into two groups that take turns, each waiting out the
-    /// other's sync (BENCHMARKS.md, "Gathering a group"). A lone writer
-    /// never waits: its own batch is the one it waits for.
-    fn gather(&mut self, group: &mut Vec<Msg>, rx: &Receiver<Msg>, queued: usize) {
-        let wanted = queued
+    /// `Sync`, the group may hold what was queued when the last group was
+    /// handed on to be acknowledged (`queued_at_ack`: none of it sent by
+    /// that group's callers, who were waiting for it) and one batch more
+    /// from each caller of the last group. Until it does, the writer waits,
+    /// parked, up to half the last `fdatasync`'s time ([`GATHER_WAIT_MAX`]
+    /// at most). Callers that come back one after another (threads of a
+    /// Python worker, each taking the interpreter in turn after its
+    /// acknowledgement) then share one `fdatasync`, instead of splitting
+    /// into two groups that take turns, each waiting out the other's sync
+    /// (BENCHMARKS.md, "Gathering a group"). A lone writer never waits: its
+    /// own batch is the one it waits for.
+    fn gather(&mut self, group: &mut Vec<Msg>, rx: &Receiver<Msg>) {
+        let wanted = std::mem::take(&mut self.queued_at_ack)
             .saturating_add(self.last_group)
             .min(self.options.group_batches_max as usize);
         let waits = self.options.durability == Durability::Sync
@@ -1211,9 +1210,6 @@ mod tests {
         }
     }
 
-    /// The writer hands its sink each durable batch once, in LSN order,
-    /// publishes a group once all of it is applied, and tells the sink of
-    /// each group's end, with the freeze a group held.
     /// A writer whose last group held `last_group` batches and whose
     /// last sync took `sync`, and its channel.
     fn gathering_writer(
@@ -1241,7 +1237,8 @@ mod tests {
             tx.send(append_msg(i)).unwrap();
         }
         let mut group = vec![append_msg(0), append_msg(1)];
-        w.gather(&mut group, &rx, 2);
+        w.queued_at_ack = 2;
+        w.gather(&mut group, &rx);
         assert_eq!(group.len(), 5, "the three late batches joined the group");
         assert_eq!(rx.len(), 1, "the fourth is left for the next group");
         assert_eq!(w.last_group, 5);
@@ -1252,7 +1249,7 @@ mod tests {
         let (mut w, _tx, rx) = gathering_writer(Durability::Sync, 8, Duration::from_micros(600));
         let started = Instant::now();
         let mut group = vec![append_msg(0)];
-        w.gather(&mut group, &rx, 0);
+        w.gather(&mut group, &rx);
         let waited = started.elapsed();
         assert_eq!(group.len(), 1);
         assert!(waited >= Duration::from_micros(300), "{waited:?}");
@@ -1261,7 +1258,7 @@ mod tests {
         w.last_group = 8;
         w.last_sync = Duration::from_secs(1);
         let started = Instant::now();
-        w.gather(&mut group, &rx, 0);
+        w.gather(&mut group, &rx);
         let waited = started.elapsed();
         assert!(
             waited >= GATHER_WAIT_MAX && waited < Duration::from_millis(500),
@@ -1280,7 +1277,7 @@ mod tests {
         ] {
             let (mut w, _tx, rx) = gathering_writer(durability, last_group, slow);
             let started = Instant::now();
-            w.gather(&mut vec![append_msg(0)], &rx, 0);
+            w.gather(&mut vec![append_msg(0)], &rx);
             assert!(
                 started.elapsed() < Duration::from_millis(500),
                 "{durability:?}"
@@ -1290,22 +1287,22 @@ mod tests {
         let (mut w, _tx, rx) = gathering_writer(Durability::Sync, 8, slow);
         let (ack, _answer) = ack_channel();
         let started = Instant::now();
-        w.gather(&mut vec![append_msg(0), Msg::Close { ack }], &rx, 0);
+        w.gather(&mut vec![append_msg(0), Msg::Close { ack }], &rx);
         assert!(started.elapsed() < Duration::from_millis(500));
         // A freeze in a lone writer's group makes its next group wait for
         // nobody: only appends have callers who send again.
         let (mut w, _tx, rx) = gathering_writer(Durability::Sync, 1, slow);
         let (ack, _answer) = ack_channel();
-        w.gather(&mut vec![append_msg(0), Msg::Freeze { ack }], &rx, 0);
+        w.gather(&mut vec![append_msg(0), Msg::Freeze { ack }], &rx);
         assert_eq!(w.last_group, 1);
         let started = Instant::now();
-        w.gather(&mut vec![append_msg(1)], &rx, 0);
+        w.gather(&mut vec![append_msg(1)], &rx);
         assert!(started.elapsed() < Duration::from_millis(500));
         // Nor a writer that can no longer write.
         let (mut w, _tx, rx) = gathering_writer(Durability::Sync, 8, slow);
         w.io_failed = true;
         let started = Instant::now();
-        w.gather(&mut vec![append_msg(0)], &rx, 0);
+        w.gather(&mut vec![append_msg(0)], &rx);
         assert!(started.elapsed() < Duration::from_millis(500));
     }
 
@@ -1334,6 +1331,9 @@ mod tests {
         );
     }
 
+    /// The writer hands its sink each durable batch once, in LSN order,
+    /// publishes a group once all of it is applied, and tells the sink of
+    /// each group's end, with the freeze a group held.
     #[test]
     fn the_sink_gets_each_durable_group_in_order_and_whole() {
         let shared = Arc::new(Shared::default());
